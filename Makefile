@@ -1,0 +1,30 @@
+# Two entry points on a fresh machine (Python 3.11, pip, make, git):
+#   make demo   -- set up .venv and run the federated, blindly aggregated DP demo
+#   make test   -- set up .venv and run the test suite
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): requirements.lock.txt pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	$(BIN)/pip install -q --disable-pip-version-check pytest hypothesis ruff pytest-timeout
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/securediff demo
+
+test: $(STAMP)
+	$(BIN)/ruff check securediff protocols audits cli tests
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

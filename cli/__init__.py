@@ -1,0 +1,1 @@
+"""The securediff command line (Typer + Rich). Nothing else imports it."""

@@ -1,0 +1,3 @@
+"""securediff: federated, personalized, differentially private diffusion models."""
+
+__version__ = "0.1.0"
