@@ -1,0 +1,214 @@
+"""`securediff privacy`: epsilon of the forward-noise mechanism, of DP-SGD, and
+of a run's ledgers, recomputed by every accountant."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cli.common import JsonFlag, console, handle_errors, print_json
+from securediff.errors import CheckpointError, ConfigError
+
+privacy_app = typer.Typer(
+    help="Privacy accounting: forward noise, DP-SGD, and the ledgers of a run.",
+    no_args_is_help=True,
+)
+
+Delta = Annotated[float, typer.Option("--delta", help="Target delta.")]
+
+
+def _jsonable(value: Any) -> Any:
+    """JSON has no infinity: write non-finite floats as strings."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _render(title: str, rows: dict[str, Any]) -> None:
+    table = Table(title=title, show_header=False)
+    table.add_column("quantity", style="bold")
+    table.add_column("value", justify="right")
+    for key, value in rows.items():
+        table.add_row(key, _fmt(value))
+    console.print(table)
+
+
+@privacy_app.command("forward")
+def forward(
+    t0: Annotated[int | None, typer.Option("--t0", help="Forward-noise step.")] = None,
+    target_epsilon: Annotated[
+        float | None, typer.Option("--target-epsilon", help="Calibrate t0 to this epsilon.")
+    ] = None,
+    clip: Annotated[float, typer.Option("--clip", help="Per-image L2 clip norm C.")] = 10.0,
+    delta: Delta = 1e-5,
+    num_steps: Annotated[int, typer.Option("--T", help="Diffusion steps T.")] = 1000,
+    beta_start: Annotated[float, typer.Option("--beta-start")] = 1e-4,
+    beta_end: Annotated[float, typer.Option("--beta-end")] = 0.02,
+    schedule: Annotated[str, typer.Option("--schedule", help="linear or cosine.")] = "linear",
+    method: Annotated[
+        str, typer.Option("--method", help="Bound used to calibrate t0: exact or classic.")
+    ] = "exact",
+    json_out: JsonFlag = False,
+) -> None:
+    """Epsilon of clipping to C and noising once to t0 (replace-one, sensitivity 2C)."""
+    from securediff.diffusion.schedule import make_schedule
+    from securediff.privacy.forward import (
+        calibrate_t0,
+        epsilon_classic,
+        epsilon_exact,
+        forward_sigma,
+    )
+
+    with handle_errors():
+        if (t0 is None) == (target_epsilon is None):
+            raise ConfigError("give exactly one of --t0 and --target-epsilon")
+        if not 0.0 < delta < 1.0:
+            raise ConfigError(f"delta must be in (0, 1), got {delta}")
+        abar = make_schedule(schedule, T=num_steps, beta_start=beta_start, beta_end=beta_end).abar
+        out: dict[str, Any] = {}
+        if target_epsilon is not None:
+            t0 = calibrate_t0(
+                target_epsilon=target_epsilon, clip_norm=clip, delta=delta, abar=abar, method=method
+            )
+            out.update(target_epsilon=target_epsilon, method=method)
+        if t0 is None or not 1 <= t0 <= num_steps:
+            raise ConfigError(f"t0 must be in 1..{num_steps}, got {t0}")
+        sigma = forward_sigma(abar[t0])
+        out.update(
+            t0=t0,
+            abar_t0=float(abar[t0]),
+            sigma=sigma,
+            clip_norm=clip,
+            sensitivity=2.0 * clip,
+            delta=delta,
+            epsilon_classic=epsilon_classic(sigma=sigma, clip_norm=clip, delta=delta),
+            epsilon_exact=epsilon_exact(sigma=sigma, clip_norm=clip, delta=delta),
+            relation="replace_one",
+            schedule=schedule,
+            T=num_steps,
+            beta_start=beta_start,
+            beta_end=beta_end,
+        )
+    if json_out:
+        print_json(_jsonable(out))
+    else:
+        _render("forward-noise mechanism", out)
+
+
+@privacy_app.command("epsilon")
+def epsilon(
+    noise_multiplier: Annotated[float, typer.Option("--noise-multiplier")],
+    sample_rate: Annotated[float, typer.Option("--sample-rate")],
+    steps: Annotated[int, typer.Option("--steps")],
+    delta: Delta = 1e-5,
+    accountant: Annotated[
+        str, typer.Option("--accountant", help="pld, prv or rdp (exact: only at --sample-rate 1).")
+    ] = "pld",
+    json_out: JsonFlag = False,
+) -> None:
+    """Epsilon (add/remove) of DP-SGD: Poisson-subsampled Gaussian steps."""
+    from securediff.privacy.accountants import AccountantUnsupportedError, dpsgd_epsilon
+
+    with handle_errors():
+        try:
+            eps = dpsgd_epsilon(
+                noise_multiplier=noise_multiplier,
+                sample_rate=sample_rate,
+                steps=steps,
+                delta=delta,
+                accountant=accountant,
+            )
+        except AccountantUnsupportedError as exc:  # a bad choice of flag, not a failed run
+            raise ConfigError(str(exc)) from None
+    out = {
+        "epsilon": eps,
+        "delta": delta,
+        "accountant": accountant,
+        "noise_multiplier": noise_multiplier,
+        "sample_rate": sample_rate,
+        "steps": steps,
+        "relation": "add_remove",
+    }
+    if json_out:
+        print_json(_jsonable(out))
+    else:
+        _render("DP-SGD", out)
+
+
+def _load_ledgers(run_dir: Path) -> dict[str, Any]:
+    from securediff.privacy.ledger import PrivacyLedger
+
+    path = run_dir / "ledger.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} not found") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected an object mapping client id to ledger")
+    ledgers = {}
+    for client_id, entry in data.items():
+        ledger = PrivacyLedger.from_dict(entry)
+        if ledger.client_id != client_id:
+            raise CheckpointError(f"{path}: entry {client_id!r} holds client {ledger.client_id!r}")
+        ledgers[client_id] = ledger
+    return ledgers
+
+
+@privacy_app.command("ledger")
+def ledger(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory holding ledger.json.")],
+    json_out: JsonFlag = False,
+) -> None:
+    """Recompute every client's epsilon per artefact with every accountant."""
+    with handle_errors():
+        ledgers = _load_ledgers(run_dir)
+        clients = {cid: led.summary() for cid, led in sorted(ledgers.items())}
+    headline: dict[str, Any] = {}
+    for cid, summary in clients.items():
+        for artefact, info in summary["artefacts"].items():
+            claim = info["claimed"]
+            best = headline.get(artefact)
+            if best is None or claim["epsilon"] > best["epsilon"]:
+                headline[artefact] = {**claim, "client_id": cid}
+    if json_out:
+        print_json(_jsonable({"clients": clients, "headline": headline}))
+        return
+    table = Table(title=f"privacy ledgers in {run_dir}")
+    for col in ("client", "artefact", "events", "pld", "prv", "rdp", "exact", "claimed"):
+        table.add_column(col, justify="left" if col in ("client", "artefact") else "right")
+    for cid, summary in clients.items():
+        for artefact, info in summary["artefacts"].items():
+            eps = info["epsilon"]
+            claim = info["claimed"]
+            table.add_row(
+                cid,
+                artefact,
+                str(info["events"]),
+                *(_fmt(eps[name]) for name in ("pld", "prv", "rdp", "exact")),
+                f"{_fmt(claim['epsilon'])} ({claim['accountant']})",
+            )
+    console.print(table)
+    for artefact, claim in headline.items():
+        console.print(
+            f"{artefact}: epsilon {_fmt(claim['epsilon'])} ({claim['accountant']}, "
+            f"client {claim['client_id']}, delta per client ledger)"
+        )

@@ -1,0 +1,329 @@
+"""A client's privacy ledger: mechanism events as frozen data, epsilon recomputed
+from them by a named accountant (events in, epsilon out, nothing hidden).
+
+Each event names the neighbouring relation its analysis holds under and the
+released artefact it is paid for ("shared": the shared denoiser and its
+updates; "personal": the personal denoiser and what it generates). The ledger
+is write-ahead: a mechanism is charged before it runs, and `charge` refuses
+(leaving the ledger unchanged) when the artefact would pass its budget.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar, Literal
+
+from securediff.errors import BudgetExceededError, CheckpointError, ConfigError, PrivacyError
+from securediff.privacy.accountants import (
+    ACCOUNTANTS,
+    AccountantUnsupportedError,
+    check_accountant,
+    compose_epsilon,
+)
+
+Relation = Literal["replace_one", "add_remove"]
+Artefact = Literal["shared", "personal"]
+ARTEFACTS: tuple[str, ...] = ("shared", "personal")
+LEDGER_FORMAT = 1
+
+
+def _positive(name: str, value: float) -> float:
+    value = float(value)
+    if not (value > 0.0 and math.isfinite(value)):
+        raise ConfigError(f"{name} must be positive and finite, got {value}")
+    return value
+
+
+def _fixed(event: Any, field: str, expected: str) -> None:
+    if getattr(event, field) != expected:
+        raise ConfigError(
+            f"{type(event).__name__}.{field} must be {expected!r}, got {getattr(event, field)!r}"
+        )
+
+
+def _artefact(value: str) -> None:
+    if value not in ARTEFACTS:
+        raise ConfigError(f"unknown artefact {value!r}; expected one of {ARTEFACTS}")
+
+
+@dataclass(frozen=True)
+class ForwardNoiseEvent:
+    """Clip to L2 norm C, add N(0, sigma^2) once (in the scale of the clipped
+    image): a replace-one Gaussian mechanism with sensitivity 2C."""
+
+    sigma: float
+    clip_norm: float
+    t0: int
+    data_id: str
+    relation: Relation = "replace_one"
+    artefact: Artefact = "shared"
+    kind: ClassVar[str] = "forward_noise"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sigma", _positive("sigma", self.sigma))
+        object.__setattr__(self, "clip_norm", _positive("clip_norm", self.clip_norm))
+        if isinstance(self.t0, bool) or int(self.t0) != self.t0 or self.t0 < 1:
+            raise ConfigError(f"t0 must be a positive integer, got {self.t0!r}")
+        object.__setattr__(self, "t0", int(self.t0))
+        if not isinstance(self.data_id, str) or not self.data_id:
+            raise ConfigError("data_id must be a non-empty string")
+        _fixed(self, "relation", "replace_one")
+        _artefact(self.artefact)
+
+    @property
+    def sensitivity(self) -> float:
+        return 2.0 * self.clip_norm
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class DPSGDEvent:
+    """`steps` compositions of a Poisson-subsampled Gaussian (rate q, noise
+    multiplier sigma relative to the clip norm), under add/remove."""
+
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    artefact: Artefact
+    relation: Relation = "add_remove"
+    kind: ClassVar[str] = "dpsgd"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "noise_multiplier", _positive("noise_multiplier", self.noise_multiplier)
+        )
+        q = float(self.sample_rate)
+        if not 0.0 < q <= 1.0:
+            raise ConfigError(f"sample_rate must be in (0, 1], got {q}")
+        object.__setattr__(self, "sample_rate", q)
+        if isinstance(self.steps, bool) or int(self.steps) != self.steps or self.steps < 1:
+            raise ConfigError(f"steps must be a positive integer, got {self.steps!r}")
+        object.__setattr__(self, "steps", int(self.steps))
+        _fixed(self, "relation", "add_remove")
+        _artefact(self.artefact)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class RandomizedResponseEvent:
+    """k-ary randomized response on labels: pure epsilon-DP under replace-one."""
+
+    epsilon: float
+    num_classes: int
+    relation: Relation = "replace_one"
+    artefact: Artefact = "shared"
+    kind: ClassVar[str] = "randomized_response"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "epsilon", _positive("epsilon", self.epsilon))
+        k = self.num_classes
+        if isinstance(k, bool) or int(k) != k or k < 2:
+            raise ConfigError(f"num_classes must be an integer >= 2, got {k!r}")
+        object.__setattr__(self, "num_classes", int(k))
+        _fixed(self, "relation", "replace_one")
+        _artefact(self.artefact)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **asdict(self)}
+
+
+MechanismEvent = ForwardNoiseEvent | DPSGDEvent | RandomizedResponseEvent
+EVENT_TYPES: dict[str, type[MechanismEvent]] = {
+    cls.kind: cls for cls in (ForwardNoiseEvent, DPSGDEvent, RandomizedResponseEvent)
+}
+
+
+def event_from_dict(data: dict[str, Any]) -> MechanismEvent:
+    """Rebuild an event from `to_dict` output; CheckpointError if malformed."""
+    if not isinstance(data, dict) or data.get("kind") not in EVENT_TYPES:
+        raise CheckpointError(f"not a mechanism event: {data!r}")
+    cls = EVENT_TYPES[data["kind"]]
+    names = {f.name for f in fields(cls)}
+    extra = set(data) - names - {"kind"}
+    if extra:
+        raise CheckpointError(f"{cls.__name__}: unexpected fields {sorted(extra)}")
+    try:
+        return cls(**{k: v for k, v in data.items() if k != "kind"})
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"invalid {cls.__name__}: {exc}") from None
+
+
+class PrivacyLedger:
+    """The mechanisms one client has run, per artefact, against one budget.
+
+    `budget_epsilon` bounds each artefact separately at `delta`; `accountant`
+    is the one `charge` enforces the budget with. A list of frozen events is
+    the whole state: anyone can recompute every epsilon from `to_json()`.
+    """
+
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        budget_epsilon: float,
+        delta: float,
+        accountant: str = "pld",
+        events: tuple[MechanismEvent, ...] | list[MechanismEvent] = (),
+    ) -> None:
+        if not isinstance(client_id, str) or not client_id:
+            raise ConfigError("client_id must be a non-empty string")
+        self.client_id = client_id
+        self.budget_epsilon = _positive("budget_epsilon", budget_epsilon)
+        if not 0.0 < float(delta) < 1.0:
+            raise ConfigError(f"delta must be in (0, 1), got {delta}")
+        self.delta = float(delta)
+        self.accountant = check_accountant(accountant)
+        self._events: list[MechanismEvent] = []
+        for event in events:
+            self._check_new(event)
+            self._events.append(event)
+
+    @property
+    def events(self) -> tuple[MechanismEvent, ...]:
+        return tuple(self._events)
+
+    def noised_data_ids(self) -> frozenset[str]:
+        return frozenset(e.data_id for e in self._events if isinstance(e, ForwardNoiseEvent))
+
+    def _check_new(self, event: MechanismEvent) -> None:
+        if not isinstance(event, ForwardNoiseEvent | DPSGDEvent | RandomizedResponseEvent):
+            raise PrivacyError(f"not a mechanism event: {event!r}")
+        if isinstance(event, ForwardNoiseEvent) and event.data_id in self.noised_data_ids():
+            raise PrivacyError(
+                f"data {event.data_id!r} of client {self.client_id!r} was already forward-noised; "
+                "noising it again would compose and break the bound (reuse the persisted x~)"
+            )
+
+    def _with(self, event: MechanismEvent) -> list[MechanismEvent]:
+        """The event list after adding `event`: a DP-SGD event merges into the
+        artefact's latest event when that is DP-SGD with the same sigma and q."""
+        events = list(self._events)
+        if isinstance(event, DPSGDEvent):
+            for i in range(len(events) - 1, -1, -1):
+                last = events[i]
+                if last.artefact != event.artefact:
+                    continue
+                if (
+                    isinstance(last, DPSGDEvent)
+                    and last.noise_multiplier == event.noise_multiplier
+                    and last.sample_rate == event.sample_rate
+                ):
+                    events[i] = DPSGDEvent(
+                        last.noise_multiplier,
+                        last.sample_rate,
+                        last.steps + event.steps,
+                        last.artefact,
+                    )
+                    return events
+                break
+        events.append(event)
+        return events
+
+    def charge(self, event: MechanismEvent) -> float:
+        """Record `event` before its mechanism runs; returns the artefact's new
+        epsilon. Raises BudgetExceededError (ledger unchanged) past the budget."""
+        self._check_new(event)
+        candidate = self._with(event)
+        eps = compose_epsilon(
+            [e for e in candidate if e.artefact == event.artefact],
+            delta=self.delta,
+            accountant=self.accountant,
+        )
+        if not eps <= self.budget_epsilon:
+            raise BudgetExceededError(
+                f"client {self.client_id!r}: {event.kind} would bring the {event.artefact} "
+                f"artefact to epsilon {eps:.4g} > budget {self.budget_epsilon:.4g} "
+                f"(delta={self.delta:g}, {self.accountant})"
+            )
+        self._events = candidate
+        return eps
+
+    def epsilon(self, artefact: str, *, accountant: str | None = None) -> float:
+        """Epsilon at the ledger's delta for `artefact`. An artefact without
+        events has no guarantee from this ledger: math.inf, not 0."""
+        _artefact(artefact)
+        events = [e for e in self._events if e.artefact == artefact]
+        if not events:
+            return math.inf
+        return compose_epsilon(
+            events, delta=self.delta, accountant=check_accountant(accountant or self.accountant)
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """Per artefact with events: epsilon by each accountant (None where an
+        accountant cannot analyse the events) and the claim, the tightest of them."""
+        artefacts: dict[str, Any] = {}
+        for artefact in ARTEFACTS:
+            events = [e for e in self._events if e.artefact == artefact]
+            if not events:
+                continue
+            by_accountant: dict[str, float | None] = {}
+            for name in ACCOUNTANTS:
+                try:
+                    by_accountant[name] = self.epsilon(artefact, accountant=name)
+                except AccountantUnsupportedError:
+                    by_accountant[name] = None
+            best = min((v, k) for k, v in by_accountant.items() if v is not None)
+            artefacts[artefact] = {
+                "events": len(events),
+                "epsilon": by_accountant,
+                "claimed": {"epsilon": best[0], "accountant": best[1]},
+            }
+        return {
+            "client_id": self.client_id,
+            "budget_epsilon": self.budget_epsilon,
+            "delta": self.delta,
+            "accountant": self.accountant,
+            "artefacts": artefacts,
+        }
+
+    # -- persistence -----------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": LEDGER_FORMAT,
+            "client_id": self.client_id,
+            "budget_epsilon": self.budget_epsilon,
+            "delta": self.delta,
+            "accountant": self.accountant,
+            "events": [e.to_dict() for e in self._events],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PrivacyLedger:
+        if not isinstance(data, dict) or data.get("format") != LEDGER_FORMAT:
+            raise CheckpointError(f"not a format-{LEDGER_FORMAT} privacy ledger")
+        try:
+            events = [event_from_dict(e) for e in data["events"]]
+            return cls(
+                client_id=data["client_id"],
+                budget_epsilon=data["budget_epsilon"],
+                delta=data["delta"],
+                accountant=data["accountant"],
+                events=events,
+            )
+        except (KeyError, TypeError, ValueError, PrivacyError) as exc:
+            raise CheckpointError(f"invalid privacy ledger: {exc}") from None
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> PrivacyLedger:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"privacy ledger is not valid JSON: {exc}") from None
+        return cls.from_dict(data)
+
+    def __repr__(self) -> str:
+        return (
+            f"PrivacyLedger(client_id={self.client_id!r}, events={len(self._events)}, "
+            f"budget_epsilon={self.budget_epsilon}, delta={self.delta}, "
+            f"accountant={self.accountant!r})"
+        )
