@@ -1,0 +1,53 @@
+"""Ed25519 identity signatures (RFC 8032) over bytes the caller made canonical.
+
+A private key comes from the OS generator inside OpenSSL and lives only in
+memory: there is deliberately no way to export or load one, so a run's identity
+keys die with its process and a resumed run pins a new roster.
+"""
+
+from __future__ import annotations
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+PUBLIC_KEY_BYTES = 32
+SIGNATURE_BYTES = 64
+
+
+class SigningKey:
+    """An in-memory Ed25519 private key; `public_key` is its 32 raw public bytes."""
+
+    __slots__ = ("_key", "public_key")
+
+    def __init__(self, key: Ed25519PrivateKey) -> None:
+        self._key = key
+        self.public_key: bytes = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls(Ed25519PrivateKey.generate())
+
+    def sign(self, message: bytes) -> bytes:
+        return self._key.sign(message)
+
+    def __repr__(self) -> str:  # never show the private key
+        return f"SigningKey(public={self.public_key.hex()[:16]}...)"
+
+    def __reduce__(self) -> object:
+        raise TypeError("signing keys cannot be pickled or copied out of memory")
+
+
+def verify_signature(*, public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """True iff `signature` is a valid Ed25519 signature of `message` under `public_key`.
+
+    Malformed keys or signatures count as invalid rather than raising, so a
+    verifier reports them like any other forgery.
+    """
+    if len(public_key) != PUBLIC_KEY_BYTES or len(signature) != SIGNATURE_BYTES:
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True

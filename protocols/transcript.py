@@ -1,0 +1,708 @@
+"""Signed, chained transcripts of protocol runs, and their verification.
+
+`transcript.jsonl` holds one canonical JSON record per line:
+
+- `header`: starts a session (a run, or a resume of it): format version,
+  protocol and its parameters, the digest of the roster whose keys sign it.
+- `message`: one protocol message: round, stage, type, sender, receiver,
+  SHA-256 and size of its canonical bytes.
+- `round_close`: ends a round. Its `statement` (outcome, survivors, dropped,
+  digest of the round's record list, aggregate digest) is co-signed by every
+  survivor; `records` lists the round's record digests in file order.
+
+Every record and every co-signature carries the signer's sequence number
+(per party, gapless across the whole file, sessions included) and the digest
+of that party's previous signed item, and is signed with the party's Ed25519
+key. The aggregator writes the file, so it could rewrite its own chain; what
+it cannot forge are the survivors' co-signatures, which pin each round's
+records and outcome and sit in the clients' own chains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from protocols.errors import ProtocolAbort, ProtocolError, TranscriptError
+from protocols.hazmat.signing import SigningKey, verify_signature
+from protocols.messages import canonical_json, sha256_hex
+from protocols.registry import make_protocol
+from protocols.roster import Identities, Roster
+from protocols.stages import AggregationProtocol
+
+TRANSCRIPT_VERSION = 1
+CLOSE_STAGE = "RoundClose"
+RECORD_DOMAIN = b"securediff/transcript/v1/record\n"
+COSIG_DOMAIN = b"securediff/transcript/v1/cosig\n"
+LIST_DOMAIN = b"securediff/transcript/v1/records\n"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_HEX128 = re.compile(r"[0-9a-f]{128}")
+
+
+def records_digest(digests: Sequence[str]) -> str:
+    """The digest of a round's ordered record list, as its close statement names it."""
+    return sha256_hex(LIST_DOMAIN + "\n".join(digests).encode("ascii"))
+
+
+def statement_digest(statement: Mapping[str, Any]) -> str:
+    return sha256_hex(canonical_json(statement))
+
+
+def cosig_digest(cosig: Mapping[str, Any]) -> str:
+    return sha256_hex(canonical_json(cosig))
+
+
+def _unsigned(obj: Mapping[str, Any]) -> bytes:
+    return canonical_json({k: v for k, v in obj.items() if k != "sig"})
+
+
+def cosign_statement(
+    *,
+    statement: Mapping[str, Any],
+    record_digests: Sequence[str],
+    own_digests: Collection[str],
+    own_aggregate_digest: str | None,
+    client_id: str,
+    key: SigningKey,
+    seq: int,
+    prev: str | None,
+) -> dict[str, Any]:
+    """A survivor's side of the round close: check the statement against what the
+    client itself saw, then sign it as the next item of its own chain."""
+    if client_id not in statement["survivors"]:
+        raise ProtocolAbort(f"{client_id} was asked to co-sign a round it is not a survivor of")
+    if statement["records_digest"] != records_digest(record_digests):
+        raise ProtocolAbort(f"{client_id}: the record list does not match the statement")
+    if not set(own_digests) <= set(record_digests):
+        raise ProtocolAbort(f"{client_id}: the round's record list leaves out its own messages")
+    if own_aggregate_digest is not None and statement["aggregate"] != own_aggregate_digest:
+        raise ProtocolAbort(f"{client_id}: the statement names an aggregate it did not receive")
+    entry: dict[str, Any] = {
+        "signer": client_id,
+        "seq": seq,
+        "prev": prev,
+        "statement": statement_digest(statement),
+    }
+    entry["sig"] = key.sign(COSIG_DOMAIN + canonical_json(entry)).hex()
+    return entry
+
+
+@dataclass
+class _OpenRound:
+    index: int
+    digests: list[str] = field(default_factory=list)
+    touched: dict[str, list[str]] = field(default_factory=dict)
+
+
+class TranscriptWriter:
+    """Appends a session to a transcript file, signing for every party in memory."""
+
+    def __init__(
+        self,
+        fh: BinaryIO,
+        *,
+        path: Path,
+        identities: Identities,
+        protocol: AggregationProtocol,
+        heads: dict[str, tuple[int, str]],
+        session: int,
+    ) -> None:
+        self._fh = fh
+        self.path = path
+        self.identities = identities
+        self.protocol_name = protocol.name
+        self.roster_digest = identities.roster().digest
+        self.session = session
+        self._heads = heads
+        self._round: _OpenRound | None = None
+
+    @classmethod
+    def open(
+        cls, path: str | os.PathLike[str], *, identities: Identities, protocol: AggregationProtocol
+    ) -> TranscriptWriter:
+        """Start a new session at the end of `path` (created if missing): a resumed run
+        appends here, and every party's chain continues from the existing records."""
+        path = Path(path)
+        heads, sessions = _scan_existing(path)
+        writer = cls(
+            open(path, "ab"),  # closed by close()
+            path=path,
+            identities=identities,
+            protocol=protocol,
+            heads=heads,
+            session=sessions,
+        )
+        writer._write(
+            {
+                "kind": "header",
+                "session": sessions,
+                "protocol": protocol.name,
+                "params": protocol.params,
+                "roster": writer.roster_digest,
+            },
+            identities.aggregator_id,
+        )
+        return writer
+
+    def __enter__(self) -> TranscriptWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+
+    def _next(self, party: str) -> tuple[int, str | None]:
+        head = self._heads.get(party)
+        return (0, None) if head is None else (head[0] + 1, head[1])
+
+    def _write(self, record: dict[str, Any], party: str) -> str:
+        seq, prev = self._next(party)
+        rec = {**record, "v": TRANSCRIPT_VERSION, "sender": party, "seq": seq, "prev": prev}
+        rec["sig"] = (
+            self.identities.signing_key(party).sign(RECORD_DOMAIN + canonical_json(rec)).hex()
+        )
+        line = canonical_json(rec)
+        self._fh.write(line + b"\n")
+        self._fh.flush()
+        digest = sha256_hex(line)
+        self._heads[party] = (seq, digest)
+        return digest
+
+    def _open_round(self, round_index: int) -> _OpenRound:
+        if self._round is None:
+            self._round = _OpenRound(index=round_index)
+        elif self._round.index != round_index:
+            raise TranscriptError(f"round {self._round.index} is still open")
+        return self._round
+
+    def record_message(
+        self,
+        *,
+        round_index: int,
+        stage: str,
+        message_type: str,
+        sender: str,
+        receiver: str,
+        payload: bytes,
+    ) -> str:
+        """Record one message (signed by its sender); returns the record's digest."""
+        rnd = self._open_round(round_index)
+        digest = self._write(
+            {
+                "kind": "message",
+                "session": self.session,
+                "round": round_index,
+                "stage": stage,
+                "type": message_type,
+                "receiver": receiver,
+                "payload_sha256": sha256_hex(payload),
+                "payload_size": len(payload),
+            },
+            sender,
+        )
+        rnd.digests.append(digest)
+        for party in (sender, receiver):
+            rnd.touched.setdefault(party, []).append(digest)
+        return digest
+
+    def close_round(
+        self,
+        *,
+        round_index: int,
+        survivors: Sequence[str],
+        dropped: Sequence[tuple[str, str]],
+        aggregate_digest: str | None,
+        client_views: Mapping[str, str | None],
+        reason: str | None = None,
+    ) -> str:
+        """Write the round's close: aggregated when `aggregate_digest` is given, else
+        aborted with `reason`. Every survivor co-signs; `client_views` holds the
+        aggregate digest each survivor saw itself (None where it saw none)."""
+        rnd = self._open_round(round_index)
+        statement = {
+            "v": TRANSCRIPT_VERSION,
+            "outcome": "aggregated" if aggregate_digest is not None else "aborted",
+            "protocol": self.protocol_name,
+            "roster": self.roster_digest,
+            "session": self.session,
+            "round": round_index,
+            "survivors": sorted(survivors),
+            "dropped": [[c, why] for c, why in sorted(dropped)],
+            "records_digest": records_digest(rnd.digests),
+            "aggregate": aggregate_digest,
+            "reason": reason,
+        }
+        cosigs = []
+        signed: dict[str, tuple[int, str]] = {}
+        for cid in statement["survivors"]:
+            seq, prev = self._next(cid)
+            entry = cosign_statement(
+                statement=statement,
+                record_digests=rnd.digests,
+                own_digests=rnd.touched.get(cid, ()),
+                own_aggregate_digest=client_views.get(cid),
+                client_id=cid,
+                key=self.identities.signing_key(cid),
+                seq=seq,
+                prev=prev,
+            )
+            cosigs.append(entry)
+            signed[cid] = (seq, cosig_digest(entry))
+        record = {
+            "kind": "round_close",
+            "session": self.session,
+            "round": round_index,
+            "stage": CLOSE_STAGE,
+            "statement": statement,
+            "records": list(rnd.digests),
+            "cosigs": cosigs,
+        }
+        self._heads.update(signed)  # only once every survivor has agreed to sign
+        digest = self._write(record, self.identities.aggregator_id)
+        os.fsync(self._fh.fileno())
+        self._round = None
+        return digest
+
+
+def _scan_existing(path: Path) -> tuple[dict[str, tuple[int, str]], int]:
+    """Chain heads and session count of an existing transcript, for appending."""
+    heads: dict[str, tuple[int, str]] = {}
+    sessions = 0
+    if not path.exists() or path.stat().st_size == 0:
+        return heads, sessions
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.endswith(b"\n"):
+                raise TranscriptError(
+                    f"{path}:{lineno}: incomplete last line; repair before resuming"
+                )
+            body = raw[:-1]
+            try:
+                rec = json.loads(body)
+                if rec["kind"] == "round_close":
+                    for cosig in rec["cosigs"]:
+                        heads[cosig["signer"]] = (cosig["seq"], cosig_digest(cosig))
+                sessions += rec["kind"] == "header"
+                heads[rec["sender"]] = (rec["seq"], sha256_hex(body))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise TranscriptError(f"{path}:{lineno}: not a transcript record ({exc})") from None
+    return heads, sessions
+
+
+# -- verification --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TranscriptProblem:
+    line: int
+    message: str
+
+
+@dataclass(frozen=True)
+class TranscriptReport:
+    """The outcome of `verify_transcript`: `ok` iff `problems` is empty."""
+
+    path: str
+    sessions: int
+    rounds: int
+    aborted_rounds: int
+    records: int
+    problems: tuple[TranscriptProblem, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "path": self.path,
+            "sessions": self.sessions,
+            "rounds": self.rounds,
+            "aborted_rounds": self.aborted_rounds,
+            "records": self.records,
+            "problems": [dataclasses.asdict(p) for p in self.problems],
+        }
+
+
+def verify_transcript(
+    path: str | os.PathLike[str], rosters: Roster | Sequence[Roster]
+) -> TranscriptReport:
+    """Replay a transcript against pinned rosters, trusting nothing the aggregator says.
+
+    Verification failures come back as problems with line numbers (`ok=False`);
+    `TranscriptError` means the file cannot be read or is not a transcript at all.
+    """
+    given = (rosters,) if isinstance(rosters, Roster) else tuple(rosters)
+    if not given:
+        raise TranscriptError("no roster to verify against")
+    path = Path(path)
+    verifier = _Verifier(given)
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline()
+            if not _looks_like_header(first):
+                raise TranscriptError(
+                    f"{path} is not a securediff transcript (no header on line 1)"
+                )
+            verifier.feed(1, first)
+            for lineno, raw in enumerate(fh, 2):
+                verifier.feed(lineno, raw)
+    except OSError as exc:
+        raise TranscriptError(f"cannot read transcript {path}: {exc}") from None
+    verifier.finish()
+    return TranscriptReport(
+        path=str(path),
+        sessions=verifier.session + 1,
+        rounds=verifier.rounds,
+        aborted_rounds=verifier.aborted,
+        records=verifier.last_line,
+        problems=tuple(sorted(verifier.problems, key=lambda p: p.line)),
+    )
+
+
+def _looks_like_header(raw: bytes) -> bool:
+    try:
+        rec = json.loads(raw)
+    except ValueError:
+        return False
+    return (
+        isinstance(rec, dict) and rec.get("v") == TRANSCRIPT_VERSION and rec.get("kind") == "header"
+    )
+
+
+_OPT_STR = (str, type(None))
+_SCHEMAS: dict[str, dict[str, Any]] = {
+    "header": {"session": int, "protocol": str, "params": dict, "roster": str},
+    "message": {
+        "session": int,
+        "round": int,
+        "stage": str,
+        "type": str,
+        "receiver": str,
+        "payload_sha256": str,
+        "payload_size": int,
+    },
+    "round_close": {
+        "session": int,
+        "round": int,
+        "stage": str,
+        "statement": dict,
+        "records": list,
+        "cosigs": list,
+    },
+}
+_COMMON = {"v": int, "kind": str, "sender": str, "seq": int, "prev": _OPT_STR, "sig": str}
+_STATEMENT = {
+    "v": int,
+    "outcome": str,
+    "protocol": str,
+    "roster": str,
+    "session": int,
+    "round": int,
+    "survivors": list,
+    "dropped": list,
+    "records_digest": str,
+    "aggregate": _OPT_STR,
+    "reason": _OPT_STR,
+}
+_COSIG = {"signer": str, "seq": int, "prev": _OPT_STR, "statement": str, "sig": str}
+
+
+def _shape_ok(obj: Any, schema: Mapping[str, Any]) -> bool:
+    return (
+        isinstance(obj, dict)
+        and set(obj) == set(schema)
+        and all(isinstance(obj[k], t) and not isinstance(obj[k], bool) for k, t in schema.items())
+    )
+
+
+@dataclass
+class _Round:
+    index: int
+    records: list[tuple[int, str]] = field(default_factory=list)
+    stage_index: int = 0
+    seen: set[tuple[str, str, str]] = field(default_factory=set)
+
+
+class _Verifier:
+    def __init__(self, rosters: Sequence[Roster]) -> None:
+        self.rosters = {r.digest: r for r in rosters}
+        self.problems: list[TranscriptProblem] = []
+        self.heads: dict[str, tuple[int, str]] = {}
+        self.session = -1
+        self.roster: Roster | None = None
+        self.protocol: AggregationProtocol | None = None
+        self.header: dict[str, Any] = {}
+        self.round: _Round | None = None
+        self.last_aggregated = -1
+        self.rounds = self.aborted = self.last_line = 0
+
+    def fail(self, line: int, message: str) -> None:
+        self.problems.append(TranscriptProblem(line=line, message=message))
+
+    def feed(self, line: int, raw: bytes) -> None:
+        self.last_line = line
+        if not raw.endswith(b"\n"):
+            self.fail(line, "incomplete line (no newline): the file was cut mid-record")
+        body = raw[:-1] if raw.endswith(b"\n") else raw
+        try:
+            rec = json.loads(body.decode("ascii"), parse_constant=_no_constant)
+        except (ValueError, RecursionError):
+            self.fail(line, "not a JSON record")
+            return
+        kind = rec.get("kind") if isinstance(rec, dict) else None
+        if kind not in _SCHEMAS or not _shape_ok(rec, {**_COMMON, **_SCHEMAS[kind]}):
+            self.fail(line, "malformed record (unknown kind, missing or extra fields)")
+            return
+        if rec["v"] != TRANSCRIPT_VERSION:
+            self.fail(line, f"unsupported record version {rec['v']}")
+            return
+        if canonical_json(rec) != body:
+            self.fail(line, "record is not in canonical form (edited by hand?)")
+        if kind != "header" and rec["session"] != self.session:
+            self.fail(
+                line,
+                f"record of session {rec['session']} but the current session is {self.session} "
+                "(missing session header?)",
+            )
+        getattr(self, f"_{kind}")(line, rec, sha256_hex(body))
+
+    def finish(self) -> None:
+        if self.round is not None:
+            self.fail(
+                self.last_line,
+                f"transcript ends inside round {self.round.index}: no round_close (truncated?)",
+            )
+
+    # -- per-kind checks -----------------------------------------------------------
+    def _header(self, line: int, rec: dict[str, Any], digest: str) -> None:
+        if self.round is not None:
+            self.fail(line, f"new session while round {self.round.index} is still open")
+            self.round = None
+        if rec["session"] != self.session + 1:
+            self.fail(line, f"session {rec['session']} follows session {self.session}")
+        self.session = rec["session"]
+        self.header = rec
+        self.roster = self.rosters.get(rec["roster"])
+        if self.roster is None:
+            self.fail(
+                line, f"the session's roster {rec['roster'][:16]}... is not among those given"
+            )
+        try:
+            self.protocol = make_protocol(rec["protocol"], **rec["params"])
+        except (ProtocolError, ValueError, TypeError) as exc:
+            self.protocol = None
+            self.fail(line, f"cannot check stages: {exc}")
+        self._aggregator_record(line, rec, digest)
+
+    def _message(self, line: int, rec: dict[str, Any], digest: str) -> None:
+        rnd = self._current_round(line, rec["round"])
+        self._stage_rules(line, rec, rnd)
+        self._signed(line, rec["sender"], rec, RECORD_DOMAIN, digest)
+        rnd.records.append((line, digest))
+
+    def _round_close(self, line: int, rec: dict[str, Any], digest: str) -> None:
+        st = rec["statement"]
+        rnd = self.round if self.round is not None else self._current_round(line, rec["round"])
+        self.round = None
+        if rec["stage"] != CLOSE_STAGE or not _shape_ok(st, _STATEMENT):
+            self.fail(line, "malformed round_close statement")
+            self._aggregator_record(line, rec, digest)
+            return
+        if rec["round"] != rnd.index or st["round"] != rnd.index:
+            self.fail(line, f"round_close names round {rec['round']} but round {rnd.index} is open")
+        expected = {
+            "v": TRANSCRIPT_VERSION,
+            "protocol": self.header.get("protocol"),
+            "roster": self.header.get("roster"),
+            "session": self.session,
+        }
+        for key, value in expected.items():
+            if st[key] != value:
+                self.fail(
+                    line, f"statement {key} {st[key]!r} does not match the session ({value!r})"
+                )
+        self._check_record_list(line, rec["records"], st["records_digest"], rnd)
+        survivors = self._check_parties(line, st, rnd)
+        self._check_outcome(line, st, survivors, rnd)
+        self._check_cosigs(line, rec["cosigs"], st, survivors)
+        self._aggregator_record(line, rec, digest)
+        if st["outcome"] == "aggregated":
+            self.rounds += 1
+            self.last_aggregated = max(self.last_aggregated, rnd.index)
+        else:
+            self.aborted += 1
+
+    # -- helpers -------------------------------------------------------------------
+    def _current_round(self, line: int, index: int) -> _Round:
+        if self.round is None:
+            if index <= self.last_aggregated:
+                self.fail(
+                    line, f"round {index} does not follow closed round {self.last_aggregated}"
+                )
+            self.round = _Round(index=index)
+        elif index != self.round.index:
+            self.fail(line, f"record of round {index} while round {self.round.index} is open")
+        return self.round
+
+    def _stage_rules(self, line: int, rec: dict[str, Any], rnd: _Round) -> None:
+        if self.protocol is None or self.roster is None:
+            return
+        names = [s.name for s in self.protocol.stages]
+        if rec["stage"] not in names:
+            self.fail(line, f"{rec['stage']!r} is not a stage of {self.protocol.name}")
+            return
+        index = names.index(rec["stage"])
+        spec = self.protocol.stages[index]
+        if index < rnd.stage_index:
+            self.fail(line, f"stage {spec.name} after {names[rnd.stage_index]}: illegal order")
+        rnd.stage_index = max(rnd.stage_index, index)
+        if rec["type"] not in spec.message_types:
+            self.fail(line, f"message type {rec['type']!r} does not belong to stage {spec.name}")
+        clients, agg = self.roster.client_ids, self.roster.aggregator_id
+        sender, receiver = rec["sender"], rec["receiver"]
+        legal = (
+            (sender in clients and receiver == agg)
+            if spec.sender == "client"
+            else (sender == agg and receiver in clients)
+        )
+        if not legal:
+            self.fail(
+                line, f"{sender} -> {receiver} is not a legal direction for stage {spec.name}"
+            )
+        key = (spec.name, sender, receiver)
+        if key in rnd.seen:
+            self.fail(line, f"second {spec.name} message from {sender} to {receiver} in the round")
+        rnd.seen.add(key)
+        if not _HEX64.fullmatch(rec["payload_sha256"]) or rec["payload_size"] < 0:
+            self.fail(line, "malformed payload digest or size")
+
+    def _check_record_list(self, line: int, listed: list[Any], digest: str, rnd: _Round) -> None:
+        for i, (rec_line, rec_digest) in enumerate(rnd.records):
+            if i >= len(listed) or listed[i] != rec_digest:
+                self.fail(
+                    rec_line,
+                    f"record differs from the one round {rnd.index}'s close lists at position {i} "
+                    "(edited, reordered or inserted)",
+                )
+                break
+        else:
+            if len(listed) > len(rnd.records):
+                self.fail(line, f"round {rnd.index}'s close lists records the transcript lacks")
+        if not all(isinstance(d, str) for d in listed) or records_digest(listed) != digest:
+            self.fail(line, "the record list does not match the co-signed records digest")
+
+    def _check_parties(self, line: int, st: dict[str, Any], rnd: _Round) -> list[str]:
+        survivors = st["survivors"]
+        dropped = st["dropped"]
+        if not all(isinstance(s, str) for s in survivors) or survivors != sorted(set(survivors)):
+            self.fail(line, "survivors must be distinct, sorted party ids")
+            return []
+        if not all(
+            isinstance(d, list) and len(d) == 2 and all(isinstance(x, str) for x in d)
+            for d in dropped
+        ):
+            self.fail(line, "dropped must be [client, reason] pairs")
+            return survivors
+        dropped_ids = [d[0] for d in dropped]
+        if set(dropped_ids) & set(survivors) or len(set(dropped_ids)) != len(dropped_ids):
+            self.fail(line, "a client is listed twice among survivors and dropped")
+        if self.roster is not None:
+            clients = set(self.roster.client_ids)
+            for c in sorted(set(survivors + dropped_ids) - clients):
+                self.fail(line, f"{c!r} is not a client in the session's roster")
+            involved = {p for key in rnd.seen for p in key[1:]} - {self.roster.aggregator_id}
+            for c in sorted(involved - set(survivors) - set(dropped_ids)):
+                self.fail(
+                    line, f"{c} took part in round {rnd.index} but is neither survivor nor dropped"
+                )
+        return survivors
+
+    def _check_outcome(
+        self, line: int, st: dict[str, Any], survivors: list[str], rnd: _Round
+    ) -> None:
+        if st["outcome"] == "aborted":
+            if st["aggregate"] is not None or st["reason"] is None or survivors:
+                self.fail(
+                    line, "an aborted round must name a reason, no aggregate and no survivors"
+                )
+            return
+        if st["outcome"] != "aggregated" or not _HEX64.fullmatch(st["aggregate"] or ""):
+            self.fail(line, "outcome must be 'aggregated' with an aggregate digest, or 'aborted'")
+            return
+        if self.protocol is None or self.roster is None:
+            return
+        agg = self.roster.aggregator_id
+        n = len(survivors) + len(st["dropped"])
+        if len(survivors) < self.protocol.threshold(n):
+            self.fail(line, f"{len(survivors)} survivors is below the protocol's threshold")
+        for spec in self.protocol.stages:
+            for c in survivors:
+                key = (spec.name, c, agg) if spec.sender == "client" else (spec.name, agg, c)
+                if key not in rnd.seen:
+                    self.fail(line, f"survivor {c} has no {spec.name} message in round {rnd.index}")
+
+    def _check_cosigs(
+        self, line: int, cosigs: list[Any], st: dict[str, Any], survivors: list[str]
+    ) -> None:
+        expected_statement = statement_digest(st)
+        signers = []
+        for cosig in cosigs:
+            if not _shape_ok(cosig, _COSIG):
+                self.fail(line, "malformed co-signature")
+                continue
+            signers.append(cosig["signer"])
+            if cosig["statement"] != expected_statement:
+                self.fail(line, f"{cosig['signer']} co-signed a different statement")
+            self._signed(line, cosig["signer"], cosig, COSIG_DOMAIN, cosig_digest(cosig))
+        for c in sorted(set(survivors) - set(signers)):
+            self.fail(line, f"survivor {c} did not co-sign the close of round {st['round']}")
+        for c in sorted(set(signers) - set(survivors)):
+            self.fail(line, f"{c} co-signed round {st['round']} but is not a listed survivor")
+        if len(signers) != len(set(signers)):
+            self.fail(line, "a survivor co-signed twice")
+
+    def _aggregator_record(self, line: int, rec: dict[str, Any], digest: str) -> None:
+        if self.roster is not None and rec["sender"] != self.roster.aggregator_id:
+            self.fail(line, f"{rec['kind']} record written by {rec['sender']}, not the aggregator")
+        self._signed(line, rec["sender"], rec, RECORD_DOMAIN, digest)
+
+    def _signed(
+        self, line: int, party: str, obj: dict[str, Any], domain: bytes, digest: str
+    ) -> None:
+        """Check one signed item: its place in `party`'s chain, then its signature."""
+        head = self.heads.get(party)
+        want_seq, want_prev = (0, None) if head is None else (head[0] + 1, head[1])
+        if obj["seq"] != want_seq:
+            self.fail(
+                line, f"{party}: sequence number {obj['seq']}, expected {want_seq} (gap or reorder)"
+            )
+        elif obj["prev"] != want_prev:
+            self.fail(line, f"{party}: prev digest does not chain to its previous record")
+        self.heads[party] = (obj["seq"], digest)
+        if self.roster is None:
+            return
+        if party not in self.roster:
+            self.fail(line, f"{party!r} is not in the session's roster")
+        elif not _HEX128.fullmatch(obj["sig"]) or not verify_signature(
+            public_key=self.roster.public_key(party),
+            message=domain + _unsigned(obj),
+            signature=bytes.fromhex(obj["sig"]),
+        ):
+            self.fail(line, f"invalid signature by {party}")
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not allowed")
