@@ -1,0 +1,5 @@
+"""Denoiser networks."""
+
+from securediff.models.unet import UNet, UNetSpec
+
+__all__ = ["UNet", "UNetSpec"]
