@@ -1,0 +1,347 @@
+"""One frozen, validated run configuration.
+
+A config is read from TOML (sections below) and/or flags of the form
+`--section.key value`; unknown sections or keys and out-of-range values raise
+`ConfigError` naming the field and what is allowed. Validation happens before
+anything touches the disk, so a bad config never leaves a run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from securediff.errors import ConfigError
+
+STRATEGIES = ("pfdm", "layer-split", "fedavg", "local", "centralized")
+DATASETS = ("digits", "colored-digits", "mnist-idx", "fashion-mnist-idx", "medmnist-npz")
+PARTITIONS = ("iid", "dirichlet", "shards", "quantity")
+ACCOUNTANTS = ("pld", "rdp", "prv")
+
+
+def _check(cond: bool, name: str, allowed: str, value: Any) -> None:
+    if not cond:
+        raise ConfigError(f"{name} = {value!r} is not allowed: {allowed}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "run"
+    out_dir: str = "runs"
+    device: str = "auto"  # auto | cpu | cuda
+    # Insecure deterministic test mode: every random stream is derived from this
+    # recorded seed and every artefact says "not private". None = private.
+    insecure_seed: int | None = None
+
+    def validate(self) -> None:
+        _check(bool(self.name) and "/" not in self.name and not self.name.startswith("."),
+               "run.name", "a non-empty name without '/' that does not start with '.'", self.name)
+        _check(self.device in ("auto", "cpu", "cuda"), "run.device", "auto, cpu or cuda", self.device)
+        _check(self.insecure_seed is None or self.insecure_seed >= 0, "run.insecure_seed",
+               "a non-negative integer", self.insecure_seed)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "digits"
+    path: str = ""  # local file or directory for mnist-idx / medmnist-npz
+    num_clients: int = 10
+    partition: str = "dirichlet"
+    alpha: float = 1.0
+    shards_per_client: int = 2
+    quantity_sigma: float = 1.0
+    partition_seed: int = 0
+    holdout_fraction: float = 0.2
+    test_fraction: float = 0.25
+
+    def validate(self) -> None:
+        _check(self.dataset in DATASETS, "data.dataset", f"one of {', '.join(DATASETS)}", self.dataset)
+        if self.dataset in ("mnist-idx", "fashion-mnist-idx", "medmnist-npz"):
+            _check(bool(self.path), "data.path", f"a local path (required for {self.dataset})", self.path)
+            _check(Path(self.path).exists(), "data.path", "an existing file or directory", self.path)
+        _check(1 <= self.num_clients <= 1000, "data.num_clients", "an integer in [1, 1000]", self.num_clients)
+        _check(self.partition in PARTITIONS, "data.partition", f"one of {', '.join(PARTITIONS)}", self.partition)
+        _check(self.alpha > 0 and math.isfinite(self.alpha), "data.alpha", "a positive number", self.alpha)
+        _check(self.shards_per_client >= 1, "data.shards_per_client", "an integer >= 1", self.shards_per_client)
+        _check(self.quantity_sigma > 0, "data.quantity_sigma", "a positive number", self.quantity_sigma)
+        _check(self.partition_seed >= 0, "data.partition_seed", "a non-negative integer", self.partition_seed)
+        _check(0 < self.holdout_fraction < 1, "data.holdout_fraction", "a number in (0, 1)", self.holdout_fraction)
+        _check(0 < self.test_fraction < 1, "data.test_fraction", "a number in (0, 1)", self.test_fraction)
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    T: int = 1000
+    schedule: str = "linear"
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    sampler: str = "ddim"
+    sample_steps: int = 50
+    guidance: float = 0.0
+    label_dropout: float = 0.1  # classifier-free guidance training
+
+    def validate(self) -> None:
+        _check(2 <= self.T <= 10000, "diffusion.T", "an integer in [2, 10000]", self.T)
+        _check(self.schedule in ("linear", "cosine"), "diffusion.schedule", "linear or cosine", self.schedule)
+        _check(0 < self.beta_start < self.beta_end < 1, "diffusion.beta_start/beta_end",
+               "0 < beta_start < beta_end < 1", (self.beta_start, self.beta_end))
+        _check(self.sampler in ("ddim", "ancestral"), "diffusion.sampler", "ddim or ancestral", self.sampler)
+        _check(1 <= self.sample_steps <= self.T, "diffusion.sample_steps", "an integer in [1, T]", self.sample_steps)
+        _check(self.guidance >= 0, "diffusion.guidance", "a number >= 0", self.guidance)
+        _check(0 <= self.label_dropout < 1, "diffusion.label_dropout", "a number in [0, 1)", self.label_dropout)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    base_channels: int = 32
+    channel_mults: tuple[int, ...] = (1, 2)
+    attention: bool = False
+    groups: int = 8
+
+    def validate(self) -> None:
+        _check(self.base_channels >= 4 and self.base_channels % self.groups == 0, "model.base_channels",
+               "an integer >= 4 divisible by model.groups", self.base_channels)
+        _check(1 <= len(self.channel_mults) <= 4 and all(m >= 1 for m in self.channel_mults),
+               "model.channel_mults", "1 to 4 positive integers", self.channel_mults)
+        _check(self.groups >= 1, "model.groups", "an integer >= 1", self.groups)
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    target_epsilon: float = 10.0  # forward-noise budget per record (replace-one)
+    delta: float = 1e-5
+    clip_norm: float = 10.0  # PFDM's C: images are clipped to this L2 norm before noising
+    t0: int | None = None  # None: the smallest t0 that meets target_epsilon
+    accounting: str = "exact"  # exact (Balle & Wang) | classic (the paper's bound)
+    accountant: str = "pld"  # for DP-SGD events and the ledger's headline
+    labels: str = "public"  # public | randomized-response
+    label_epsilon: float = 1.0
+    dpsgd_shared: bool = False
+    dpsgd_personal: bool = False
+    dpsgd_epsilon: float = 10.0  # per artefact trained with DP-SGD
+    max_grad_norm: float = 1.0
+    noise_multiplicity: int = 1  # K noise/timestep draws per sample, averaged before clipping
+
+    def validate(self) -> None:
+        _check(self.target_epsilon > 0 and math.isfinite(self.target_epsilon), "privacy.target_epsilon",
+               "a positive finite number", self.target_epsilon)
+        _check(0 < self.delta < 1, "privacy.delta", "a number in (0, 1)", self.delta)
+        _check(self.clip_norm > 0, "privacy.clip_norm", "a positive number", self.clip_norm)
+        _check(self.t0 is None or self.t0 >= 1, "privacy.t0", "an integer >= 1 (and < T)", self.t0)
+        _check(self.accounting in ("exact", "classic"), "privacy.accounting", "exact or classic", self.accounting)
+        _check(self.accountant in ACCOUNTANTS, "privacy.accountant", f"one of {', '.join(ACCOUNTANTS)}", self.accountant)
+        _check(self.labels in ("public", "randomized-response"), "privacy.labels",
+               "public or randomized-response", self.labels)
+        _check(self.label_epsilon > 0, "privacy.label_epsilon", "a positive number", self.label_epsilon)
+        _check(self.dpsgd_epsilon > 0, "privacy.dpsgd_epsilon", "a positive number", self.dpsgd_epsilon)
+        _check(self.max_grad_norm > 0, "privacy.max_grad_norm", "a positive number", self.max_grad_norm)
+        _check(1 <= self.noise_multiplicity <= 64, "privacy.noise_multiplicity", "an integer in [1, 64]",
+               self.noise_multiplicity)
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    strategy: str = "pfdm"
+    protocol: str = "plain"
+    rounds: int = 10
+    client_fraction: float = 1.0
+    local_steps: int = 30  # shared-model steps per client per round
+    update_clip: float = 0.0  # L2 clip of each client's shared update; 0 = off
+
+    def validate(self) -> None:
+        _check(self.strategy in STRATEGIES, "federation.strategy", f"one of {', '.join(STRATEGIES)}", self.strategy)
+        _check(self.protocol == "plain", "federation.protocol",
+               "plain (secagg, ckks and tee plug into the same contract when they land)", self.protocol)
+        _check(1 <= self.rounds <= 100000, "federation.rounds", "an integer >= 1", self.rounds)
+        _check(0 < self.client_fraction <= 1, "federation.client_fraction", "a number in (0, 1]", self.client_fraction)
+        _check(self.local_steps >= 1, "federation.local_steps", "an integer >= 1", self.local_steps)
+        _check(self.update_clip >= 0, "federation.update_clip", "a number >= 0 (0 = off)", self.update_clip)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    batch_size: int = 64
+    lr: float = 2e-3
+    personal_steps: int = 300  # per client, spread over the rounds
+    centralized_steps: int = 1500
+
+    def validate(self) -> None:
+        _check(1 <= self.batch_size <= 65536, "training.batch_size", "an integer in [1, 65536]", self.batch_size)
+        _check(0 < self.lr < 1, "training.lr", "a number in (0, 1)", self.lr)
+        _check(self.personal_steps >= 0, "training.personal_steps", "an integer >= 0", self.personal_steps)
+        _check(self.centralized_steps >= 1, "training.centralized_steps", "an integer >= 1", self.centralized_steps)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    samples_per_class: int = 50
+    evaluator_epochs: int = 8
+
+    def validate(self) -> None:
+        _check(1 <= self.samples_per_class <= 10000, "eval.samples_per_class", "an integer in [1, 10000]",
+               self.samples_per_class)
+        _check(1 <= self.evaluator_epochs <= 1000, "eval.evaluator_epochs", "an integer in [1, 1000]",
+               self.evaluator_epochs)
+
+
+@dataclass(frozen=True)
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> Config:
+        for section in dataclasses.fields(self):
+            getattr(self, section.name).validate()
+        t0 = self.privacy.t0
+        _check(t0 is None or t0 < self.diffusion.T, "privacy.t0", f"an integer in [1, T-1] (T = {self.diffusion.T})", t0)
+        return self
+
+    @property
+    def private(self) -> bool:
+        """False in the insecure deterministic test mode."""
+        return self.run.insecure_seed is None
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for section in dataclasses.fields(self):
+            values = dataclasses.asdict(getattr(self, section.name))
+            # TOML has no null: an unset optional key is simply left out.
+            out[section.name] = {k: list(v) if isinstance(v, tuple) else v
+                                 for k, v in values.items() if v is not None}
+        return out
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+    def replace(self, **sections: dict[str, Any]) -> Config:
+        return from_dict(_merge(self.to_dict(), sections), base=Config())
+
+
+def section_types() -> dict[str, type]:
+    return {f.name: f.default_factory for f in dataclasses.fields(Config)}  # type: ignore[misc]
+
+
+def _merge(base: dict[str, dict[str, Any]], override: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    merged = {k: dict(v) for k, v in base.items()}
+    for section, values in override.items():
+        merged.setdefault(section, {}).update(values)
+    return merged
+
+
+def _coerce(name: str, value: Any, annotation: Any) -> Any:
+    """Check a TOML/flag value against the field's type; flags arrive as strings."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (types.UnionType, typing.Union):  # X | None
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "auto", "")):
+            return None
+        return _coerce(name, value, next(a for a in args if a is not type(None)))
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{name} must be a list of integers, got {value!r}")
+        return tuple(_coerce(name, v, args[0]) for v in value)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        try:
+            return int(str(value), 10)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+    if annotation is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{name}: unsupported type")  # pragma: no cover
+
+
+def from_dict(raw: dict[str, Any], *, base: Config | None = None) -> Config:
+    """Build a validated Config; `raw` maps section -> {key: value}."""
+    base = base or Config()
+    sections = section_types()
+    updated = {}
+    for section_name, values in raw.items():
+        if section_name not in sections:
+            raise ConfigError(f"unknown config section [{section_name}]; known: {', '.join(sections)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{section_name}] must be a table of keys")
+        cls = sections[section_name]
+        hints = typing.get_type_hints(cls)
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, value in values.items():
+            if key not in known:
+                raise ConfigError(f"unknown config key {section_name}.{key}; known: {', '.join(sorted(known))}")
+            kwargs[key] = _coerce(f"{section_name}.{key}", value, hints[key])
+        updated[section_name] = dataclasses.replace(getattr(base, section_name), **kwargs)
+    return dataclasses.replace(base, **updated).validate()
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def parse_flag_overrides(args: list[str]) -> dict[str, dict[str, Any]]:
+    """`--section.key value` or `--section.key=value` pairs (every config key is a flag)."""
+    out: dict[str, dict[str, Any]] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or "." not in arg:
+            raise ConfigError(f"unexpected argument {arg!r}; config flags look like --section.key VALUE")
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(args):
+                raise ConfigError(f"flag --{key} needs a value")
+            value = args[i + 1]
+            i += 1
+        section, _, name = key.partition(".")
+        out.setdefault(section, {})[name.replace("-", "_")] = value
+        i += 1
+    return out
+
+
+def flag_help() -> str:
+    lines = []
+    for section_name, cls in section_types().items():
+        defaults = cls()
+        for f in dataclasses.fields(cls):
+            lines.append(f"--{section_name}.{f.name} (default {getattr(defaults, f.name)!r})")
+    return "\n".join(lines)

@@ -1,0 +1,107 @@
+"""Privacy statements: what each artefact of a run guarantees, to whom.
+
+One row per artefact of DESIGN.md's table, with the numbers of this run. The
+statement is stored in the run directory and printed by the CLI; in the
+insecure deterministic test mode every row says "NOT PRIVATE".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+NOT_PRIVATE = "NOT PRIVATE: insecure deterministic test mode (seeded noise)"
+
+
+@dataclass(frozen=True)
+class StatementRow:
+    artefact: str
+    who_sees_it: str
+    guarantee: str
+
+
+def _eps(value: float) -> str:
+    return "none" if not math.isfinite(value) else f"epsilon = {value:.3f}"
+
+
+def privacy_statement(
+    *,
+    strategy: str,
+    protocol_secure: bool,
+    protocol_name: str,
+    private: bool,
+    delta: float,
+    t0: int,
+    clip_norm: float,
+    forward_exact: float,
+    forward_classic: float,
+    shared_epsilon: float,
+    personal_epsilon: float,
+    accountant: str,
+    labels: str,
+    label_epsilon: float,
+) -> dict[str, Any]:
+    """Rows of the statement and the run's headline epsilon (max over clients)."""
+    label_note = (
+        "class labels are declared PUBLIC and are released unprotected in the shared path"
+        if labels == "public"
+        else f"labels pass the shared path by randomized response (epsilon {label_epsilon:g}, in the ledger)"
+    )
+    aggregator = (
+        f"aggregator ({protocol_name}: sees only the aggregate)"
+        if protocol_secure
+        else f"aggregator ({protocol_name}, INSECURE: sees every client's update)"
+    )
+    rows: list[StatementRow] = []
+    if strategy == "pfdm":
+        rows.append(StatementRow(
+            "noised data x~", "the client's shared-model trainer only",
+            f"replace-one Gaussian per record at t0 = {t0}, C = {clip_norm:g}: epsilon = {forward_exact:.3f} "
+            f"(exact, Balle & Wang 2018), {forward_classic:.3f} (classic bound) at delta = {delta:g}",
+        ))
+    shared_text = {
+        "pfdm": f"post-processing of x~ (max over clients {_eps(shared_epsilon)}, {accountant}, delta = {delta:g}); {label_note}",
+        "layer-split": (f"DP-SGD on the shared layers: {_eps(shared_epsilon)} ({accountant}, delta = {delta:g})"
+                        if math.isfinite(shared_epsilon) else "none: trained on raw data without DP-SGD"),
+        "fedavg": "none: the whole model is trained on raw data without DP",
+        "local": "not shared (no collaboration)",
+        "centralized": "none: pooled raw data (an upper bound, not a deployable option)",
+    }[strategy]
+    rows.append(StatementRow("shared denoiser and its updates", f"{aggregator}; all clients", shared_text))
+    personal = ("DP-SGD: " + _eps(personal_epsilon) + f" ({accountant}, delta = {delta:g})"
+                if math.isfinite(personal_epsilon) else "none: trained on the client's raw data without DP-SGD")
+    rows.append(StatementRow("personal denoiser", "its client", personal))
+    if strategy in ("pfdm", "local", "layer-split") and math.isfinite(personal_epsilon):
+        samples = f"composition of the personal and shared guarantees ({_eps(personal_epsilon)} for the personal part)"
+    else:
+        samples = "none for the client's own records: the personal denoiser has no DP-SGD"
+    rows.append(StatementRow("synthetic samples of a client", "whoever the client releases them to", samples))
+    rows.append(StatementRow(
+        "transcript", "reviewers",
+        "masked / encrypted payloads only" if protocol_secure
+        else "payload digests and sizes only (the plain protocol's payloads are unmasked updates)",
+    ))
+    if not private:
+        rows = [StatementRow(r.artefact, r.who_sees_it, f"{NOT_PRIVATE}. {r.guarantee}") for r in rows]
+    return {
+        "private": private,
+        "headline": {
+            "artefact": "shared denoiser",
+            "epsilon": shared_epsilon if math.isfinite(shared_epsilon) else None,
+            "delta": delta,
+            "accountant": accountant,
+            "per": "record, per client (max over clients)",
+        },
+        "labels": labels,
+        "rows": [asdict(r) for r in rows],
+    }
+
+
+def statement_markdown(statement: dict[str, Any]) -> str:
+    lines = ["# Privacy statement", ""]
+    if not statement["private"]:
+        lines += [f"**{NOT_PRIVATE}.**", ""]
+    lines += ["| artefact | who sees it | guarantee |", "|---|---|---|"]
+    lines += [f"| {r['artefact']} | {r['who_sees_it']} | {r['guarantee']} |" for r in statement["rows"]]
+    return "\n".join(lines) + "\n"
