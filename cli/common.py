@@ -41,9 +41,9 @@ def fail(message: str, code: int) -> NoReturn:
 
 
 def exit_code_for(exc: BaseException) -> int:
-    from protocols.errors import ProtocolAbort
+    from protocols.errors import ProtocolAbort, ProtocolInputError
 
-    if isinstance(exc, ConfigError | DataError):
+    if isinstance(exc, ConfigError | DataError | ProtocolInputError):
         return EXIT_USAGE
     if isinstance(exc, BudgetExceededError | CheckpointError | RunDirectoryError | ProtocolAbort):
         return EXIT_CANNOT_PROCEED

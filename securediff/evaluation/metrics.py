@@ -179,7 +179,7 @@ def _minority(
 
 def evaluate_client(
     *,
-    client_id: int,
+    client_id: str,
     evaluator: Evaluator,
     synth_x: np.ndarray,
     synth_y: np.ndarray,

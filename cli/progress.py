@@ -1,0 +1,55 @@
+"""Progress bars per round and per client, with ETA, fed by the library's events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from cli.common import err_console
+
+
+class RunProgress:
+    """Callable the run reports to: ("round_start" | "client_start" | "round_end" | ...)."""
+
+    def __init__(self, *, num_clients: int, enabled: bool = True) -> None:
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            console=err_console, disable=not enabled, transient=False,
+        )
+        self.num_clients = num_clients
+        self.rounds = None
+        self.clients = None
+
+    def __enter__(self) -> RunProgress:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.__exit__(*exc)
+
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event == "round_start":
+            if self.rounds is None:
+                self.rounds = self.bar.add_task("rounds", total=info["rounds"], completed=info["round"])
+            self.clients = self.clients or self.bar.add_task("clients", total=self.num_clients)
+            self.bar.reset(self.clients, total=None)
+            self.bar.update(self.clients, description=f"round {info['round'] + 1}")
+        elif event == "client_start" and self.clients is not None:
+            self.bar.update(self.clients, description=f"round {info['round'] + 1}: {info['client']} {info['phase']}")
+            self.bar.advance(self.clients)
+        elif event == "round_end" and self.rounds is not None:
+            self.bar.advance(self.rounds)
+        elif event == "evaluate":
+            self.eval_task = self.bar.add_task("sampling + evaluation", total=self.num_clients)
+        elif event == "sample_client":
+            self.bar.update(self.eval_task, description=f"sampling {info['client']}")
+            self.bar.advance(self.eval_task)

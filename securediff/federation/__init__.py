@@ -1,0 +1,1 @@
+"""The federated run: clients, personalization strategies and the round loop."""

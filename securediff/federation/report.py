@@ -1,0 +1,96 @@
+"""The end of a run: sample every client's model, evaluate, draw the grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from securediff.data.partition import minority_classes
+from securediff.data.tint import apply_tint, client_tint
+from securediff.diffusion.sampling import SamplerSpec, sample_split
+from securediff.evaluation import ClientMetrics, evaluate_client, summarize, train_evaluator
+from securediff.federation.clients import Client
+from securediff.federation.setup import Plan
+from securediff.federation.strategies import Strategy
+
+
+def sampler_spec(plan: Plan) -> SamplerSpec:
+    d = plan.config.diffusion
+    return SamplerSpec(kind=d.sampler, steps=d.sample_steps, guidance=d.guidance)
+
+
+def sample_client(
+    strategy: Strategy, client: Client, plan: Plan, *, per_class: int, generator: torch.Generator,
+    device: torch.device, batch: int = 1000,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`per_class` samples of every class from the client's own pipeline."""
+    labels = torch.arange(plan.dataset.num_classes).repeat_interleave(per_class)
+    out = []
+    for start in range(0, len(labels), batch):
+        out.append(sample_split(strategy.segments(client), labels[start:start + batch], schedule=plan.schedule,
+                                spec=sampler_spec(plan), shape=plan.dataset.image_shape, generator=generator,
+                                null_label=plan.spec.null_label, device=device).cpu())
+    return torch.cat(out).clamp(-1, 1).numpy(), labels.numpy()
+
+
+def _pool_images(plan: Plan) -> tuple[np.ndarray, np.ndarray]:
+    """The evaluator's training set: the non-test pool, each record as its owner holds it."""
+    xs, ys = [], []
+    for index, split in enumerate(plan.partition.clients):
+        idx = np.concatenate([split.member_indices, split.holdout_indices])
+        xs.append(plan.client_images(index, idx))
+        ys.append(plan.dataset.labels[idx])
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def evaluate_clients(
+    strategy: Strategy, clients: list[Client], plan: Plan, *, cache_dir: Path, device: torch.device,
+    generator: torch.Generator, progress=None,
+) -> tuple[list[ClientMetrics], dict, dict[str, np.ndarray]]:
+    cfg = plan.config
+    pool_x, pool_y = _pool_images(plan)
+    evaluator = train_evaluator(pool_x, pool_y, num_classes=plan.dataset.num_classes,
+                                generator=torch.Generator().manual_seed(0), epochs=cfg.eval.evaluator_epochs,
+                                cache_dir=cache_dir, cache_key=f"{cfg.data.dataset}-{plan.partition.num_clients}")
+    test_idx = plan.partition.test_indices
+    metrics, grids = [], {}
+    for client in clients:
+        if progress:
+            progress("sample_client", {"client": client.client_id})
+        sx, sy = sample_client(strategy, client, plan, per_class=cfg.eval.samples_per_class,
+                               generator=generator, device=device)
+        test_x = plan.dataset.images[test_idx]
+        if cfg.data.dataset == "colored-digits":
+            test_x = apply_tint(test_x, client_tint(client.index, plan.partition.num_clients))
+        minority = minority_classes(client.y.cpu().numpy(), num_classes=plan.dataset.num_classes)
+        metrics.append(evaluate_client(client_id=client.client_id, evaluator=evaluator, synth_x=sx, synth_y=sy,
+                                       test_x=test_x, test_y=plan.dataset.labels[test_idx],
+                                       minority_classes=minority, num_classes=plan.dataset.num_classes))
+        grids[client.client_id] = sx[:: cfg.eval.samples_per_class]  # one per class
+    return metrics, summarize(metrics), grids
+
+
+def save_sample_grid(path: Path, grids: dict[str, np.ndarray], *, scale: int = 4, pad: int = 1) -> None:
+    """Rows = clients, columns = classes; written atomically as PNG."""
+    from securediff.storage import atomic_write_bytes
+
+    rows = list(grids.values())
+    n_rows, n_cols = len(rows), rows[0].shape[0]
+    c, h, w = rows[0].shape[1:]
+    cell_h, cell_w = h * scale + pad, w * scale + pad
+    canvas = np.full((n_rows * cell_h + pad, n_cols * cell_w + pad, 3), 255, dtype=np.uint8)
+    for i, row in enumerate(rows):
+        for j, img in enumerate(row):
+            pix = ((np.clip(img, -1, 1) + 1) * 127.5).round().astype(np.uint8)
+            pix = np.repeat(pix, 3, axis=0) if c == 1 else pix
+            pix = pix.transpose(1, 2, 0).repeat(scale, 0).repeat(scale, 1)
+            y0, x0 = pad + i * cell_h, pad + j * cell_w
+            canvas[y0:y0 + h * scale, x0:x0 + w * scale] = pix
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(canvas).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,375 @@
+"""The federated run, from a validated plan to a finished run directory.
+
+Order of a round (DESIGN.md, data flow): sample clients; each trains its
+shared part on its shared-path data and returns the change; the change is
+clipped (client-level), weighted by the client's public member count and sent
+through the aggregation protocol, which returns only the weighted sum; the
+global shared model moves by the weighted mean. Each client then trains what
+it keeps. Ledgers are written to disk before any update leaves a client
+(write-ahead: a crash can over-count a privacy cost, never under-count it),
+and the round's state is checkpointed atomically at its end.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from protocols import (
+    ClientInput,
+    Identities,
+    TranscriptWriter,
+    make_protocol,
+    run_round,
+    save_roster,
+)
+from securediff.config import Config
+from securediff.errors import CheckpointError
+from securediff.federation.checkpoint import load_round_state, save_round_state
+from securediff.federation.clients import Client
+from securediff.federation.setup import Plan
+from securediff.federation.strategies import (
+    STRATEGY_CLASSES,
+    Centralized,
+    DPPlan,
+    Strategy,
+    TrainSettings,
+)
+from securediff.privacy.accountants import calibrate_noise_multiplier
+from securediff.privacy.forward import noise_once
+from securediff.privacy.labels import randomized_response
+from securediff.privacy.ledger import (
+    DPSGDEvent,
+    PrivacyLedger,
+    RandomizedResponseEvent,
+    event_from_dict,
+)
+from securediff.rng import RandomSource
+from securediff.storage import (
+    RunDirectory,
+    atomic_write_json,
+    load_tensors,
+    read_json,
+    save_tensors,
+)
+
+Progress = Callable[[str, dict[str, Any]], None]
+
+
+def _silent(event: str, info: dict[str, Any]) -> None:
+    pass
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from securediff.errors import ConfigError
+
+        raise ConfigError("run.device = 'cuda' but no CUDA device is available; use auto or cpu")
+    return torch.device(name)
+
+
+def make_source(config: Config) -> RandomSource:
+    seed = config.run.insecure_seed
+    return RandomSource.from_os() if seed is None else RandomSource.insecure_from_seed(seed)
+
+
+@dataclass
+class RoundLog:
+    round: int
+    clients: list[str]
+    survivors: list[str]
+    update_norms: dict[str, float]
+    bytes_up: int
+    bytes_down: int
+    seconds: float
+
+
+@dataclass
+class TrainingState:
+    """What the round loop owns; rebuilt identically on resume."""
+
+    strategy: Strategy
+    clients: list[Client]
+    dp_shared: DPPlan | None
+    dp_personal: DPPlan | None
+    rounds_done: int = 0
+    round_logs: list[dict] = field(default_factory=list)
+
+
+def personal_steps_per_round(config: Config) -> int:
+    return max(0, math.ceil(config.training.personal_steps / config.federation.rounds))
+
+
+def build_strategy(plan: Plan) -> Strategy:
+    cfg = plan.config
+    settings = TrainSettings(
+        batch_size=cfg.training.batch_size, lr=cfg.training.lr,
+        label_dropout=cfg.diffusion.label_dropout, local_steps=cfg.federation.local_steps,
+        personal_steps_per_round=personal_steps_per_round(cfg),
+        max_grad_norm=cfg.privacy.max_grad_norm, noise_multiplicity=cfg.privacy.noise_multiplicity,
+        dpsgd_shared=cfg.privacy.dpsgd_shared, dpsgd_personal=cfg.privacy.dpsgd_personal,
+    )
+    cls = STRATEGY_CLASSES[cfg.federation.strategy]
+    kwargs: dict[str, Any] = dict(spec=plan.spec, schedule=plan.schedule, t0=plan.t0, settings=settings)
+    if cls is Centralized:
+        kwargs.update(centralized_steps=cfg.training.centralized_steps, rounds=cfg.federation.rounds)
+    return cls(**kwargs)
+
+
+def _dp_plan(cfg: Config, *, n: int, steps_per_round: int) -> DPPlan:
+    q = min(1.0, cfg.training.batch_size / n)
+    total = steps_per_round * cfg.federation.rounds
+    sigma = calibrate_noise_multiplier(target_epsilon=cfg.privacy.dpsgd_epsilon, sample_rate=q,
+                                       steps=total, delta=cfg.privacy.delta, accountant=cfg.privacy.accountant)
+    return DPPlan(noise_multiplier=sigma, sample_rate=q, steps_per_round=steps_per_round)
+
+
+class FederatedRun:
+    def __init__(self, plan: Plan, run_dir: RunDirectory, *, progress: Progress | None = None) -> None:
+        self.plan = plan
+        self.cfg = plan.config
+        self.run_dir = run_dir
+        self.progress = progress or _silent
+        self.device = resolve_device(self.cfg.run.device)
+        self.source = make_source(self.cfg)
+        self.state: TrainingState | None = None
+
+    # -- set-up -----------------------------------------------------------------------
+    def _ledger(self, client_id: str) -> PrivacyLedger:
+        p = self.cfg.privacy
+        return PrivacyLedger(client_id=client_id, budget_epsilon=self._budget, delta=p.delta,
+                             accountant=p.accountant)
+
+    def _planned_budget(self, sizes: list[int]) -> tuple[float, dict[str, DPPlan]]:
+        """The run's budget is its plan: each client's planned mechanisms are
+        charged to a trial ledger, and the largest per-artefact epsilon they
+        compose to becomes every ledger's budget. A step beyond the plan is refused."""
+        cfg, strategy = self.cfg, self.cfg.federation.strategy
+        plans: dict[str, DPPlan] = {}
+        shared_on = cfg.privacy.dpsgd_shared and strategy in ("pfdm", "layer-split")
+        personal_on = cfg.privacy.dpsgd_personal and strategy in ("pfdm", "local")
+        budget = 0.0
+        for cid, n in zip(self.plan.client_ids, sizes, strict=True):
+            trial = PrivacyLedger(client_id=cid, budget_epsilon=1e12, delta=cfg.privacy.delta,
+                                  accountant=cfg.privacy.accountant)
+            if strategy == "pfdm":
+                trial.charge(event_from_dict(self._forward_event_dict(cid)))
+                if cfg.privacy.labels == "randomized-response":
+                    trial.charge(RandomizedResponseEvent(epsilon=cfg.privacy.label_epsilon,
+                                                         num_classes=self.plan.dataset.num_classes))
+            for artefact, on, steps in (("shared", shared_on, cfg.federation.local_steps),
+                                        ("personal", personal_on, self._personal_steps())):
+                if on:
+                    dp = _dp_plan(cfg, n=n, steps_per_round=steps)
+                    plans[f"{cid}/{artefact}"] = dp
+                    trial.charge(DPSGDEvent(dp.noise_multiplier, dp.sample_rate,
+                                            steps * cfg.federation.rounds, artefact))
+            for artefact in ("shared", "personal"):
+                if any(e.artefact == artefact for e in trial.events):
+                    budget = max(budget, trial.epsilon(artefact))
+        # Nothing planned (no DP anywhere): the ledgers stay empty; any charge is refused.
+        return (budget * (1 + 1e-9) if budget > 0 else cfg.privacy.target_epsilon), plans
+
+    def _personal_steps(self) -> int:
+        steps = personal_steps_per_round(self.cfg)
+        return steps + self.cfg.federation.local_steps if self.cfg.federation.strategy == "local" else steps
+
+    def _forward_event_dict(self, client_id: str) -> dict:
+        from securediff.privacy.forward import forward_sigma
+
+        return {"kind": "forward_noise", "sigma": forward_sigma(float(self.plan.schedule.abar[self.plan.t0])),
+                "clip_norm": self.cfg.privacy.clip_norm, "t0": self.plan.t0, "data_id": f"{client_id}/members",
+                "relation": "replace_one", "artefact": "shared"}
+
+    def setup(self, *, resume: bool) -> None:
+        plan, cfg = self.plan, self.cfg
+        strategy = build_strategy(plan)
+        init_gen = self.source.child("init").torch_generator()
+        strategy.init_global(init_gen)
+        if strategy.global_model is not None:
+            strategy.global_model.to(self.device)
+        sizes = [len(c.member_indices) for c in plan.partition.clients]
+        self._budget, dp_plans = self._planned_budget(sizes)
+        clients = []
+        for index, split in enumerate(plan.partition.clients):
+            x = torch.from_numpy(plan.client_images(index, split.member_indices)).to(self.device)
+            y = torch.from_numpy(plan.dataset.labels[split.member_indices]).to(self.device)
+            client = Client(client_id=split.client_id, index=index, x=x, y=y,
+                            ledger=self._ledger(split.client_id),
+                            source=self.source.child(f"client/{split.client_id}"))
+            strategy.init_client(client, init_gen)
+            if client.model is not None:
+                client.model.to(self.device)
+                client.optimizer = torch.optim.Adam(client.model.parameters(), lr=cfg.training.lr)
+            clients.append(client)
+        if isinstance(strategy, Centralized):
+            strategy.pool(clients)
+        self.state = TrainingState(strategy=strategy, clients=clients,
+                                   dp_shared=None, dp_personal=None)
+        self._dp_plans = dp_plans
+        if resume:
+            self._restore()
+        else:
+            self._prepare_shared_data()
+            self._write_ledgers()
+            self._checkpoint()
+
+    def _prepare_shared_data(self) -> None:
+        """PFDM: clip and noise each client's images ONCE (ledger first); persist
+        x~ so that a resume reuses it and never re-noises."""
+        if not self.state.strategy.uses_noised_data:
+            return
+        tensors = {}
+        for client in self.state.clients:
+            x_tilde = noise_once(client.x.cpu().double(), clip_norm=self.cfg.privacy.clip_norm, t0=self.plan.t0,
+                                 abar=self.plan.schedule.abar, source=client.source.child("forward-noise"),
+                                 ledger=client.ledger, data_id=f"{client.client_id}/members").float()
+            labels = client.y.cpu().numpy()
+            if self.cfg.privacy.labels == "randomized-response":
+                labels = randomized_response(labels, epsilon=self.cfg.privacy.label_epsilon,
+                                             num_classes=self.plan.dataset.num_classes,
+                                             source=client.source.child("label-rr"), ledger=client.ledger)
+            client.x_shared = x_tilde.to(self.device)
+            client.y_shared = torch.as_tensor(labels, dtype=torch.int64).to(self.device)
+            tensors[f"{client.client_id}.x_noised"] = x_tilde
+            tensors[f"{client.client_id}.y_shared"] = client.y_shared.cpu()
+        digest = save_tensors(self.run_dir.file("checkpoints", "noised-data.safetensors"), tensors)
+        self._noised_sha256 = digest
+
+    # -- persistence ------------------------------------------------------------------------
+    def _write_ledgers(self) -> None:
+        atomic_write_json(self.run_dir.file("ledger.json"),
+                          {c.client_id: c.ledger.to_dict() for c in self.state.clients})
+
+    def _modules(self) -> tuple[dict, dict]:
+        s = self.state
+        modules, optimizers = {}, {}
+        if s.strategy.global_model is not None:
+            modules["global"] = s.strategy.global_model
+        if isinstance(s.strategy, Centralized):
+            optimizers["global"] = s.strategy.optimizer
+        for c in s.clients:
+            if c.model is not None:
+                modules[c.client_id] = c.model
+                optimizers[c.client_id] = c.optimizer
+        return modules, optimizers
+
+    def _checkpoint(self) -> None:
+        modules, optimizers = self._modules()
+        path = self.run_dir.file("checkpoints", "state.safetensors")
+        digest = save_round_state(path, modules=modules, optimizers=optimizers, round_index=self.state.rounds_done)
+        atomic_write_json(self.run_dir.file("checkpoints", "progress.json"), {
+            "rounds_done": self.state.rounds_done, "state_sha256": digest,
+            "noised_sha256": getattr(self, "_noised_sha256", None), "round_logs": self.state.round_logs,
+        })
+
+    def _restore(self) -> None:
+        progress = read_json(self.run_dir.file("checkpoints", "progress.json"))
+        ledgers = read_json(self.run_dir.file("ledger.json"))
+        for client in self.state.clients:
+            if client.client_id not in ledgers:
+                raise CheckpointError(f"ledger.json has no ledger for {client.client_id}")
+            client.ledger = PrivacyLedger.from_dict(ledgers[client.client_id])
+        modules, optimizers = self._modules()
+        load_round_state(self.run_dir.file("checkpoints", "state.safetensors"), modules=modules,
+                         optimizers=optimizers, expected_sha256=progress["state_sha256"])
+        if self.state.strategy.uses_noised_data:
+            self._noised_sha256 = progress["noised_sha256"]
+            tensors = load_tensors(self.run_dir.file("checkpoints", "noised-data.safetensors"),
+                                   expected_sha256=self._noised_sha256)
+            for client in self.state.clients:
+                if client.client_id not in client.ledger.noised_data_ids() and \
+                        f"{client.client_id}/members" not in client.ledger.noised_data_ids():
+                    raise CheckpointError(f"ledger of {client.client_id} records no forward noise")
+                client.x_shared = tensors[f"{client.client_id}.x_noised"].to(self.device)
+                client.y_shared = tensors[f"{client.client_id}.y_shared"].to(self.device)
+        self.state.rounds_done = int(progress["rounds_done"])
+        self.state.round_logs = list(progress["round_logs"])
+
+    # -- the round loop -----------------------------------------------------------------------
+    def _select(self, round_index: int) -> list[Client]:
+        clients = self.state.clients
+        k = max(1, round(self.cfg.federation.client_fraction * len(clients)))
+        if k == len(clients):
+            return list(clients)
+        order = self.source.child(f"client-sampling/round-{round_index}").numpy_generator().permutation(len(clients))
+        return [clients[i] for i in sorted(order[:k])]
+
+    def _clip_update(self, update: np.ndarray) -> np.ndarray:
+        bound = self.cfg.federation.update_clip
+        norm = float(np.linalg.norm(update))
+        if bound > 0 and norm > bound:
+            return update * (bound / norm)
+        return update
+
+    def train(self) -> None:
+        s, cfg = self.state, self.cfg
+        strategy = s.strategy
+        protocol = make_protocol(cfg.federation.protocol)
+        identities = Identities.generate([c.client_id for c in s.clients])
+        self._append_roster(identities)
+        transcript = TranscriptWriter.open(self.run_dir.file("transcript.jsonl"), identities=identities,
+                                           protocol=protocol) if strategy.federated else None
+        try:
+            for r in range(s.rounds_done, cfg.federation.rounds):
+                started = time.perf_counter()
+                self.progress("round_start", {"round": r, "rounds": cfg.federation.rounds})
+                log = self._round(r, protocol, identities, transcript)
+                log.seconds = time.perf_counter() - started
+                s.round_logs.append(vars(log))
+                s.rounds_done = r + 1
+                self._write_ledgers()
+                self._checkpoint()
+                self.progress("round_end", {"round": r, "rounds": cfg.federation.rounds, "log": vars(log)})
+        finally:
+            if transcript is not None:
+                transcript.close()
+
+    def _round(self, r: int, protocol, identities, transcript) -> RoundLog:
+        s = self.state
+        strategy = s.strategy
+        selected = self._select(r) if strategy.federated else []
+        inputs, norms = {}, {}
+        for client in selected:
+            self.progress("client_start", {"round": r, "client": client.client_id, "phase": "shared"})
+            dp = self._dp_plans.get(f"{client.client_id}/shared")
+            update = self._clip_update(strategy.local_update(client, r, dp))
+            norms[client.client_id] = float(np.linalg.norm(update))
+            inputs[client.client_id] = ClientInput(vector=update.astype(np.float32),
+                                                   weight=float(client.num_members))
+        # Write-ahead: the DP-SGD steps charged above are on disk before any update leaves.
+        self._write_ledgers()
+        survivors: list[str] = []
+        bytes_up = bytes_down = 0
+        if inputs:
+            result = run_round(protocol, round_index=r, inputs=inputs, identities=identities,
+                               transcript=transcript)
+            mean_update = np.asarray(result.weighted_sum, dtype=np.float64) / result.total_weight
+            strategy.apply_global(strategy.global_vector() + mean_update)
+            survivors = list(result.survivors)
+            bytes_up, bytes_down = int(result.bytes_up), int(result.bytes_down)
+            if hasattr(strategy, "finish_round"):
+                strategy.finish_round(s.clients)
+        if isinstance(strategy, Centralized):
+            strategy.train_round(self.source.child(f"centralized/round-{r}").torch_generator())
+        for client in s.clients:
+            if client.model is None:
+                continue
+            self.progress("client_start", {"round": r, "client": client.client_id, "phase": "personal"})
+            strategy.personal_train(client, r, self._dp_plans.get(f"{client.client_id}/personal"))
+        return RoundLog(round=r, clients=[c.client_id for c in selected], survivors=survivors,
+                        update_norms=norms, bytes_up=bytes_up, bytes_down=bytes_down, seconds=0.0)
+
+    def _append_roster(self, identities: Identities) -> None:
+        # Each session (a start or a resume) pins its own roster; earlier ones stay.
+        save_roster(self.run_dir.file("roster.json"), identities.roster(), append=True)
+
+

@@ -1,0 +1,268 @@
+"""Personalization strategies: what is shared, what each client keeps, and
+which denoiser handles which timesteps when a client samples.
+
+- `pfdm`: PFDM (Patel et al. 2025). A shared denoiser for t in (t0, T], trained
+  only on each client's once-noised x~; a personal denoiser for t in [1, t0] on
+  the client's raw data, never leaving it.
+- `layer-split`: one model per client; everything but the personal layers (the
+  label embedding and the output head) is averaged. DP-SGD, when on, covers
+  the whole client model.
+- `fedavg`: the whole model is averaged (no DP); every client ends with it.
+- `local`: no collaboration; each client trains a full model alone.
+- `centralized`: pooled member data, one model (an upper bound, not deployable).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from securediff.diffusion.sampling import Segment
+from securediff.diffusion.schedule import NoiseSchedule
+from securediff.federation.clients import Client
+from securediff.federation.training import dp_train_steps, train_steps
+from securediff.models.unet import UNet, UNetSpec
+from securediff.privacy.dpsgd import DPSGD
+
+PERSONAL_LAYER_PREFIXES = ("label_emb.", "out_norm.", "out.")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    batch_size: int
+    lr: float
+    label_dropout: float
+    local_steps: int
+    personal_steps_per_round: int
+    max_grad_norm: float
+    noise_multiplicity: int
+    dpsgd_shared: bool
+    dpsgd_personal: bool
+
+
+@dataclass(frozen=True)
+class DPPlan:
+    """DP-SGD parameters fixed before training (calibrated to the target epsilon)."""
+
+    noise_multiplier: float
+    sample_rate: float
+    steps_per_round: int
+
+
+def flat(params: Iterator[torch.Tensor] | list[torch.Tensor]) -> np.ndarray:
+    return torch.cat([p.detach().reshape(-1) for p in params]).double().numpy()
+
+
+def load_flat(params: list[torch.Tensor], vector: np.ndarray) -> None:
+    offset = 0
+    with torch.no_grad():
+        for p in params:
+            n = p.numel()
+            p.copy_(torch.from_numpy(vector[offset : offset + n]).view_as(p).to(p.dtype))
+            offset += n
+
+
+class Strategy:
+    name = "base"
+    federated = True
+    # Timestep segment the shared model learns, and where its data lives.
+    uses_noised_data = False
+
+    def __init__(self, *, spec: UNetSpec, schedule: NoiseSchedule, t0: int, settings: TrainSettings) -> None:
+        self.spec = spec
+        self.schedule = schedule
+        self.t0 = t0
+        self.settings = settings
+        self.global_model: UNet | None = None
+
+    # -- set-up ------------------------------------------------------------------
+    def new_model(self, generator: torch.Generator) -> UNet:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+            return UNet(self.spec)
+
+    def init_global(self, generator: torch.Generator) -> None:
+        self.global_model = self.new_model(generator)
+
+    def init_client(self, client: Client, generator: torch.Generator) -> None:
+        """Create what the client keeps (personal model and its optimizer)."""
+
+    # -- the shared part -----------------------------------------------------------
+    def shared_params(self, model: nn.Module) -> list[torch.Tensor]:
+        return list(model.parameters())
+
+    def global_vector(self) -> np.ndarray:
+        return flat(self.shared_params(self.global_model))
+
+    def apply_global(self, vector: np.ndarray) -> None:
+        load_flat(self.shared_params(self.global_model), vector)
+
+    def local_update(self, client: Client, round_index: int, dp: DPPlan | None) -> np.ndarray:
+        """Train a copy of the shared model on the client's shared-path data;
+        return the change of the shared parameters."""
+        raise NotImplementedError
+
+    def personal_train(self, client: Client, round_index: int, dp: DPPlan | None) -> None:
+        """Train what the client keeps for one round's share of its steps."""
+
+    def segments(self, client: Client) -> list[Segment]:
+        raise NotImplementedError
+
+    # -- helpers -------------------------------------------------------------------
+    def _train(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, client: Client, *, x: torch.Tensor,
+        y: torch.Tensor, steps: int, start: int, end: int, generator: torch.Generator,
+        dp: DPPlan | None, artefact: str, purpose: str, round_index: int,
+    ) -> float:
+        common = dict(schedule=self.schedule, start=start, end=end, generator=generator,
+                      null_label=self.spec.null_label, label_dropout=self.settings.label_dropout)
+        if dp is None:
+            return train_steps(model, optimizer, x, y, steps=steps,
+                               batch_size=self.settings.batch_size, **common)
+        dpsgd = DPSGD(
+            model=model, optimizer=optimizer, max_grad_norm=self.settings.max_grad_norm,
+            noise_multiplier=dp.noise_multiplier, expected_batch_size=dp.sample_rate * x.shape[0],
+            source=client.private_stream(f"dpsgd-{purpose}", round_index), ledger=client.ledger,
+            noise_multiplicity=self.settings.noise_multiplicity, sample_rate=dp.sample_rate,
+            artefact=artefact,
+        )
+        dpsgd.reserve(steps)  # write-ahead: the cost is recorded before the steps run
+        loss = dp_train_steps(dpsgd, x, y, steps=steps, sample_rate=dp.sample_rate,
+                              source=client.private_stream(f"poisson-{purpose}", round_index), **common)
+        dpsgd.module._close()
+        return loss
+
+    def _fresh_copy(self, model: nn.Module) -> tuple[nn.Module, torch.optim.Optimizer]:
+        work = copy.deepcopy(model)
+        return work, torch.optim.Adam(work.parameters(), lr=self.settings.lr)
+
+
+class PFDM(Strategy):
+    name = "pfdm"
+    uses_noised_data = True
+
+    def init_client(self, client: Client, generator: torch.Generator) -> None:
+        client.model = self.new_model(generator)
+        client.optimizer = torch.optim.Adam(client.model.parameters(), lr=self.settings.lr)
+
+    def local_update(self, client: Client, round_index: int, dp: DPPlan | None) -> np.ndarray:
+        work, opt = self._fresh_copy(self.global_model)
+        before = self.global_vector()
+        # Inputs for t > t0 continue the forward process from x~ only (loss.py).
+        self._train(work, opt, client, x=client.x_shared, y=client.y_shared,
+                    steps=self.settings.local_steps, start=self.t0, end=self.schedule.T,
+                    generator=client.generator("shared", round_index), dp=dp, artefact="shared",
+                    purpose="shared", round_index=round_index)
+        return flat(self.shared_params(work)) - before
+
+    def personal_train(self, client: Client, round_index: int, dp: DPPlan | None) -> None:
+        self._train(client.model, client.optimizer, client, x=client.x, y=client.y,
+                    steps=self.settings.personal_steps_per_round, start=0, end=self.t0,
+                    generator=client.generator("personal", round_index), dp=dp, artefact="personal",
+                    purpose="personal", round_index=round_index)
+
+    def segments(self, client: Client) -> list[Segment]:
+        return [Segment(self.global_model, self.t0, self.schedule.T), Segment(client.model, 0, self.t0)]
+
+
+class FedAvg(Strategy):
+    name = "fedavg"
+
+    def local_update(self, client: Client, round_index: int, dp: DPPlan | None) -> np.ndarray:
+        work, opt = self._fresh_copy(self.global_model)
+        before = self.global_vector()
+        self._train(work, opt, client, x=client.x, y=client.y, steps=self.settings.local_steps,
+                    start=0, end=self.schedule.T, generator=client.generator("shared", round_index),
+                    dp=dp, artefact="shared", purpose="shared", round_index=round_index)
+        return flat(self.shared_params(work)) - before
+
+    def segments(self, client: Client) -> list[Segment]:
+        return [Segment(self.global_model, 0, self.schedule.T)]
+
+
+class LayerSplit(Strategy):
+    name = "layer-split"
+
+    def shared_params(self, model: nn.Module) -> list[torch.Tensor]:
+        return [p for n, p in model.named_parameters() if not n.startswith(PERSONAL_LAYER_PREFIXES)]
+
+    def init_client(self, client: Client, generator: torch.Generator) -> None:
+        client.model = self.new_model(generator)
+        client.optimizer = torch.optim.Adam(client.model.parameters(), lr=self.settings.lr)
+
+    def local_update(self, client: Client, round_index: int, dp: DPPlan | None) -> np.ndarray:
+        before = self.global_vector()
+        load_flat(self.shared_params(client.model), before)
+        opt = torch.optim.Adam(client.model.parameters(), lr=self.settings.lr)
+        self._train(client.model, opt, client, x=client.x, y=client.y, steps=self.settings.local_steps,
+                    start=0, end=self.schedule.T, generator=client.generator("shared", round_index),
+                    dp=dp, artefact="shared", purpose="shared", round_index=round_index)
+        return flat(self.shared_params(client.model)) - before
+
+    def finish_round(self, clients: list[Client]) -> None:
+        for client in clients:
+            load_flat(self.shared_params(client.model), self.global_vector())
+
+    def segments(self, client: Client) -> list[Segment]:
+        return [Segment(client.model, 0, self.schedule.T)]
+
+
+class Local(Strategy):
+    name = "local"
+    federated = False
+
+    def init_client(self, client: Client, generator: torch.Generator) -> None:
+        client.model = self.new_model(generator)
+        client.optimizer = torch.optim.Adam(client.model.parameters(), lr=self.settings.lr)
+
+    def personal_train(self, client: Client, round_index: int, dp: DPPlan | None) -> None:
+        steps = self.settings.personal_steps_per_round + self.settings.local_steps
+        self._train(client.model, client.optimizer, client, x=client.x, y=client.y, steps=steps,
+                    start=0, end=self.schedule.T, generator=client.generator("personal", round_index),
+                    dp=dp, artefact="personal", purpose="personal", round_index=round_index)
+
+    def segments(self, client: Client) -> list[Segment]:
+        return [Segment(client.model, 0, self.schedule.T)]
+
+
+STRATEGY_CLASSES: dict[str, type[Strategy]] = {
+    cls.name: cls for cls in (PFDM, FedAvg, LayerSplit, Local)
+}
+
+
+class Centralized(Strategy):
+    """Pooled member data of every client, one model: an upper bound only."""
+
+    name = "centralized"
+    federated = False
+
+    def __init__(self, *, centralized_steps: int, rounds: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.steps_per_round = max(1, centralized_steps // rounds)
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.pooled: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def init_global(self, generator: torch.Generator) -> None:
+        super().init_global(generator)
+        self.optimizer = torch.optim.Adam(self.global_model.parameters(), lr=self.settings.lr)
+
+    def pool(self, clients: list[Client]) -> None:
+        self.pooled = (torch.cat([c.x for c in clients]), torch.cat([c.y for c in clients]))
+
+    def train_round(self, generator: torch.Generator) -> None:
+        x, y = self.pooled
+        train_steps(self.global_model, self.optimizer, x, y, steps=self.steps_per_round,
+                    batch_size=self.settings.batch_size, schedule=self.schedule, start=0,
+                    end=self.schedule.T, generator=generator, null_label=self.spec.null_label,
+                    label_dropout=self.settings.label_dropout)
+
+    def segments(self, client: Client) -> list[Segment]:
+        return [Segment(self.global_model, 0, self.schedule.T)]
+
+
+STRATEGY_CLASSES[Centralized.name] = Centralized

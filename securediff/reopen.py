@@ -1,0 +1,66 @@
+"""Reopen a finished run directory: sample from its models, re-evaluate it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from securediff.config import from_dict, load_toml
+from securediff.errors import CheckpointError, ConfigError
+from securediff.federation.report import evaluate_clients, sample_client, save_sample_grid
+from securediff.federation.runner import FederatedRun
+from securediff.federation.setup import plan_run
+from securediff.storage import INCOMPLETE_SUFFIX, RunDirectory, read_json
+
+
+def open_finished(run_dir: Path, *, device: str = "auto") -> FederatedRun:
+    run_dir = Path(run_dir)
+    if run_dir.name.endswith(INCOMPLETE_SUFFIX):
+        raise CheckpointError(f"{run_dir} is unfinished; continue it with `securediff train --resume {run_dir}`")
+    if not (run_dir / "config.toml").is_file():
+        raise CheckpointError(f"{run_dir} is not a securediff run directory (no config.toml)")
+    config = from_dict(load_toml(run_dir / "config.toml"))
+    config = config.replace(run={"device": device, "out_dir": str(run_dir.parent)})
+    run = FederatedRun(plan_run(config), RunDirectory(run_dir, run_dir))
+    run.setup(resume=True)
+    return run
+
+
+def sample_run(run_dir: Path, *, client: str | None, per_class: int, out: Path | None,
+               device: str = "auto") -> tuple[Path, dict[str, Any]]:
+    run = open_finished(run_dir, device=device)
+    clients = run.state.clients
+    if client is not None:
+        clients = [c for c in clients if c.client_id == client]
+        if not clients:
+            raise ConfigError(f"no client {client!r} in {run_dir}; known: "
+                              + ", ".join(c.client_id for c in run.state.clients))
+    gen = run.source.child("sample-command").torch_generator()
+    grids = {}
+    for c in clients:
+        x, _ = sample_client(run.state.strategy, c, run.plan, per_class=per_class, generator=gen, device=run.device)
+        # Rows: one client's samples, class by class.
+        grids[c.client_id] = x
+    out = Path(out) if out is not None else Path(run_dir) / "sampled.png"
+    save_sample_grid(out, grids)
+    return out, read_json(Path(run_dir) / "privacy_statement.json")
+
+
+def evaluate_run(run_dir: Path, *, device: str = "auto") -> dict[str, Any]:
+    run = open_finished(run_dir, device=device)
+    metrics, summary, _ = evaluate_clients(
+        run.state.strategy, run.state.clients, run.plan, cache_dir=Path(run_dir).parent / ".cache",
+        device=run.device, generator=run.source.child("evaluate-command").torch_generator(),
+    )
+    clients = []
+    for c, m in zip(run.state.clients, metrics, strict=True):
+        row = m.to_dict()
+        row["members"] = c.num_members
+        eps = c.ledger.epsilon("shared")
+        row["epsilon_shared"] = eps if eps != float("inf") else None
+        clients.append(row)
+    eps_max = max((c["epsilon_shared"] for c in clients if c["epsilon_shared"] is not None), default=None)
+    summary = {**summary, "strategy": run.cfg.federation.strategy, "protocol": run.cfg.federation.protocol,
+               "dataset": run.cfg.data.dataset, "num_clients": len(clients), "private": run.cfg.private,
+               "epsilon_shared_max": eps_max}
+    return {"summary": summary, "clients": clients}

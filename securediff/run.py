@@ -1,0 +1,161 @@
+"""`train` as a library call: plan, run the rounds, evaluate, write the run directory."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import resource
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import securediff
+from securediff.config import Config, from_dict, load_toml
+from securediff.federation.report import evaluate_clients, save_sample_grid
+from securediff.federation.runner import FederatedRun, Progress
+from securediff.federation.setup import Plan, plan_run
+from securediff.statement import privacy_statement, statement_markdown
+from securediff.storage import RunDirectory, atomic_write_json, atomic_write_text, sha256_file
+
+RUN_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path
+    summary: dict[str, Any]
+    clients: list[dict[str, Any]]
+    statement: dict[str, Any]
+    seconds: float
+    peak_rss_mb: float
+
+
+def _git_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+    import opacus
+
+    return {"securediff": securediff.__version__, "python": platform.python_version(),
+            "torch": torch.__version__, "opacus": opacus.__version__, "numpy": numpy.__version__}
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _write_start_files(run_dir: RunDirectory, plan: Plan) -> None:
+    cfg = plan.config
+    atomic_write_text(run_dir.file("config.toml"), cfg.to_toml())
+    atomic_write_text(run_dir.file("partition.json"), plan.partition.to_json())
+    atomic_write_json(run_dir.file("manifest.json"), {
+        "format": RUN_FORMAT, "versions": _versions(), "git_revision": _git_revision(),
+        "private": cfg.private,
+        "mode": "private" if cfg.private else "NOT PRIVATE: insecure deterministic test mode",
+        # Seeds are recorded only in the insecure test mode; a private run's keys are never written.
+        "seeds": {"insecure_seed": cfg.run.insecure_seed, "partition_seed": cfg.data.partition_seed},
+        "t0": plan.t0, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    })
+
+
+def _finish(run: FederatedRun, started: float) -> RunResult:
+    plan, cfg, state = run.plan, run.cfg, run.state
+    run.progress("evaluate", {})
+    metrics, summary, grids = evaluate_clients(
+        state.strategy, state.clients, plan, cache_dir=Path(cfg.run.out_dir) / ".cache", device=run.device,
+        generator=run.source.child("sampling").torch_generator(), progress=run.progress,
+    )
+    save_sample_grid(run.run_dir.file("samples.png"), grids)
+    per_client = []
+    for client, m in zip(state.clients, metrics, strict=True):
+        row = m.to_dict()
+        row["epsilon_shared"] = _finite(client.ledger.epsilon("shared"))
+        row["epsilon_personal"] = _finite(client.ledger.epsilon("personal"))
+        row["members"] = client.num_members
+        per_client.append(row)
+    shared_eps = max((c.ledger.epsilon("shared") for c in state.clients), default=math.inf)
+    personal_eps = max((c.ledger.epsilon("personal") for c in state.clients), default=math.inf)
+    from protocols import make_protocol
+
+    protocol = make_protocol(cfg.federation.protocol)
+    statement = privacy_statement(
+        strategy=cfg.federation.strategy, protocol_secure=protocol.secure, protocol_name=protocol.name,
+        private=cfg.private, delta=cfg.privacy.delta, t0=plan.t0, clip_norm=cfg.privacy.clip_norm,
+        forward_exact=plan.forward_epsilon_exact, forward_classic=plan.forward_epsilon_classic,
+        shared_epsilon=shared_eps, personal_epsilon=personal_eps, accountant=cfg.privacy.accountant,
+        labels=cfg.privacy.labels, label_epsilon=cfg.privacy.label_epsilon,
+    )
+    seconds = time.perf_counter() - started
+    summary = {**summary, "strategy": cfg.federation.strategy, "protocol": cfg.federation.protocol,
+               "dataset": cfg.data.dataset, "num_clients": len(state.clients), "t0": plan.t0,
+               "epsilon_shared_max": _finite(shared_eps), "accountant": cfg.privacy.accountant,
+               "delta": cfg.privacy.delta, "private": cfg.private, "seconds": seconds,
+               "peak_rss_mb": _peak_rss_mb(), "rounds": state.round_logs}
+    atomic_write_json(run.run_dir.file("metrics.json"), {"summary": summary, "clients": per_client})
+    atomic_write_json(run.run_dir.file("privacy_statement.json"), statement)
+    atomic_write_text(run.run_dir.file("privacy_statement.md"), statement_markdown(statement))
+    manifest_path = run.run_dir.file("manifest.json")
+    manifest = json.loads(manifest_path.read_text())
+    manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    manifest["files"] = {
+        str(p.relative_to(run.run_dir.path)): sha256_file(p)
+        for p in sorted(run.run_dir.path.rglob("*")) if p.is_file() and p.name != "manifest.json"
+    }
+    atomic_write_json(manifest_path, manifest)
+    final = run.run_dir.finalize()
+    return RunResult(run_dir=final, summary=summary, clients=per_client, statement=statement,
+                     seconds=seconds, peak_rss_mb=_peak_rss_mb())
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def train(config: Config, *, progress: Progress | None = None) -> RunResult:
+    """A new run. Nothing is written until the config and the data have been checked."""
+    started = time.perf_counter()
+    plan = plan_run(config)
+    run_dir = RunDirectory.create(Path(config.run.out_dir), config.run.name)
+    run = FederatedRun(plan, run_dir, progress=progress)
+    try:
+        _write_start_files(run_dir, plan)
+        run.setup(resume=False)
+    except BaseException:
+        run_dir.discard()  # nothing worth resuming yet: leave no half-written directory
+        raise
+    run.train()
+    return _finish(run, started)
+
+
+def resume(path: Path, *, progress: Progress | None = None) -> RunResult:
+    """Continue an unfinished run from its last complete round (no re-noising)."""
+    started = time.perf_counter()
+    run_dir = RunDirectory.open_incomplete(Path(path))
+    config = from_dict(load_toml(run_dir.file("config.toml")))
+    config = config.replace(run={"out_dir": str(run_dir.path.parent)})
+    plan = plan_run(config)
+    run = FederatedRun(plan, run_dir, progress=progress)
+    run.setup(resume=True)
+    run.train()
+    return _finish(run, started)
+
+
+def load_config(path: Path | None, overrides: dict[str, dict[str, Any]], *, base: Config | None = None) -> Config:
+    merged: dict[str, Any] = load_toml(path) if path is not None else {}
+    for section, values in overrides.items():
+        current = merged.setdefault(section, {})
+        if isinstance(current, dict):
+            current.update(values)
+    return from_dict(merged, base=base)
