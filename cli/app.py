@@ -67,12 +67,22 @@ def _run(config, *, as_json: bool) -> None:
         print_result(result)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def _config_flags_epilog() -> str:
+    from securediff.config import flag_help
+
+    return "Config flags (each config key):\n\n" + "\n\n".join(flag_help().splitlines())
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+             epilog=_config_flags_epilog())
 def train(
     ctx: typer.Context,
     config: Annotated[Path | None, typer.Option("--config", help="TOML config file.")] = None,
     resume: Annotated[Path | None, typer.Option("--resume", help="Continue an unfinished run directory.")] = None,
     device: DeviceOpt = "",
+    protocol: Annotated[str, typer.Option("--protocol", help="Aggregation protocol (= --federation.protocol).")] = "",
+    dropout_rate: Annotated[float | None, typer.Option(
+        "--dropout-rate", help="Simulated dropout fraction per round (= --federation.dropout_rate).")] = None,
     insecure_deterministic: InsecureOpt = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -93,6 +103,10 @@ def train(
         overrides = parse_flag_overrides(list(ctx.args))
         if device:
             overrides.setdefault("run", {})["device"] = device
+        if protocol:
+            overrides.setdefault("federation", {})["protocol"] = protocol
+        if dropout_rate is not None:
+            overrides.setdefault("federation", {})["dropout_rate"] = dropout_rate
         if insecure_deterministic is not None:
             overrides.setdefault("run", {})["insecure_seed"] = insecure_deterministic
         cfg = load_config(config, overrides)

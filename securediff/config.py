@@ -151,6 +151,11 @@ class PrivacyConfig:
 class FederationConfig:
     strategy: str = "pfdm"
     protocol: str = "plain"
+    # Simulated dropouts: this fraction of each round's selected clients
+    # disappears before `dropout_stage` (a stage name of the protocol; "" = a
+    # random client stage per dropped client).
+    dropout_rate: float = 0.0
+    dropout_stage: str = ""
     rounds: int = 10
     client_fraction: float = 1.0
     local_steps: int = 30  # shared-model steps per client per round
@@ -158,8 +163,11 @@ class FederationConfig:
 
     def validate(self) -> None:
         _check(self.strategy in STRATEGIES, "federation.strategy", f"one of {', '.join(STRATEGIES)}", self.strategy)
-        _check(self.protocol == "plain", "federation.protocol",
-               "plain (secagg, ckks and tee plug into the same contract when they land)", self.protocol)
+        from protocols.registry import protocol_names
+
+        _check(self.protocol in protocol_names(), "federation.protocol",
+               f"one of {', '.join(protocol_names())}", self.protocol)
+        _check(0 <= self.dropout_rate < 1, "federation.dropout_rate", "a number in [0, 1)", self.dropout_rate)
         _check(1 <= self.rounds <= 100000, "federation.rounds", "an integer >= 1", self.rounds)
         _check(0 < self.client_fraction <= 1, "federation.client_fraction", "a number in (0, 1]", self.client_fraction)
         _check(self.local_steps >= 1, "federation.local_steps", "an integer >= 1", self.local_steps)
@@ -202,10 +210,14 @@ class Config:
     federation: FederationConfig = field(default_factory=FederationConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # Keyword parameters of the aggregation protocol (TOML table [protocol],
+    # flags --protocol.KEY VALUE); the protocol class validates them.
+    protocol: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> Config:
-        for section in dataclasses.fields(self):
-            getattr(self, section.name).validate()
+        for name in section_types():
+            getattr(self, name).validate()
+        _check_protocol_params(self.federation.protocol, self.protocol)
         t0 = self.privacy.t0
         _check(t0 is None or t0 < self.diffusion.T, "privacy.t0", f"an integer in [1, T-1] (T = {self.diffusion.T})", t0)
         return self
@@ -217,11 +229,13 @@ class Config:
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        for section in dataclasses.fields(self):
-            values = dataclasses.asdict(getattr(self, section.name))
+        for name in section_types():
+            values = dataclasses.asdict(getattr(self, name))
             # TOML has no null: an unset optional key is simply left out.
-            out[section.name] = {k: list(v) if isinstance(v, tuple) else v
-                                 for k, v in values.items() if v is not None}
+            out[name] = {k: list(v) if isinstance(v, tuple) else v
+                         for k, v in values.items() if v is not None}
+        if self.protocol:
+            out["protocol"] = dict(self.protocol)
         return out
 
     def to_toml(self) -> str:
@@ -232,7 +246,35 @@ class Config:
 
 
 def section_types() -> dict[str, type]:
-    return {f.name: f.default_factory for f in dataclasses.fields(Config)}  # type: ignore[misc]
+    """The dataclass sections (the free-form [protocol] table is not one)."""
+    return {f.name: f.default_factory for f in dataclasses.fields(Config)  # type: ignore[misc]
+            if f.name != "protocol"}
+
+
+def _check_protocol_params(name: str, params: dict[str, Any]) -> None:
+    """Build the protocol once so that bad parameters fail before the run starts."""
+    from protocols.errors import ProtocolInputError
+    from protocols.registry import make_protocol
+
+    try:
+        make_protocol(name, **params)
+    except ProtocolInputError as exc:
+        raise ConfigError(f"[protocol] parameters for {name!r}: {exc}") from None
+
+
+def _protocol_value(name: str, value: Any) -> Any:
+    """Flags arrive as strings: read numbers and booleans; TOML values pass as they are."""
+    if not isinstance(value, str):
+        return value
+    lowered = value.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
 
 
 def _merge(base: dict[str, dict[str, Any]], override: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -289,10 +331,16 @@ def from_dict(raw: dict[str, Any], *, base: Config | None = None) -> Config:
     """Build a validated Config; `raw` maps section -> {key: value}."""
     base = base or Config()
     sections = section_types()
-    updated = {}
+    updated: dict[str, Any] = {}
     for section_name, values in raw.items():
+        if section_name == "protocol":
+            if not isinstance(values, dict):
+                raise ConfigError("[protocol] must be a table of keys")
+            updated["protocol"] = {**base.protocol, **{k: _protocol_value(f"protocol.{k}", v)
+                                                       for k, v in values.items()}}
+            continue
         if section_name not in sections:
-            raise ConfigError(f"unknown config section [{section_name}]; known: {', '.join(sections)}")
+            raise ConfigError(f"unknown config section [{section_name}]; known: {', '.join(sections)}, protocol")
         if not isinstance(values, dict):
             raise ConfigError(f"[{section_name}] must be a table of keys")
         cls = sections[section_name]

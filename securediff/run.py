@@ -89,7 +89,7 @@ def _finish(run: FederatedRun, started: float) -> RunResult:
     personal_eps = max((c.ledger.epsilon("personal") for c in state.clients), default=math.inf)
     from protocols import make_protocol
 
-    protocol = make_protocol(cfg.federation.protocol)
+    protocol = make_protocol(cfg.federation.protocol, **cfg.protocol)
     statement = privacy_statement(
         strategy=cfg.federation.strategy, protocol_secure=protocol.secure, protocol_name=protocol.name,
         private=cfg.private, delta=cfg.privacy.delta, t0=plan.t0, clip_norm=cfg.privacy.clip_norm,

@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from securediff.errors import CheckpointError, ConfigError, DataError
+from securediff.models.init import build
 
 ARCHITECTURE = "securediff-evaluator-cnn/v1"
 FEATURE_DIM = 64
@@ -65,21 +66,10 @@ class _EvaluatorNet(nn.Module):
 
 
 def _build(*, channels: int, num_classes: int, generator: torch.Generator | None) -> _EvaluatorNet:
-    # Built on the meta device so that construction draws nothing from the
-    # global RNG; parameters are then initialised from `generator` only.
-    with torch.device("meta"):
-        net = _EvaluatorNet(channels=channels, num_classes=num_classes)
-    net.to_empty(device="cpu")
-    for module in net.modules():
-        if isinstance(module, nn.Conv2d | nn.Linear):
-            # PyTorch's default init (kaiming_uniform a=sqrt(5), bias U(+-1/sqrt(fan_in))).
-            nn.init.kaiming_uniform_(module.weight, a=5**0.5, generator=generator)
-            bound = 1.0 / module.weight[0].numel() ** 0.5
-            nn.init.uniform_(module.bias, -bound, bound, generator=generator)
-        elif isinstance(module, nn.GroupNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-    return net
+    # Nothing is drawn from the global RNG: see securediff.models.init.
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    return build(lambda: _EvaluatorNet(channels=channels, num_classes=num_classes), generator=generator)
 
 
 @dataclass(frozen=True)

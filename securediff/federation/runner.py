@@ -303,6 +303,23 @@ class FederatedRun:
         order = self.source.child(f"client-sampling/round-{round_index}").numpy_generator().permutation(len(clients))
         return [clients[i] for i in sorted(order[:k])]
 
+    def _dropouts(self, round_index: int, protocol, selected: list[str]) -> dict[str, str]:
+        """Simulated dropouts: which clients disappear, and before which stage."""
+        rate = self.cfg.federation.dropout_rate
+        if rate <= 0:
+            return {}
+        rng = self.source.child(f"dropouts/round-{round_index}").numpy_generator()
+        count = int(round(rate * len(selected)))
+        dropped = rng.permutation(len(selected))[:count]
+        client_stages = [spec.name for spec in protocol.stages if spec.sender == "client"]
+        stage = self.cfg.federation.dropout_stage
+        if stage and stage not in {spec.name for spec in protocol.stages}:
+            from securediff.errors import ConfigError
+
+            raise ConfigError(f"federation.dropout_stage = {stage!r} is not a stage of "
+                              f"{protocol.name}: {', '.join(s.name for s in protocol.stages)}")
+        return {selected[i]: stage or client_stages[int(rng.integers(len(client_stages)))] for i in dropped}
+
     def _clip_update(self, update: np.ndarray) -> np.ndarray:
         bound = self.cfg.federation.update_clip
         norm = float(np.linalg.norm(update))
@@ -313,7 +330,7 @@ class FederatedRun:
     def train(self) -> None:
         s, cfg = self.state, self.cfg
         strategy = s.strategy
-        protocol = make_protocol(cfg.federation.protocol)
+        protocol = make_protocol(cfg.federation.protocol, **cfg.protocol)
         identities = Identities.generate([c.client_id for c in s.clients])
         self._append_roster(identities)
         transcript = TranscriptWriter.open(self.run_dir.file("transcript.jsonl"), identities=identities,
@@ -351,7 +368,8 @@ class FederatedRun:
         bytes_up = bytes_down = 0
         if inputs:
             result = run_round(protocol, round_index=r, inputs=inputs, identities=identities,
-                               transcript=transcript)
+                               transcript=transcript, dropouts=self._dropouts(r, protocol, list(inputs)),
+                               random_bytes=self.source.child(f"protocol/round-{r}").random_bytes)
             mean_update = np.asarray(result.weighted_sum, dtype=np.float64) / result.total_weight
             strategy.apply_global(strategy.global_vector() + mean_update)
             survivors = list(result.survivors)

@@ -26,6 +26,7 @@ from securediff.diffusion.sampling import Segment
 from securediff.diffusion.schedule import NoiseSchedule
 from securediff.federation.clients import Client
 from securediff.federation.training import dp_train_steps, train_steps
+from securediff.models.init import build
 from securediff.models.unet import UNet, UNetSpec
 from securediff.privacy.dpsgd import DPSGD
 
@@ -82,9 +83,7 @@ class Strategy:
 
     # -- set-up ------------------------------------------------------------------
     def new_model(self, generator: torch.Generator) -> UNet:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-            return UNet(self.spec)
+        return build(lambda: UNet(self.spec), generator=generator)
 
     def init_global(self, generator: torch.Generator) -> None:
         self.global_model = self.new_model(generator)
