@@ -1,0 +1,40 @@
+"""AES-256-GCM sealing for messages relayed through the aggregator.
+
+`seal` prepends a fresh 96-bit nonce from the OS; the associated data binds
+the ciphertext to its context (protocol, round, stage, sender, receiver), so
+a ciphertext replayed into another context fails to open.
+"""
+
+from __future__ import annotations
+
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from protocols.errors import ProtocolError
+
+NONCE_BYTES = 12
+TAG_BYTES = 16
+
+
+class AeadError(ProtocolError, ValueError):
+    """A sealed message that does not open under this key and context."""
+
+
+def seal(key: bytes, plaintext: bytes, *, associated_data: bytes) -> bytes:
+    if len(key) != 32:
+        raise AeadError("AES-256-GCM needs a 32-byte key")
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, associated_data)
+
+
+def open_sealed(key: bytes, sealed: bytes, *, associated_data: bytes) -> bytes:
+    if len(key) != 32:
+        raise AeadError("AES-256-GCM needs a 32-byte key")
+    if len(sealed) < NONCE_BYTES + TAG_BYTES:
+        raise AeadError("sealed message too short")
+    try:
+        return AESGCM(key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], associated_data)
+    except InvalidTag:
+        raise AeadError("sealed message does not open under this key and context") from None
