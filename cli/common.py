@@ -10,6 +10,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from securediff.errors import (
     BudgetExceededError,
@@ -36,7 +37,7 @@ JsonFlag = Annotated[
 
 def fail(message: str, code: int) -> NoReturn:
     """Print one clear line on stderr and exit with `code`."""
-    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True, highlight=False)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
     raise typer.Exit(code)
 
 
