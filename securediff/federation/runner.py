@@ -42,13 +42,13 @@ from securediff.federation.strategies import (
     TrainSettings,
 )
 from securediff.privacy.accountants import calibrate_noise_multiplier
-from securediff.privacy.forward import noise_once
+from securediff.privacy.forward import forward_sigma, noise_once
 from securediff.privacy.labels import randomized_response
 from securediff.privacy.ledger import (
     DPSGDEvent,
+    ForwardNoiseEvent,
     PrivacyLedger,
     RandomizedResponseEvent,
-    event_from_dict,
 )
 from securediff.rng import RandomSource
 from securediff.storage import (
@@ -90,6 +90,7 @@ class RoundLog:
     bytes_up: int
     bytes_down: int
     seconds: float
+    protocol_stats: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -102,6 +103,11 @@ class TrainingState:
     dp_personal: DPPlan | None
     rounds_done: int = 0
     round_logs: list[dict] = field(default_factory=list)
+
+
+def _members_id(client_id: str) -> str:
+    """The data id of a client's member records in its ledger (noised once, ever)."""
+    return f"{client_id}/members"
 
 
 def personal_steps_per_round(config: Config) -> int:
@@ -130,6 +136,21 @@ def _dp_plan(cfg: Config, *, n: int, steps_per_round: int) -> DPPlan:
     sigma = calibrate_noise_multiplier(target_epsilon=cfg.privacy.dpsgd_epsilon, sample_rate=q,
                                        steps=total, delta=cfg.privacy.delta, accountant=cfg.privacy.accountant)
     return DPPlan(noise_multiplier=sigma, sample_rate=q, steps_per_round=steps_per_round)
+
+
+def _json_safe(value: Any) -> Any:
+    """Protocol stats as plain JSON (numpy scalars and arrays become numbers and lists)."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 class FederatedRun:
@@ -161,7 +182,7 @@ class FederatedRun:
             trial = PrivacyLedger(client_id=cid, budget_epsilon=1e12, delta=cfg.privacy.delta,
                                   accountant=cfg.privacy.accountant)
             if strategy == "pfdm":
-                trial.charge(event_from_dict(self._forward_event_dict(cid)))
+                trial.charge(self._planned_forward_event(cid))
                 if cfg.privacy.labels == "randomized-response":
                     trial.charge(RandomizedResponseEvent(epsilon=cfg.privacy.label_epsilon,
                                                          num_classes=self.plan.dataset.num_classes))
@@ -182,12 +203,11 @@ class FederatedRun:
         steps = personal_steps_per_round(self.cfg)
         return steps + self.cfg.federation.local_steps if self.cfg.federation.strategy == "local" else steps
 
-    def _forward_event_dict(self, client_id: str) -> dict:
-        from securediff.privacy.forward import forward_sigma
-
-        return {"kind": "forward_noise", "sigma": forward_sigma(float(self.plan.schedule.abar[self.plan.t0])),
-                "clip_norm": self.cfg.privacy.clip_norm, "t0": self.plan.t0, "data_id": f"{client_id}/members",
-                "relation": "replace_one", "artefact": "shared"}
+    def _planned_forward_event(self, client_id: str) -> ForwardNoiseEvent:
+        """The event noise_once will charge for this client (the same sigma, C and t0)."""
+        return ForwardNoiseEvent(sigma=forward_sigma(float(self.plan.schedule.abar[self.plan.t0])),
+                                 clip_norm=self.cfg.privacy.clip_norm, t0=self.plan.t0,
+                                 data_id=_members_id(client_id))
 
     def setup(self, *, resume: bool) -> None:
         plan, cfg = self.plan, self.cfg
@@ -231,7 +251,7 @@ class FederatedRun:
         for client in self.state.clients:
             x_tilde = noise_once(client.x.cpu().double(), clip_norm=self.cfg.privacy.clip_norm, t0=self.plan.t0,
                                  abar=self.plan.schedule.abar, source=client.source.child("forward-noise"),
-                                 ledger=client.ledger, data_id=f"{client.client_id}/members").float()
+                                 ledger=client.ledger, data_id=_members_id(client.client_id)).float()
             labels = client.y.cpu().numpy()
             if self.cfg.privacy.labels == "randomized-response":
                 labels = randomized_response(labels, epsilon=self.cfg.privacy.label_epsilon,
@@ -286,8 +306,7 @@ class FederatedRun:
             tensors = load_tensors(self.run_dir.file("checkpoints", "noised-data.safetensors"),
                                    expected_sha256=self._noised_sha256)
             for client in self.state.clients:
-                if client.client_id not in client.ledger.noised_data_ids() and \
-                        f"{client.client_id}/members" not in client.ledger.noised_data_ids():
+                if _members_id(client.client_id) not in client.ledger.noised_data_ids():
                     raise CheckpointError(f"ledger of {client.client_id} records no forward noise")
                 client.x_shared = tensors[f"{client.client_id}.x_noised"].to(self.device)
                 client.y_shared = tensors[f"{client.client_id}.y_shared"].to(self.device)
@@ -366,6 +385,7 @@ class FederatedRun:
         self._write_ledgers()
         survivors: list[str] = []
         bytes_up = bytes_down = 0
+        stats: dict = {}
         if inputs:
             result = run_round(protocol, round_index=r, inputs=inputs, identities=identities,
                                transcript=transcript, dropouts=self._dropouts(r, protocol, list(inputs)),
@@ -374,6 +394,7 @@ class FederatedRun:
             strategy.apply_global(strategy.global_vector() + mean_update)
             survivors = list(result.survivors)
             bytes_up, bytes_down = int(result.bytes_up), int(result.bytes_down)
+            stats = _json_safe(result.stats)
             if hasattr(strategy, "finish_round"):
                 strategy.finish_round(s.clients)
         if isinstance(strategy, Centralized):
@@ -384,7 +405,8 @@ class FederatedRun:
             self.progress("client_start", {"round": r, "client": client.client_id, "phase": "personal"})
             strategy.personal_train(client, r, self._dp_plans.get(f"{client.client_id}/personal"))
         return RoundLog(round=r, clients=[c.client_id for c in selected], survivors=survivors,
-                        update_norms=norms, bytes_up=bytes_up, bytes_down=bytes_down, seconds=0.0)
+                        update_norms=norms, bytes_up=bytes_up, bytes_down=bytes_down, seconds=0.0,
+                        protocol_stats=stats)
 
     def _append_roster(self, identities: Identities) -> None:
         # Each session (a start or a resume) pins its own roster; earlier ones stay.
