@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from cli.audit import audit_app
 from cli.common import EXIT_USAGE, JsonFlag, console, fail, handle_errors, print_json
 from cli.privacy import privacy_app
 from cli.progress import RunProgress
@@ -23,6 +24,7 @@ app = typer.Typer(
 )
 app.add_typer(privacy_app, name="privacy")
 app.add_typer(transcript_app, name="transcript")
+app.add_typer(audit_app, name="audit")
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 InsecureOpt = Annotated[
