@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -46,6 +47,10 @@ class RunProgress:
         elif event == "client_start" and self.clients is not None:
             self.bar.update(self.clients, description=f"round {info['round'] + 1}: {info['client']} {info['phase']}")
             self.bar.advance(self.clients)
+        elif event == "round_aborted":
+            # Escaped: the reason comes from protocol messages, not from us.
+            self.bar.console.print(f"[yellow]round {info['round'] + 1} aborted:[/] "
+                                   f"{escape(info['reason'])}; the shared model is unchanged")
         elif event == "round_end" and self.rounds is not None:
             self.bar.advance(self.rounds)
         elif event == "evaluate":

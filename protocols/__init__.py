@@ -5,7 +5,7 @@ divides the weighted sum by the total weight itself. Nothing here knows about
 torch or models.
 """
 
-from protocols.driver import RoundResult, run_round
+from protocols.driver import RoundResult, check_against_plain, run_round
 from protocols.errors import (
     MessageDecodeError,
     ProtocolAbort,
@@ -51,6 +51,7 @@ __all__ = [
     "load_rosters",
     "make_protocol",
     "protocol_names",
+    "check_against_plain",
     "run_round",
     "save_roster",
     "verify_transcript",

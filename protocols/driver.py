@@ -8,6 +8,7 @@ bytes a Flower deployment would. The federation loop calls only `run_round`.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from protocols.errors import MessageDecodeError, ProtocolAbort, ProtocolInputError
+from protocols.errors import MessageDecodeError, ProtocolAbort, ProtocolError, ProtocolInputError
 from protocols.messages import Message, decode, encode
 from protocols.roster import Identities
 from protocols.stages import (
@@ -34,12 +35,17 @@ Tap = Callable[[str, bytes], bytes]
 
 @dataclass(frozen=True)
 class RoundResult:
-    """sum_i w_i v_i and sum_i w_i over the survivors; the caller divides."""
+    """sum_i w_i v_i and sum_i w_i over the contributors; the caller divides.
+
+    `survivors` finished the round; `contributors` are whose inputs the sum holds
+    (a client that drops after a protocol fixed its sum is dropped but still in it).
+    """
 
     weighted_sum: np.ndarray
     total_weight: float
     survivors: tuple[str, ...]
     dropped: tuple[str, ...]
+    contributors: tuple[str, ...]
     bytes_up: int
     bytes_down: int
     stats: dict[str, Any]
@@ -180,9 +186,10 @@ def run_round(
         total_weight=aggregate.total_weight,
         survivors=server.active,
         dropped=tuple(sorted(c for c, _ in server.dropped)),
+        contributors=tuple(sorted(protocol.contributors(server))),
         bytes_up=wire.bytes_up,
         bytes_down=wire.bytes_down,
-        stats=_stats(server, wire, aggregate.digest()),
+        stats=_stats(server, wire, aggregate.digest()) | {"protocol": protocol.round_stats(server)},
     )
 
 
@@ -235,4 +242,38 @@ def _stats(server: ServerState, wire: _Wire, aggregate_digest: str) -> dict[str,
         "ignored": [list(item) for item in server.ignored],
         "threshold": server.setup.threshold,
         "aggregate_digest": aggregate_digest,
+    }
+
+
+def check_against_plain(
+    protocol: AggregationProtocol, inputs: Mapping[str, ClientInput], result: RoundResult
+) -> dict[str, Any]:
+    """Compare a released aggregate with the exact weighted sum of the same
+    contributors' inputs, within the protocol's stated tolerance plus float64
+    rounding. Only a simulation that holds every input can run this check; it is
+    how a run shows, round by round, that blind aggregation changed nothing."""
+    ids = sorted(result.contributors)
+    if not ids:
+        raise ProtocolError("the round released an aggregate with no contributors")
+    weights = np.array([inputs[c].weight for c in ids], dtype=np.float64)
+    matrix = np.stack([
+        np.asarray(protocol.reference_input(inputs[c].vector.astype(np.float64))) for c in ids
+    ])
+    exact = weights @ matrix
+    integer = all(np.issubdtype(inputs[c].vector.dtype, np.integer) for c in ids)
+    max_abs = float(np.abs(exact).max(initial=0.0))
+    rounding = 4 * len(ids) * np.finfo(np.float64).eps * float(
+        (np.abs(weights) @ np.abs(matrix)).max(initial=0.0)
+    )
+    tolerance = protocol.aggregate_tolerance(
+        max_abs=max_abs, clients=len(ids), total_weight=float(weights.sum()), integer=integer
+    ) + rounding
+    error = float(np.abs(np.asarray(result.weighted_sum, dtype=np.float64) - exact).max(initial=0.0))
+    weight_error = abs(result.total_weight - math.fsum(weights))
+    return {
+        "contributors": ids,
+        "max_abs_error": error,
+        "tolerance": tolerance,
+        "total_weight_error": weight_error,
+        "ok": bool(error <= tolerance and weight_error <= 1e-9 * max(1.0, abs(result.total_weight))),
     }

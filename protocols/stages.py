@@ -191,6 +191,34 @@ class AggregationProtocol(ABC):
     @abstractmethod
     def result(self, state: ServerState) -> Aggregate: ...
 
+    def bind(self, identities: Any) -> AggregationProtocol:
+        """The protocol bound to the run's pinned identity keys (a roster): a protocol
+        that signs its own payloads (secagg) needs them; others return themselves."""
+        return self
+
+    def contributors(self, state: ServerState) -> tuple[str, ...]:
+        """Whose inputs the released aggregate holds. By default the survivors; a
+        protocol whose sum is fixed before its last stage (secagg, ckks, tee) keeps
+        a client that leaves after that point in the sum, and says so here."""
+        return state.active
+
+    def round_stats(self, state: ServerState) -> dict[str, Any]:
+        """Protocol-specific figures for the round log (JSON-safe)."""
+        return {}
+
+    def reference_input(self, vector: np.ndarray) -> np.ndarray:
+        """A client's input as the protocol's guarantee defines it: what the
+        aggregate is the weighted sum of (secagg clips to its range first)."""
+        return vector
+
+    def aggregate_tolerance(
+        self, *, max_abs: float, clients: int, total_weight: float = 1.0, integer: bool = False
+    ) -> float:
+        """The stated per-coordinate bound on |aggregate - exact weighted sum of the
+        contributors' reference inputs|, beyond float64 rounding; `max_abs` is the
+        largest coordinate of that exact sum."""
+        return 0.0
+
     def client_aggregate_digest(self, state: ClientState) -> str | None:
         """The aggregate digest a client saw, checked before it co-signs (None: it saw none)."""
         return None

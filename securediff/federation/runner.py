@@ -25,10 +25,12 @@ from protocols import (
     ClientInput,
     Identities,
     TranscriptWriter,
+    check_against_plain,
     make_protocol,
     run_round,
     save_roster,
 )
+from protocols.errors import ProtocolAbort, ProtocolError
 from securediff.config import Config
 from securediff.errors import CheckpointError
 from securediff.federation.checkpoint import load_round_state, save_round_state
@@ -85,7 +87,8 @@ def make_source(config: Config) -> RandomSource:
 class RoundLog:
     round: int
     clients: list[str]
-    survivors: list[str]
+    survivors: list[str]  # finished the round
+    contributors: list[str]  # whose updates the aggregate holds (see protocols.driver)
     update_norms: dict[str, float]
     bytes_up: int
     bytes_down: int
@@ -349,8 +352,8 @@ class FederatedRun:
     def train(self) -> None:
         s, cfg = self.state, self.cfg
         strategy = s.strategy
-        protocol = make_protocol(cfg.federation.protocol, **cfg.protocol)
         identities = Identities.generate([c.client_id for c in s.clients])
+        protocol = make_protocol(cfg.federation.protocol, **cfg.protocol).bind(identities)
         self._append_roster(identities)
         transcript = TranscriptWriter.open(self.run_dir.file("transcript.jsonl"), identities=identities,
                                            protocol=protocol) if strategy.federated else None
@@ -384,17 +387,34 @@ class FederatedRun:
         # Write-ahead: the DP-SGD steps charged above are on disk before any update leaves.
         self._write_ledgers()
         survivors: list[str] = []
+        contributors: list[str] = []
         bytes_up = bytes_down = 0
         stats: dict = {}
         if inputs:
-            result = run_round(protocol, round_index=r, inputs=inputs, identities=identities,
-                               transcript=transcript, dropouts=self._dropouts(r, protocol, list(inputs)),
-                               random_bytes=self.source.child(f"protocol/round-{r}").random_bytes)
-            mean_update = np.asarray(result.weighted_sum, dtype=np.float64) / result.total_weight
-            strategy.apply_global(strategy.global_vector() + mean_update)
-            survivors = list(result.survivors)
-            bytes_up, bytes_down = int(result.bytes_up), int(result.bytes_down)
-            stats = _json_safe(result.stats)
+            try:
+                result = run_round(
+                    protocol, round_index=r, inputs=inputs, identities=identities,
+                    transcript=transcript, dropouts=self._dropouts(r, protocol, list(inputs)),
+                    random_bytes=self.source.child(f"protocol/round-{r}").random_bytes)
+            except ProtocolAbort as exc:
+                # As in Bonawitz et al.: an aborted round releases nothing and the
+                # shared model stays as it was; the next round starts afresh.
+                result, stats = None, {"aborted": str(exc)}
+                self.progress("round_aborted", {"round": r, "reason": str(exc)})
+            if result is not None:
+                # The simulation holds every input, so each round proves that blind
+                # aggregation released the plain weighted sum (within the stated bound).
+                check = check_against_plain(protocol, inputs, result)
+                if not check["ok"]:
+                    raise ProtocolError(
+                        f"round {r}: the {protocol.name} aggregate differs from the plain "
+                        f"weighted sum by {check['max_abs_error']:.3g} > tolerance "
+                        f"{check['tolerance']:.3g}")
+                mean_update = np.asarray(result.weighted_sum, dtype=np.float64) / result.total_weight
+                strategy.apply_global(strategy.global_vector() + mean_update)
+                survivors, contributors = list(result.survivors), list(result.contributors)
+                bytes_up, bytes_down = int(result.bytes_up), int(result.bytes_down)
+                stats = _json_safe(result.stats | {"check_against_plain": check})
             if hasattr(strategy, "finish_round"):
                 strategy.finish_round(s.clients)
         if isinstance(strategy, Centralized):
@@ -405,8 +425,8 @@ class FederatedRun:
             self.progress("client_start", {"round": r, "client": client.client_id, "phase": "personal"})
             strategy.personal_train(client, r, self._dp_plans.get(f"{client.client_id}/personal"))
         return RoundLog(round=r, clients=[c.client_id for c in selected], survivors=survivors,
-                        update_norms=norms, bytes_up=bytes_up, bytes_down=bytes_down, seconds=0.0,
-                        protocol_stats=stats)
+                        contributors=contributors, update_norms=norms, bytes_up=bytes_up,
+                        bytes_down=bytes_down, seconds=0.0, protocol_stats=stats)
 
     def _append_roster(self, identities: Identities) -> None:
         # Each session (a start or a resume) pins its own roster; earlier ones stay.

@@ -116,7 +116,14 @@ def test_dropout_before_each_stage(
         )
     assert "c2" in result.dropped and "c2" not in result.survivors
     assert set(result.survivors) | set(result.dropped) == set(inputs)
-    _assert_sum(result, inputs, result.survivors)
+    # A client that leaves once the sum is fixed stays in it; no one else is added.
+    assert set(result.survivors) <= set(result.contributors) <= set(inputs)
+    first_server_stage = next(s.name for s in protocol.stages if s.sender == "server")
+    if [s.name for s in protocol.stages].index(stage) <= [
+        s.name for s in protocol.stages
+    ].index(first_server_stage):
+        assert "c2" not in result.contributors
+    _assert_sum(result, inputs, result.contributors)
     assert verify_transcript(path, identities.roster()).ok
 
 
@@ -188,3 +195,23 @@ def test_a_message_corrupted_in_transit_drops_only_its_sender(
     assert result.dropped == ("c1",)
     _assert_sum(result, inputs, result.survivors)
     assert verify_transcript(path, identities.roster()).ok
+
+
+def test_check_against_plain_holds_and_catches_a_shift(
+    protocol, identities: Identities, make_inputs
+) -> None:
+    import dataclasses
+
+    from protocols.driver import check_against_plain
+
+    inputs = make_inputs(seed=21)
+    result = run_round(
+        protocol, round_index=0, inputs=inputs, identities=identities, transcript=None
+    )
+    check = check_against_plain(protocol, inputs, result)
+    assert check["ok"] and check["max_abs_error"] <= check["tolerance"]
+    shifted = result.weighted_sum.copy()
+    shifted[3] += 10 * check["tolerance"] + 1e-3
+    assert not check_against_plain(
+        protocol, inputs, dataclasses.replace(result, weighted_sum=shifted)
+    )["ok"]
