@@ -12,6 +12,7 @@ from protocols.stages import AggregationProtocol
 # name -> "module:class"; a new protocol joins the contract tests by adding a line here.
 _PROTOCOLS: dict[str, str] = {
     "plain": "protocols.plain:PlainProtocol",
+    "secagg": "protocols.secagg.protocol:SecAggProtocol",
 }
 
 

@@ -5,7 +5,9 @@
 - `header`: starts a session (a run, or a resume of it): format version,
   protocol and its parameters, the digest of the roster whose keys sign it.
 - `message`: one protocol message: round, stage, type, sender, receiver,
-  SHA-256 and size of its canonical bytes.
+  SHA-256 and size of its canonical bytes, and `meta`: the public facts of the
+  message a protocol's audit needs (`protocol.transcript_meta`, e.g. which
+  shares a secagg client revealed), or null.
 - `round_close`: ends a round. Its `statement` (outcome, survivors, dropped,
   digest of the round's record list, aggregate digest) is co-signed by every
   survivor; `records` lists the round's record digests in file order.
@@ -16,6 +18,12 @@ of that party's previous signed item, and is signed with the party's Ed25519
 key. The aggregator writes the file, so it could rewrite its own chain; what
 it cannot forge are the survivors' co-signatures, which pin each round's
 records and outcome and sit in the clients' own chains.
+
+On request the writer also stores every payload beside the transcript, in
+`<transcript>.payloads/<sha256>`; `verify_transcript` then checks each stored
+payload against its record and lets the protocol replay the round
+(`protocol.audit_round`: for secagg, that the released aggregate is the
+unmasked sum). Without payloads the protocol audits the signed metas alone.
 """
 
 from __future__ import annotations
@@ -29,9 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from protocols.errors import ProtocolAbort, ProtocolError, TranscriptError
+from protocols.errors import MessageDecodeError, ProtocolAbort, ProtocolError, TranscriptError
 from protocols.hazmat.signing import SigningKey, verify_signature
-from protocols.messages import canonical_json, sha256_hex
+from protocols.messages import canonical_json, decode, sha256_hex
 from protocols.registry import make_protocol
 from protocols.roster import Identities, Roster
 from protocols.stages import AggregationProtocol
@@ -93,6 +101,30 @@ def cosign_statement(
     return entry
 
 
+def payload_dir(path: Path) -> Path:
+    """Where the payloads of transcript `path` are stored when asked for."""
+    return path.with_name(path.name + ".payloads")
+
+
+def _store_payload(directory: Path, digest: str, payload: bytes) -> None:
+    target = directory / digest
+    if not target.exists():
+        tmp = directory / f".{digest}.tmp"
+        tmp.write_bytes(payload)
+        os.replace(tmp, target)
+
+
+def message_meta(protocol: AggregationProtocol | None, payload: bytes) -> dict[str, Any] | None:
+    """The protocol's public facts about one message (None if it records none)."""
+    meta_of = getattr(protocol, "transcript_meta", None)
+    if meta_of is None:
+        return None
+    try:
+        return meta_of(decode(payload))
+    except MessageDecodeError:
+        return None
+
+
 @dataclass
 class _OpenRound:
     index: int
@@ -112,11 +144,14 @@ class TranscriptWriter:
         protocol: AggregationProtocol,
         heads: dict[str, tuple[int, str]],
         session: int,
+        store_payloads: bool = False,
     ) -> None:
         self._fh = fh
         self.path = path
         self.identities = identities
+        self.protocol = protocol
         self.protocol_name = protocol.name
+        self.payload_dir = payload_dir(path) if store_payloads else None
         self.roster_digest = identities.roster().digest
         self.session = session
         self._heads = heads
@@ -124,12 +159,21 @@ class TranscriptWriter:
 
     @classmethod
     def open(
-        cls, path: str | os.PathLike[str], *, identities: Identities, protocol: AggregationProtocol
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        identities: Identities,
+        protocol: AggregationProtocol,
+        store_payloads: bool = False,
     ) -> TranscriptWriter:
         """Start a new session at the end of `path` (created if missing): a resumed run
-        appends here, and every party's chain continues from the existing records."""
+        appends here, and every party's chain continues from the existing records.
+        With `store_payloads`, every message's bytes are kept beside the transcript so
+        that a reviewer can replay the rounds (large: one copy of everything sent)."""
         path = Path(path)
         heads, sessions = _scan_existing(path)
+        if store_payloads:
+            payload_dir(path).mkdir(exist_ok=True)
         writer = cls(
             open(path, "ab"),  # closed by close()
             path=path,
@@ -137,6 +181,7 @@ class TranscriptWriter:
             protocol=protocol,
             heads=heads,
             session=sessions,
+            store_payloads=store_payloads,
         )
         writer._write(
             {
@@ -198,6 +243,9 @@ class TranscriptWriter:
     ) -> str:
         """Record one message (signed by its sender); returns the record's digest."""
         rnd = self._open_round(round_index)
+        payload_digest = sha256_hex(payload)
+        if self.payload_dir is not None:
+            _store_payload(self.payload_dir, payload_digest, payload)
         digest = self._write(
             {
                 "kind": "message",
@@ -206,8 +254,9 @@ class TranscriptWriter:
                 "stage": stage,
                 "type": message_type,
                 "receiver": receiver,
-                "payload_sha256": sha256_hex(payload),
+                "payload_sha256": payload_digest,
                 "payload_size": len(payload),
+                "meta": message_meta(self.protocol, payload),
             },
             sender,
         )
@@ -319,6 +368,7 @@ class TranscriptReport:
     aborted_rounds: int
     records: int
     problems: tuple[TranscriptProblem, ...]
+    replayed_rounds: int = 0
 
     @property
     def ok(self) -> bool:
@@ -332,15 +382,25 @@ class TranscriptReport:
             "rounds": self.rounds,
             "aborted_rounds": self.aborted_rounds,
             "records": self.records,
+            "replayed_rounds": self.replayed_rounds,
             "problems": [dataclasses.asdict(p) for p in self.problems],
         }
 
 
 def verify_transcript(
-    path: str | os.PathLike[str], rosters: Roster | Sequence[Roster]
+    path: str | os.PathLike[str],
+    rosters: Roster | Sequence[Roster],
+    *,
+    payloads: str | os.PathLike[str] | None = None,
+    expected_rounds: int | None = None,
 ) -> TranscriptReport:
     """Replay a transcript against pinned rosters, trusting nothing the aggregator says.
 
+    `payloads` is the directory of stored payloads (default: `<path>.payloads` if it
+    exists); each stored payload is checked against its record, and rounds whose
+    payloads are all there are replayed by the protocol (`replayed_rounds`).
+    A cut between two rounds leaves a valid shorter transcript: `expected_rounds`
+    (what the reviewer knows the run was to aggregate) catches it.
     Verification failures come back as problems with line numbers (`ok=False`);
     `TranscriptError` means the file cannot be read or is not a transcript at all.
     """
@@ -348,7 +408,10 @@ def verify_transcript(
     if not given:
         raise TranscriptError("no roster to verify against")
     path = Path(path)
-    verifier = _Verifier(given)
+    store = Path(payloads) if payloads is not None else payload_dir(path)
+    if payloads is not None and not store.is_dir():
+        raise TranscriptError(f"no payload directory {store}")
+    verifier = _Verifier(given, payloads=store if store.is_dir() else None)
     try:
         with open(path, "rb") as fh:
             first = fh.readline()
@@ -362,6 +425,12 @@ def verify_transcript(
     except OSError as exc:
         raise TranscriptError(f"cannot read transcript {path}: {exc}") from None
     verifier.finish()
+    if expected_rounds is not None and verifier.rounds < expected_rounds:
+        verifier.fail(
+            verifier.last_line,
+            f"transcript ends after {verifier.rounds} aggregated round(s), {expected_rounds} "
+            "expected (truncated?)",
+        )
     return TranscriptReport(
         path=str(path),
         sessions=verifier.session + 1,
@@ -369,6 +438,7 @@ def verify_transcript(
         aborted_rounds=verifier.aborted,
         records=verifier.last_line,
         problems=tuple(sorted(verifier.problems, key=lambda p: p.line)),
+        replayed_rounds=verifier.replayed,
     )
 
 
@@ -393,6 +463,7 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
         "receiver": str,
         "payload_sha256": str,
         "payload_size": int,
+        "meta": (dict, type(None)),
     },
     "round_close": {
         "session": int,
@@ -428,16 +499,42 @@ def _shape_ok(obj: Any, schema: Mapping[str, Any]) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class RoundRecord:
+    """One message of a round as a protocol audit sees it (payload None if not stored)."""
+
+    line: int
+    stage: str
+    type: str
+    sender: str
+    receiver: str
+    meta: dict[str, Any] | None
+    payload: bytes | None
+
+
+@dataclass(frozen=True)
+class RoundView:
+    """A closed round handed to `protocol.audit_round(view) -> [(line, problem)]`."""
+
+    round_index: int
+    records: tuple[RoundRecord, ...]
+    statement: dict[str, Any]
+    close_line: int
+
+
 @dataclass
 class _Round:
     index: int
     records: list[tuple[int, str]] = field(default_factory=list)
     stage_index: int = 0
     seen: set[tuple[str, str, str]] = field(default_factory=set)
+    views: list[RoundRecord] = field(default_factory=list)
 
 
 class _Verifier:
-    def __init__(self, rosters: Sequence[Roster]) -> None:
+    def __init__(self, rosters: Sequence[Roster], *, payloads: Path | None = None) -> None:
+        self.payloads = payloads
+        self.replayed = 0
         self.rosters = {r.digest: r for r in rosters}
         self.problems: list[TranscriptProblem] = []
         self.heads: dict[str, tuple[int, str]] = {}
@@ -512,8 +609,47 @@ class _Verifier:
         self._stage_rules(line, rec, rnd)
         self._signed(line, rec["sender"], rec, RECORD_DOMAIN, digest)
         rnd.records.append((line, digest))
+        payload = self._payload(line, rec)
+        rnd.views.append(
+            RoundRecord(line=line, stage=rec["stage"], type=rec["type"], sender=rec["sender"],
+                        receiver=rec["receiver"], meta=rec["meta"], payload=payload)
+        )
+
+    def _payload(self, line: int, rec: dict[str, Any]) -> bytes | None:
+        """The stored payload of a message, checked against its record (None if absent)."""
+        if self.payloads is None or not _HEX64.fullmatch(rec["payload_sha256"]):
+            return None
+        try:
+            payload = (self.payloads / rec["payload_sha256"]).read_bytes()
+        except OSError:
+            return None
+        if sha256_hex(payload) != rec["payload_sha256"] or len(payload) != rec["payload_size"]:
+            self.fail(line, "the stored payload does not match the record's digest and size")
+            return None
+        try:
+            msg = decode(payload)
+        except MessageDecodeError as exc:
+            self.fail(line, f"the stored payload is not a message: {exc}")
+            return None
+        if (msg.TYPE_NAME, msg.sender, msg.receiver, msg.round_index) != (
+            rec["type"], rec["sender"], rec["receiver"], rec["round"]
+        ):
+            self.fail(line, "the stored payload is another message than the record names")
+        elif message_meta(self.protocol, payload) != rec["meta"]:
+            self.fail(line, "the record's meta does not match its stored payload")
+        return payload
 
     def _round_close(self, line: int, rec: dict[str, Any], digest: str) -> None:
+        """A close the aggregator did not validly sign is reported as such and nothing
+        else: its contents would point at innocent earlier records."""
+        mark = len(self.problems)
+        self._round_close_checks(line, rec, digest)
+        if self.roster is not None and not self._signature_ok(rec["sender"], rec, RECORD_DOMAIN):
+            del self.problems[mark:]
+            self.fail(line, f"invalid signature by {rec['sender']}: the round_close is not "
+                            "trusted")
+
+    def _round_close_checks(self, line: int, rec: dict[str, Any], digest: str) -> None:
         st = rec["statement"]
         rnd = self.round if self.round is not None else self._current_round(line, rec["round"])
         self.round = None
@@ -538,12 +674,29 @@ class _Verifier:
         survivors = self._check_parties(line, st, rnd)
         self._check_outcome(line, st, survivors, rnd)
         self._check_cosigs(line, rec["cosigs"], st, survivors)
+        self._audit(line, st, rnd)
         self._aggregator_record(line, rec, digest)
         if st["outcome"] == "aggregated":
             self.rounds += 1
             self.last_aggregated = max(self.last_aggregated, rnd.index)
         else:
             self.aborted += 1
+
+    def _audit(self, line: int, st: dict[str, Any], rnd: _Round) -> None:
+        """The protocol's own rules over the round (both-shares, thresholds, replay)."""
+        audit = getattr(self.protocol, "audit_round", None)
+        if audit is None or not all(isinstance(s, str) for s in st["survivors"]):
+            return
+        if not all(
+            isinstance(d, list) and len(d) == 2 and isinstance(d[0], str) for d in st["dropped"]
+        ):
+            return
+        view = RoundView(round_index=rnd.index, records=tuple(rnd.views), statement=st,
+                         close_line=line)
+        for at, problem in audit(view):
+            self.fail(at, problem)
+        if st["outcome"] == "aggregated" and all(v.payload is not None for v in rnd.views):
+            self.replayed += 1
 
     # -- helpers -------------------------------------------------------------------
     def _current_round(self, line: int, index: int) -> _Round:
@@ -554,7 +707,9 @@ class _Verifier:
                 )
             self.round = _Round(index=index)
         elif index != self.round.index:
-            self.fail(line, f"record of round {index} while round {self.round.index} is open")
+            self.fail(line, f"record of round {index} while round {self.round.index} is open "
+                            "(its round_close is missing)")
+            self.round = _Round(index=index)  # later checks then point at their own records
         return self.round
 
     def _stage_rules(self, line: int, rec: dict[str, Any], rnd: _Round) -> None:
@@ -696,13 +851,138 @@ class _Verifier:
             return
         if party not in self.roster:
             self.fail(line, f"{party!r} is not in the session's roster")
-        elif not _HEX128.fullmatch(obj["sig"]) or not verify_signature(
-            public_key=self.roster.public_key(party),
-            message=domain + _unsigned(obj),
-            signature=bytes.fromhex(obj["sig"]),
-        ):
+        elif not self._signature_ok(party, obj, domain):
             self.fail(line, f"invalid signature by {party}")
+
+    def _signature_ok(self, party: str, obj: dict[str, Any], domain: bytes) -> bool:
+        return (
+            self.roster is not None
+            and party in self.roster
+            and isinstance(obj.get("sig"), str)
+            and _HEX128.fullmatch(obj["sig"]) is not None
+            and verify_signature(
+                public_key=self.roster.public_key(party),
+                message=domain + _unsigned(obj),
+                signature=bytes.fromhex(obj["sig"]),
+            )
+        )
 
 
 def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not allowed")
+
+
+# -- summaries (for `securediff transcript show`) -------------------------------------
+
+
+@dataclass(frozen=True)
+class PartyRound:
+    """One party's traffic in one round."""
+
+    party: str
+    messages: int
+    bytes_sent: int
+    bytes_received: int
+    last_stage: str
+    status: str  # "survivor", "dropped: <reason>", "aggregator" or "open"
+
+
+@dataclass(frozen=True)
+class RoundSummary:
+    session: int
+    round: int
+    protocol: str
+    outcome: str  # "aggregated", "aborted", or "open" (no round_close)
+    reason: str | None
+    stages: tuple[tuple[str, int, int], ...]  # (stage, messages, bytes) in stage order
+    parties: tuple[PartyRound, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def summarize_transcript(path: str | os.PathLike[str]) -> tuple[RoundSummary, ...]:
+    """Who sent what, how much, and who dropped, per round. Reads without verifying:
+    run `verify_transcript` to trust any of it."""
+    rounds: list[RoundSummary] = []
+    protocol, session = "?", -1
+    current: dict[str, Any] | None = None
+    try:
+        lines = Path(path).read_bytes().splitlines()
+    except OSError as exc:
+        raise TranscriptError(f"cannot read transcript {path}: {exc}") from None
+    if not lines or not _looks_like_header(lines[0]):
+        raise TranscriptError(f"{path} is not a securediff transcript (no header on line 1)")
+    for raw in lines:
+        try:
+            rec = json.loads(raw)
+            kind = rec["kind"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if kind == "header":
+            protocol, session = str(rec.get("protocol")), rec.get("session", session + 1)
+        elif kind == "message":
+            if current is None or current["round"] != rec.get("round"):
+                if current is not None:
+                    rounds.append(_summary(current, None))
+                current = {"round": rec.get("round"), "session": session, "protocol": protocol,
+                           "messages": []}
+            current["messages"].append(rec)
+        elif kind == "round_close":
+            if current is None or current["round"] != rec.get("round"):
+                current = {"round": rec.get("round"), "session": session, "protocol": protocol,
+                           "messages": []}
+            rounds.append(_summary(current, rec))
+            current = None
+    if current is not None:
+        rounds.append(_summary(current, None))
+    return tuple(rounds)
+
+
+def _summary(acc: dict[str, Any], close: dict[str, Any] | None) -> RoundSummary:
+    stages: dict[str, list[int]] = {}
+    sent: dict[str, list[int]] = {}
+    received: dict[str, int] = {}
+    last: dict[str, str] = {}
+    for rec in acc["messages"]:
+        size = rec.get("payload_size", 0) if isinstance(rec.get("payload_size"), int) else 0
+        stage, sender, receiver = str(rec.get("stage")), str(rec.get("sender")), str(
+            rec.get("receiver"))
+        stages.setdefault(stage, [0, 0])
+        stages[stage][0] += 1
+        stages[stage][1] += size
+        sent.setdefault(sender, [0, 0])
+        sent[sender][0] += 1
+        sent[sender][1] += size
+        received[receiver] = received.get(receiver, 0) + size
+        last[sender] = stage
+    statement = close.get("statement", {}) if close is not None else {}
+    survivors = set(statement.get("survivors", []) or [])
+    dropped = {d[0]: d[1] for d in statement.get("dropped", []) or [] if isinstance(d, list)
+               and len(d) == 2}
+    aggregator = close.get("sender") if close is not None else None
+
+    def status(party: str) -> str:
+        if party == aggregator:
+            return "aggregator"
+        if party in survivors:
+            return "survivor"
+        if party in dropped:
+            return f"dropped: {dropped[party]}"
+        return "open"
+
+    parties = sorted(set(sent) | set(received) | set(dropped))
+    return RoundSummary(
+        session=acc["session"],
+        round=acc["round"],
+        protocol=acc["protocol"],
+        outcome=str(statement.get("outcome", "open")) if close is not None else "open",
+        reason=statement.get("reason"),
+        stages=tuple((s, c, b) for s, (c, b) in stages.items()),
+        parties=tuple(
+            PartyRound(party=p, messages=sent.get(p, [0, 0])[0], bytes_sent=sent.get(p, [0, 0])[1],
+                       bytes_received=received.get(p, 0), last_stage=last.get(p, "-"),
+                       status=status(p))
+            for p in parties
+        ),
+    )

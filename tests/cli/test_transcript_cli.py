@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from protocols import (
     run_round,
     save_roster,
 )
+from protocols.messages import canonical_json
+from protocols.transcript import RECORD_DOMAIN
 
 app = typer.Typer()
 app.add_typer(transcript_app, name="transcript")
@@ -83,3 +86,108 @@ def test_unreadable_inputs_exit_3(run_dir: Path) -> None:
     )
     (run_dir / "roster.json").write_text("{")
     assert _verify(str(run_dir)).exit_code == 3
+
+
+# -- secagg transcripts: the done-when checks of issue 3 --------------------------------------
+SECAGG_IDS = Identities.generate([f"h{i}" for i in range(5)])
+
+
+@pytest.fixture(scope="module")
+def secagg_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("secagg")
+    ids = SECAGG_IDS
+    protocol = make_protocol("secagg")
+    save_roster(root / "roster.json", ids.roster())
+    rng = np.random.default_rng(1)
+    dropouts = [{"h1": "ShareKeys"}, {"h4": "MaskedInput", "h0": "Unmask"}]
+    with TranscriptWriter.open(root / "transcript.jsonl", identities=ids,
+                               protocol=protocol) as tw:
+        for r, drops in enumerate(dropouts):
+            inputs = {c: ClientInput(vector=rng.normal(size=8), weight=2.0) for c in ids.client_ids}
+            run_round(protocol, round_index=r, inputs=inputs, identities=ids, transcript=tw,
+                      dropouts=drops)
+    return root
+
+
+@pytest.fixture
+def secagg_copy(secagg_dir: Path, tmp_path: Path) -> Path:
+    for name in ("roster.json", "transcript.jsonl"):
+        (tmp_path / name).write_bytes((secagg_dir / name).read_bytes())
+    return tmp_path
+
+
+def _problem_lines(run: Path) -> list[int]:
+    out = _verify(str(run), "--json")
+    assert out.exit_code == 1, out.output
+    return [p["line"] for p in json.loads(out.stdout)["problems"]]
+
+
+def test_a_secagg_run_verifies_and_shows(secagg_copy: Path) -> None:
+    result = _verify(str(secagg_copy))
+    assert result.exit_code == 0, result.output
+    assert "2 round(s) aggregated" in result.output
+    shown = runner.invoke(app, ["transcript", "show", str(secagg_copy)], env={"COLUMNS": "160"})
+    assert shown.exit_code == 0, shown.output
+    assert "round 1 (session 0, secagg): aggregated" in shown.output
+    assert "dropped: silent in MaskedInput" in shown.output
+    assert "dropped: silent in Unmask" in shown.output
+    data = json.loads(runner.invoke(app, ["transcript", "show", str(secagg_copy), "--json",
+                                          "--round", "1"]).stdout)
+    (round1,) = data["rounds"]
+    status = {p["party"]: p["status"] for p in round1["parties"]}
+    assert status["h4"] == "dropped: silent in MaskedInput" and status["h2"] == "survivor"
+    stages = [s[0] for s in round1["stages"]]
+    assert stages[0] == "AdvertiseKeys" and stages[-1] == "Release"
+
+
+def test_every_single_byte_flip_exits_1_naming_its_line(secagg_copy: Path) -> None:
+    path = secagg_copy / "transcript.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    for i in range(1, len(lines)):  # line 1 is the header: flipping it is exit 3 or 1
+        flipped = bytearray(lines[i])
+        flipped[len(flipped) // 2] ^= 0x01
+        path.write_bytes(b"".join([*lines[:i], bytes(flipped), *lines[i + 1:]]))
+        assert _problem_lines(secagg_copy)[0] == i + 1, i + 1
+        if i % 20 == 1:  # and as a person reads it
+            out = _verify(str(secagg_copy))
+            assert out.exit_code == 1 and f"line {i + 1}:" in out.output
+
+
+def test_deleting_tail_lines_exits_1(secagg_copy: Path) -> None:
+    path = secagg_copy / "transcript.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    kinds = [json.loads(raw)["kind"] for raw in lines]
+    last_round = len(lines) - 1 - kinds[:-1][::-1].index("round_close")
+    for cut in range(1, len(lines) - last_round):
+        path.write_bytes(b"".join(lines[:-cut]))
+        assert _problem_lines(secagg_copy)[0] == len(lines) - cut
+    path.write_bytes(b"".join(lines[:last_round]))  # a clean cut between two rounds...
+    assert _verify(str(secagg_copy)).exit_code == 0
+    out = _verify(str(secagg_copy), "--expect-rounds", "2")  # ...needs the round count
+    assert out.exit_code == 1 and "1 aggregated round(s), 2 expected" in out.output
+
+
+def test_deleting_a_middle_line_and_rechaining_exits_1(secagg_copy: Path) -> None:
+    """The aggregator holds its own key: it deletes one of its messages and re-signs
+    its chain. The survivors' co-signed record list still pins the deleted record."""
+    path = secagg_copy / "transcript.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    victim = next(i for i, raw in enumerate(lines)
+                  if json.loads(raw).get("stage") == "UnmaskRequest" and json.loads(raw)["round"] == 1)
+    keys = SECAGG_IDS.signing_key("aggregator")
+    del lines[victim]
+    head, out = None, []
+    for raw in lines:
+        rec = json.loads(raw)
+        if rec["sender"] == "aggregator":
+            rec["seq"], rec["prev"] = (0, None) if head is None else (head[0] + 1, head[1])
+            body = {k: v for k, v in rec.items() if k != "sig"}
+            rec["sig"] = keys.sign(RECORD_DOMAIN + canonical_json(body)).hex()
+            raw = canonical_json(rec) + b"\n"
+            head = (rec["seq"], hashlib.sha256(raw[:-1]).hexdigest())
+        out.append(raw)
+    path.write_bytes(b"".join(out))
+    result = _verify(str(secagg_copy))
+    assert result.exit_code == 1
+    assert _problem_lines(secagg_copy)[0] == victim + 1
+    assert f"line {victim + 1}: record differs from the one round 1's close lists" in result.output

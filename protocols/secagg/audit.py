@@ -1,0 +1,293 @@
+"""What a reviewer checks in a secagg round from its transcript alone.
+
+Each message record carries a small signed `meta` (who a list names, which
+shares a client revealed), so these rules need no payloads:
+
+- the aggregator routed one key list and one graph (degree, threshold as the
+  analysis fixes them for n) to every client; shares went only to neighbours;
+- every client was sent the same survivor lists (an aggregator listing a client
+  as included to some and dropped to others is caught here);
+- the both-shares rule: no client revealed both shares of one owner, and no
+  owner had shares of both kinds revealed in the round; shares only of
+  neighbours (or one's own);
+- threshold conditions of an aggregated round: t shares of every included
+  client's self-mask seed and of every dropped client's mask key, at least t
+  included, a connected included graph, a majority of signers with the
+  consistency round, every survivor included.
+
+Where payloads are stored, the auditor also replays the unmasking (the same
+function the aggregator runs) and checks that the released aggregate is the
+unmasked sum and is what the survivors co-signed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from protocols.errors import ProtocolError
+from protocols.hazmat.quantize import QuantizationError, decode
+from protocols.hazmat.shamir import SHARE_BYTES, ShamirError, decode_share, reconstruct_many
+from protocols.messages import Message
+from protocols.messages import decode as decode_message
+from protocols.secagg import crypto
+from protocols.secagg.context import round_context
+from protocols.secagg.graph import graph_seed, harary_graph, is_connected, shareholder_x
+from protocols.secagg.messages import (
+    KEY_BYTES,
+    ConsistencyRequest,
+    ForwardShares,
+    MaskedInput,
+    Release,
+    RouteKeys,
+    ShareKeys,
+    Unmask,
+    UnmaskRequest,
+)
+from protocols.secagg.params import SecAggParams, plan_graph
+from protocols.secagg.unmask import from_wire, unmask_total, wire_matches
+from protocols.stages import Aggregate
+
+Problems = list[tuple[int, str]]
+
+
+def transcript_meta(message: Message) -> dict[str, Any] | None:
+    """The public facts of a message that the audit needs, recorded and signed with it."""
+    if isinstance(message, RouteKeys):
+        columns = (crypto.chunks(b, KEY_BYTES) for b in (message.c_pks, message.s_pks,
+                                                           message.e_pks))
+        keys = [k for triple in zip(*columns, strict=True) for k in triple]
+        seed = graph_seed(round_index=message.round_index, degree=message.degree,
+                          ids=message.ids, keys=keys)
+        return {"ids": list(message.ids), "degree": message.degree,
+                "threshold": message.threshold, "length": message.length,
+                "dtype": message.dtype, "graph_seed": seed.hex()}
+    if isinstance(message, ShareKeys):
+        return {"receivers": list(message.receivers)}
+    if isinstance(message, ForwardShares):
+        return {"senders": list(message.senders)}
+    if isinstance(message, ConsistencyRequest):
+        return {"masked_senders": list(message.masked_senders)}
+    if isinstance(message, UnmaskRequest):
+        return {"included": list(message.included), "dropped": list(message.dropped)}
+    if isinstance(message, Unmask):
+        return {"b": list(message.b_owners), "sk": list(message.sk_owners)}
+    if isinstance(message, Release):
+        return {"included": list(message.included)}
+    return None
+
+
+_META_KEYS = {
+    "RouteKeys": {"ids", "degree", "threshold", "length", "dtype", "graph_seed"},
+    "ShareKeys": {"receivers"},
+    "ForwardShares": {"senders"},
+    "ConsistencyRequest": {"masked_senders"},
+    "UnmaskRequest": {"included", "dropped"},
+    "Unmask": {"b", "sk"},
+    "Release": {"included"},
+}
+
+
+def _well_formed(rec: Any) -> bool:
+    keys = _META_KEYS.get(rec.stage)
+    if keys is None:
+        return rec.meta is None
+    meta = rec.meta
+    if not isinstance(meta, dict) or set(meta) != keys:
+        return False
+    lists = [v for k, v in meta.items() if k not in {"degree", "threshold", "length", "dtype",
+                                                        "graph_seed"}]
+    return all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in lists)
+
+
+def _same(problems: Problems, recs: Sequence[Any], what: str) -> dict | None:
+    if not recs:
+        return None
+    first = recs[0]
+    for rec in recs[1:]:
+        if rec.meta != first.meta:
+            problems.append((rec.line, f"{what} sent to {rec.receiver} differs from the one sent "
+                                       f"to {first.receiver}: the aggregator equivocated"))
+    return first.meta
+
+
+def audit_round(params: SecAggParams, view: Any) -> Problems:
+    problems: Problems = []
+    by_stage: dict[str, list[Any]] = defaultdict(list)
+    for rec in view.records:
+        if not _well_formed(rec):
+            problems.append((rec.line, f"malformed secagg meta for stage {rec.stage}"))
+            return problems
+        by_stage[rec.stage].append(rec)
+    st = view.statement
+    aggregated = st["outcome"] == "aggregated"
+    route = _same(problems, by_stage["RouteKeys"], "the routed key list")
+    if route is None:
+        if aggregated:
+            problems.append((view.close_line, "an aggregated secagg round without routed keys"))
+        return problems
+    n = len(st["survivors"]) + len(st["dropped"])
+    try:
+        plan = plan_graph(n, params)
+    except ProtocolError as exc:
+        problems.append((view.close_line, f"no valid secagg graph for {n} clients: {exc}"))
+        return problems
+    first_route = by_stage["RouteKeys"][0]
+    if (route["degree"], route["threshold"]) != (plan.degree, plan.threshold):
+        problems.append((first_route.line, f"graph degree/threshold {route['degree']}/"
+                         f"{route['threshold']} differ from the analysis' {plan.degree}/"
+                         f"{plan.threshold} for n={n}"))
+        return problems
+    ids = route["ids"]
+    graph = harary_graph(ids, degree=plan.degree, seed=bytes.fromhex(route["graph_seed"]))
+    _neighbour_rules(problems, by_stage, graph)
+    _same(problems, by_stage["ConsistencyRequest"], "the survivor list to sign")
+    request = _unmask_request(problems, by_stage["UnmaskRequest"])
+    counts = _both_shares_rule(problems, by_stage["Unmask"], graph, request)
+    if aggregated and not problems:
+        _threshold_rules(problems, params, view, plan.threshold, ids, graph, request, counts,
+                         by_stage)
+        if not problems and all(r.payload is not None for r in view.records):
+            _replay(problems, params, view, route, graph, request, by_stage)
+    return problems
+
+
+def _neighbour_rules(problems: Problems, by_stage: dict, graph: dict) -> None:
+    for rec in by_stage["ShareKeys"]:
+        wanted = sorted(graph.get(rec.sender, ()))
+        if rec.meta["receivers"] and rec.meta["receivers"] != wanted:
+            problems.append((rec.line, f"{rec.sender} shared keys with non-neighbours"))
+    for rec in by_stage["ForwardShares"]:
+        if not set(rec.meta["senders"]) <= graph.get(rec.receiver, frozenset()):
+            problems.append((rec.line, f"shares forwarded to {rec.receiver} from non-neighbours"))
+
+
+def _unmask_request(problems: Problems, recs: Sequence[Any]) -> dict | None:
+    if not recs:
+        return None
+    first = recs[0].meta
+    for rec in recs[1:]:
+        if rec.meta != first:
+            flip = sorted(
+                (set(rec.meta["included"]) & set(first["dropped"]))
+                | (set(rec.meta["dropped"]) & set(first["included"]))
+            )
+            who = f"{flip[0]} is listed as included to some clients and as dropped to others"
+            problems.append((rec.line, who if flip else "survivor lists differ between clients"))
+    if set(first["included"]) & set(first["dropped"]):
+        problems.append((recs[0].line, "a client is listed both as included and as dropped"))
+    return first
+
+
+def _both_shares_rule(
+    problems: Problems, recs: Sequence[Any], graph: dict, request: dict | None
+) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {"b": defaultdict(int), "sk": defaultdict(int)}
+    for rec in recs:
+        b, sk = set(rec.meta["b"]), set(rec.meta["sk"])
+        both = sorted(b & sk)
+        if both:
+            problems.append((rec.line, f"both-shares rule: {rec.sender} revealed both shares "
+                                       f"of {both[0]}"))
+        mine = graph.get(rec.sender, frozenset())
+        if not b <= mine | {rec.sender} or not sk <= mine:
+            problems.append((rec.line, f"{rec.sender} revealed shares of a non-neighbour"))
+        if request is not None and (
+            not b <= set(request["included"]) or not sk <= set(request["dropped"])
+        ):
+            problems.append((rec.line, f"{rec.sender} revealed shares the survivor lists did "
+                                       "not ask for"))
+        for owner in b:
+            counts["b"][owner] += 1
+            if counts["sk"][owner]:
+                problems.append((rec.line, f"both-shares rule: shares of both secrets of {owner} "
+                                           "were revealed in the round"))
+        for owner in sk:
+            counts["sk"][owner] += 1
+            if counts["b"][owner]:
+                problems.append((rec.line, f"both-shares rule: shares of both secrets of {owner} "
+                                           "were revealed in the round"))
+    return counts
+
+
+def _threshold_rules(
+    problems: Problems, params: SecAggParams, view: Any, t: int, ids: list[str], graph: dict,
+    request: dict | None, counts: dict, by_stage: dict,
+) -> None:
+    line = view.close_line
+    if request is None:
+        problems.append((line, "an aggregated secagg round without an unmasking request"))
+        return
+    included, dropped = request["included"], request["dropped"]
+    for owner in included:
+        if counts["b"][owner] < t:
+            problems.append((line, f"threshold: {counts['b'][owner]} shares of {owner}'s "
+                                   f"self-mask seed were revealed, {t} needed"))
+    for owner in dropped:
+        if counts["sk"][owner] < t:
+            problems.append((line, f"threshold: {counts['sk'][owner]} shares of {owner}'s "
+                                   f"mask key were revealed, {t} needed"))
+    if len(included) < t:
+        problems.append((line, f"threshold: {len(included)} included clients, {t} needed"))
+    if not is_connected(included, graph):
+        problems.append((line, "the included clients' graph is disconnected"))
+    if params.consistency_check and 2 * len(included) <= len(ids):
+        problems.append((line, f"{len(included)} signers of {len(ids)} is not a majority"))
+    outside = sorted(set(view.statement["survivors"]) - set(included))
+    if outside:
+        problems.append((line, f"survivor {outside[0]} is not among the included clients"))
+    for rec in by_stage["Release"]:
+        if rec.meta["included"] != included:
+            problems.append((rec.line, "the released aggregate names other included clients"))
+
+
+def _replay(
+    problems: Problems, params: SecAggParams, view: Any, route: dict, graph: dict,
+    request: dict, by_stage: dict,
+) -> None:
+    """Recompute the unmasked sum from the stored payloads and compare."""
+    st = view.statement
+    line = view.close_line
+    try:
+        first = decode_message(by_stage["RouteKeys"][0].payload)
+        ctx = round_context(params=params, round_index=view.round_index,
+                            n=len(st["survivors"]) + len(st["dropped"]),
+                            length=route["length"], dtype=route["dtype"])
+        s_pks = dict(zip(first.ids, crypto.chunks(first.s_pks, KEY_BYTES), strict=True))
+        xs = shareholder_x(first.ids)
+        masked = {}
+        for rec in by_stage["MaskedInput"]:
+            msg = decode_message(rec.payload, expected=MaskedInput)
+            if rec.sender in request["included"]:
+                if not wire_matches(msg.masked, ring=ctx.ring, length=ctx.length):
+                    problems.append((rec.line, "an included masked input has the wrong shape"))
+                    return
+                masked[rec.sender] = msg.masked
+        b_sets: dict[str, list] = defaultdict(list)
+        sk_sets: dict[str, list] = defaultdict(list)
+        for rec in by_stage["Unmask"]:
+            msg = decode_message(rec.payload, expected=Unmask)
+            for owners, blob, sets in ((msg.b_owners, msg.b_shares, b_sets),
+                                       (msg.sk_owners, msg.sk_shares, sk_sets)):
+                for owner, share in zip(owners, crypto.chunks(blob, SHARE_BYTES), strict=True):
+                    sets[owner].append((xs[rec.sender], decode_share(share)))
+        total = unmask_total(
+            round_index=view.round_index, ring=ctx.ring, length=ctx.length, masked=masked,
+            b_seeds=reconstruct_many(b_sets, threshold=ctx.threshold),
+            dropped_keys=reconstruct_many(sk_sets, threshold=ctx.threshold),
+            s_pks=s_pks, graph=graph)
+        decoded = decode(total, fixed=ctx.fixed, ring=ctx.ring, integer=ctx.integer,
+                         n=len(request["included"]))
+    except (ProtocolError, ShamirError, QuantizationError, ValueError, KeyError) as exc:
+        problems.append((line, f"replaying the unmasking from the payloads failed: {exc}"))
+        return
+    digest = Aggregate(weighted_sum=decoded.weighted_sum,
+                       total_weight=decoded.total_weight).digest()
+    for rec in by_stage["Release"]:
+        released = decode_message(rec.payload, expected=Release).total
+        if not (from_wire(released, ring=ctx.ring) == total).all():
+            problems.append((rec.line, "the released aggregate is not the unmasked sum"))
+            return
+    if st["aggregate"] != digest:
+        problems.append((line, "the co-signed aggregate is not the unmasked sum of the payloads"))

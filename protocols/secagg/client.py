@@ -1,0 +1,366 @@
+"""The client's steps, as pure functions of (context, state, inbound).
+
+A client refuses (raises `ProtocolAbort`) whenever what the aggregator relays
+breaks a rule it can check itself: keys altered or not signed by the roster,
+shares that do not open, a survivor list it did not sign or whose graph is
+disconnected, an owner listed as both included and dropped. It answers the
+unmasking request once and reveals, per owner, the b share or the sk share,
+never both. A client the aggregator stopped talking to sends an empty message
+of the stage's type (the driver needs one) and nothing derived from its input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from protocols.errors import ProtocolAbort
+from protocols.hazmat.aead import AeadError
+from protocols.hazmat.kex import AgreementKey
+from protocols.hazmat.prg import reduce_ring
+from protocols.hazmat.quantize import QuantizationError, decode, encode, encode_weight, quantize
+from protocols.hazmat.shamir import ShamirError, encode_share, split
+from protocols.hazmat.signing import SigningKey, verify_signature
+from protocols.messages import Message
+from protocols.roster import Identities
+from protocols.secagg import crypto
+from protocols.secagg.context import RoundContext
+from protocols.secagg.graph import graph_seed, harary_graph, is_connected, shareholder_x
+from protocols.secagg.messages import (
+    KEY_BYTES,
+    SIG_BYTES,
+    AdvertiseKeys,
+    ConsistencyRequest,
+    ConsistencySign,
+    ForwardShares,
+    MaskedInput,
+    Release,
+    RouteKeys,
+    ShareKeys,
+    Unmask,
+    UnmaskRequest,
+)
+from protocols.secagg.unmask import from_wire, to_wire, wire_matches
+from protocols.stages import Aggregate, ClientInput
+
+
+@dataclass(frozen=True)
+class ClientData:
+    """A client's round state; its secrets stay out of `repr` (and so out of logs)."""
+
+    ctx: RoundContext
+    me: str
+    encoded: np.ndarray = field(repr=False)  # [omega * q, omega, clipped], unmasked
+    seed: bytes = field(repr=False)  # the round seed: every key, share and nonce comes from it
+    c_key: AgreementKey = field(repr=False)
+    s_key: AgreementKey = field(repr=False)
+    s_raw: bytes = field(repr=False)
+    b_seed: bytes = field(repr=False)
+    e_key: SigningKey = field(repr=False)
+    contacted: bool = True
+    ids: tuple[str, ...] = ()
+    keys: Mapping[str, tuple[bytes, bytes, bytes]] = field(default_factory=dict)
+    graph: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    xs: Mapping[str, int] = field(default_factory=dict)
+    held: Mapping[str, tuple[int, int]] = field(default_factory=dict, repr=False)
+    masked_with: tuple[str, ...] = ()
+    signed_list: tuple[str, ...] = ()
+    included: tuple[str, ...] = ()
+    reveal_b: tuple[str, ...] = ()
+    reveal_sk: tuple[str, ...] = ()
+    answered: bool = False
+    aggregate_digest: str | None = None
+
+
+def start(
+    ctx: RoundContext, *, me: str, client_input: ClientInput, seed: bytes
+) -> ClientData:
+    """Quantize and encode the input, and draw this round's keys from `seed`."""
+    omega = encode_weight(client_input.weight, fixed=ctx.fixed)
+    q, clipped = quantize(
+        client_input.vector, fixed=ctx.fixed, random_bytes=crypto.stream(seed, "rounding")
+    )
+    s_raw = crypto.derive(seed, "s-key")
+    return ClientData(
+        ctx=ctx,
+        me=me,
+        encoded=encode(q, omega=omega, clipped=clipped, ring=ctx.ring),
+        seed=seed,
+        c_key=crypto.agreement_key(crypto.derive(seed, "c-key")),
+        s_key=crypto.agreement_key(s_raw),
+        s_raw=s_raw,
+        b_seed=crypto.derive(seed, "self-mask-seed"),
+        e_key=crypto.ephemeral_signer(crypto.derive(seed, "e-key")),
+    )
+
+
+def _refuse(st: ClientData, why: str) -> ProtocolAbort:
+    return ProtocolAbort(f"{st.me} refuses in round {st.ctx.round_index}: {why}")
+
+
+def _replace(st: ClientData, **changes) -> ClientData:
+    return dataclasses.replace(st, **changes)
+
+
+def _sorted_unique(ids: Sequence[str]) -> bool:
+    return list(ids) == sorted(set(ids))
+
+
+def _one(st: ClientData, messages: Sequence[Message], kind: type[Message]) -> Message | None:
+    if not messages:
+        return None
+    if not isinstance(messages[0], kind):
+        raise _refuse(st, f"expected {kind.TYPE_NAME}, got {messages[0].TYPE_NAME}")
+    return messages[0]
+
+
+# -- AdvertiseKeys / RouteKeys ---------------------------------------------------------
+def advertise(st: ClientData, identities: Identities | None, aggregator: str) -> AdvertiseKeys:
+    """The round's public keys, signed with the roster identity key when there is one."""
+    c_pk, s_pk, e_pk = st.c_key.public_key, st.s_key.public_key, st.e_key.public_key
+    sig = b""
+    if identities is not None:
+        statement = crypto.advertise_statement(
+            round_index=st.ctx.round_index, client_id=st.me, c_pk=c_pk, s_pk=s_pk, e_pk=e_pk
+        )
+        sig = identities.signing_key(st.me).sign(statement)
+    return AdvertiseKeys(round_index=st.ctx.round_index, sender=st.me, receiver=aggregator,
+                         c_pk=c_pk, s_pk=s_pk, e_pk=e_pk, id_sig=sig)
+
+
+def receive_route(
+    st: ClientData,
+    messages: Sequence[Message],
+    *,
+    identities: Identities | None,
+    participants: Sequence[str],
+) -> ClientData:
+    msg = _one(st, messages, RouteKeys)
+    if msg is None:
+        return _replace(st, contacted=False)
+    ctx, n = st.ctx, len(msg.ids)
+    shape = (msg.degree, msg.threshold, msg.length, msg.dtype)
+    if shape != (ctx.plan.degree, ctx.plan.threshold, ctx.vector_length, ctx.dtype):
+        raise _refuse(st, f"the round's public parameters were altered: {shape}")
+    if not _sorted_unique(msg.ids) or not set(msg.ids) <= set(participants) or st.me not in msg.ids:
+        raise _refuse(st, "the routed key list is not a sorted list of participants with me in it")
+    if n < ctx.threshold:
+        raise _refuse(st, f"only {n} clients advertised keys, below the threshold {ctx.threshold}")
+    sig_len = SIG_BYTES * n if identities is not None else 0
+    if (len(msg.c_pks), len(msg.s_pks), len(msg.e_pks), len(msg.id_sigs)) != (
+        KEY_BYTES * n, KEY_BYTES * n, KEY_BYTES * n, sig_len
+    ):
+        raise _refuse(st, "routed keys have the wrong sizes")
+    cs, ss, es = (crypto.chunks(b, KEY_BYTES) for b in (msg.c_pks, msg.s_pks, msg.e_pks))
+    keys = {cid: (cs[i], ss[i], es[i]) for i, cid in enumerate(msg.ids)}
+    mine = (st.c_key.public_key, st.s_key.public_key, st.e_key.public_key)
+    if keys[st.me] != mine:
+        raise _refuse(st, "the aggregator relayed my keys altered")
+    if len({k for triple in keys.values() for k in triple}) != 3 * n:
+        raise _refuse(st, "two advertised keys are equal")
+    if identities is not None:
+        roster = identities.roster()
+        sigs = crypto.chunks(msg.id_sigs, SIG_BYTES)
+        for i, cid in enumerate(msg.ids):
+            statement = crypto.advertise_statement(
+                round_index=ctx.round_index, client_id=cid, c_pk=cs[i], s_pk=ss[i], e_pk=es[i]
+            )
+            if not verify_signature(public_key=roster.public_key(cid), message=statement,
+                                    signature=sigs[i]):
+                raise _refuse(st, f"the keys relayed for {cid} are not signed by its roster key")
+    seed = graph_seed(round_index=ctx.round_index, degree=ctx.plan.degree, ids=msg.ids,
+                      keys=[k for cid in msg.ids for k in keys[cid]])
+    return _replace(
+        st,
+        ids=tuple(msg.ids),
+        keys=keys,
+        graph=harary_graph(msg.ids, degree=ctx.plan.degree, seed=seed),
+        xs=shareholder_x(msg.ids),
+    )
+
+
+# -- ShareKeys / ForwardShares -------------------------------------------------------------
+def share_keys(st: ClientData, aggregator: str) -> tuple[ClientData, ShareKeys]:
+    r = st.ctx.round_index
+    if not st.contacted:
+        return st, ShareKeys(round_index=r, sender=st.me, receiver=aggregator, receivers=(),
+                             sealed=b"")
+    holders = sorted(st.graph[st.me])
+    points = [st.xs[v] for v in holders] + [st.xs[st.me]]
+    b_row, sk_row = split(
+        [st.b_seed, st.s_raw],
+        threshold=st.ctx.threshold,
+        xs=points,
+        random_bytes=crypto.stream(st.seed, "shamir"),
+    )
+    nonces = crypto.stream(st.seed, "share-nonces")
+    sealed = []
+    for i, v in enumerate(holders):
+        key = crypto.share_key(st.c_key, st.keys[v][0], round_index=r, sender=st.me, receiver=v)
+        ad = crypto.share_ad(round_index=r, sender=st.me, receiver=v)
+        sealed.append(crypto.seal_shares(key, b_row[i], sk_row[i], nonce=nonces(12), ad=ad))
+    held = {st.me: (b_row[-1], sk_row[-1])}
+    msg = ShareKeys(round_index=r, sender=st.me, receiver=aggregator, receivers=tuple(holders),
+                    sealed=b"".join(sealed))
+    return _replace(st, held=held), msg
+
+
+def receive_forward(st: ClientData, messages: Sequence[Message]) -> ClientData:
+    msg = _one(st, messages, ForwardShares)
+    if msg is None:
+        return _replace(st, contacted=False)
+    r = st.ctx.round_index
+    senders = list(msg.senders)
+    if not _sorted_unique(senders) or not set(senders) <= st.graph[st.me]:
+        raise _refuse(st, "shares forwarded from clients that are not my neighbours")
+    if len(msg.sealed) != crypto.SEALED_BYTES * len(senders):
+        raise _refuse(st, "forwarded shares have the wrong size")
+    held = dict(st.held)
+    for v, sealed in zip(senders, crypto.chunks(msg.sealed, crypto.SEALED_BYTES), strict=True):
+        key = crypto.share_key(st.c_key, st.keys[v][0], round_index=r, sender=v, receiver=st.me)
+        try:
+            held[v] = crypto.open_shares(key, sealed, ad=crypto.share_ad(
+                round_index=r, sender=v, receiver=st.me))
+        except (AeadError, ShamirError):
+            raise _refuse(st, f"the shares from {v} do not open (tampered or replayed)") from None
+    if len(senders) + 1 < st.ctx.threshold:
+        raise _refuse(st, f"only {len(senders)} neighbours shared keys: my secrets could not "
+                          f"be rebuilt from {st.ctx.threshold} shares")
+    return _replace(st, held=held, masked_with=tuple(senders))
+
+
+# -- MaskedInput ---------------------------------------------------------------------------
+def masked_input(st: ClientData, aggregator: str) -> MaskedInput:
+    ctx = st.ctx
+    if not st.contacted:
+        return MaskedInput(round_index=ctx.round_index, sender=st.me, receiver=aggregator,
+                           masked=np.zeros(0, dtype=np.uint8))
+    acc = st.encoded.copy()
+    crypto.add_self_mask(acc, st.b_seed, bits=ctx.ring.bits)
+    for v in st.masked_with:
+        seed = crypto.pairwise_seed(st.s_key, st.keys[v][1], round_index=ctx.round_index,
+                                    a=st.me, b=v)
+        crypto.add_pair_mask(acc, seed, bits=ctx.ring.bits,
+                             subtract=not crypto.pair_sign_adds(st.me, v))
+    reduce_ring(acc, bits=ctx.ring.bits)
+    return MaskedInput(round_index=ctx.round_index, sender=st.me, receiver=aggregator,
+                       masked=to_wire(acc, ring=ctx.ring))
+
+
+# -- ConsistencyCheck ------------------------------------------------------------------------
+def receive_consistency(st: ClientData, messages: Sequence[Message]) -> ClientData:
+    msg = _one(st, messages, ConsistencyRequest)
+    if msg is None:
+        return _replace(st, contacted=False)
+    listed = tuple(msg.masked_senders)
+    if not _sorted_unique(listed) or not set(listed) <= set(st.ids) or st.me not in listed:
+        raise _refuse(st, "the survivor list is malformed or leaves me out")
+    if len(listed) < st.ctx.threshold:
+        raise _refuse(st, f"{len(listed)} survivors is below the threshold {st.ctx.threshold}")
+    return _replace(st, signed_list=listed)
+
+
+def consistency_sign(st: ClientData, aggregator: str) -> ConsistencySign:
+    sig = b""
+    if st.contacted:
+        sig = st.e_key.sign(crypto.consistency_statement(
+            round_index=st.ctx.round_index, masked_senders=st.signed_list))
+    return ConsistencySign(round_index=st.ctx.round_index, sender=st.me, receiver=aggregator,
+                           signature=sig)
+
+
+# -- Unmask -----------------------------------------------------------------------------------
+def receive_unmask_request(
+    st: ClientData, messages: Sequence[Message], *, consistency: bool
+) -> ClientData:
+    msg = _one(st, messages, UnmaskRequest)
+    if msg is None:
+        return _replace(st, contacted=False)
+    if st.answered:
+        raise _refuse(st, "asked to unmask a second time")
+    included, dropped = tuple(msg.included), tuple(msg.dropped)
+    if not (_sorted_unique(included) and _sorted_unique(dropped)):
+        raise _refuse(st, "survivor lists are not sorted lists of distinct ids")
+    both = set(included) & set(dropped)
+    if both:
+        raise _refuse(st, f"{sorted(both)[0]} is listed both as included and as dropped")
+    if not set(included) | set(dropped) <= set(st.ids) or st.me not in included:
+        raise _refuse(st, "the survivor lists name unknown clients or leave me out")
+    if consistency:
+        _check_signatures(st, msg, included)
+    elif msg.signed_list or msg.signatures:
+        raise _refuse(st, "consistency signatures in a round without the consistency check")
+    holdings = set(st.held)
+    for owner in sorted(holdings):
+        if (owner in included) == (owner in dropped):
+            raise _refuse(st, f"{owner} must be either included or dropped, exactly one")
+    if len(included) < st.ctx.threshold:
+        raise _refuse(st, f"{len(included)} included is below the threshold {st.ctx.threshold}")
+    if not is_connected(included, st.graph):
+        raise _refuse(st, "the included clients' graph is disconnected: unmasking would "
+                          "reveal the sums of its parts")
+    return _replace(
+        st,
+        included=included,
+        reveal_b=tuple(sorted(holdings & set(included))),
+        reveal_sk=tuple(sorted(holdings & set(dropped))),
+    )
+
+
+def _check_signatures(st: ClientData, msg: UnmaskRequest, included: tuple[str, ...]) -> None:
+    if tuple(msg.signed_list) != st.signed_list:
+        raise _refuse(st, "the survivor list differs from the one I signed")
+    if not set(included) <= set(st.signed_list):
+        raise _refuse(st, "an included client is not on the signed survivor list")
+    if len(msg.signatures) != SIG_BYTES * len(included):
+        raise _refuse(st, "one consistency signature per included client is required")
+    statement = crypto.consistency_statement(
+        round_index=st.ctx.round_index, masked_senders=st.signed_list)
+    for cid, sig in zip(included, crypto.chunks(msg.signatures, SIG_BYTES), strict=True):
+        if not verify_signature(public_key=st.keys[cid][2], message=statement, signature=sig):
+            raise _refuse(st, f"{cid}'s consistency signature is invalid")
+    if 2 * len(included) <= len(st.ids):
+        raise _refuse(st, f"{len(included)} signers of {len(st.ids)} is not a majority: "
+                          "two different survivor lists could both be signed")
+
+
+def unmask(st: ClientData, aggregator: str) -> tuple[ClientData, Unmask]:
+    r = st.ctx.round_index
+    if not st.contacted:
+        return st, Unmask(round_index=r, sender=st.me, receiver=aggregator, b_owners=(),
+                          b_shares=b"", sk_owners=(), sk_shares=b"")
+    if set(st.reveal_b) & set(st.reveal_sk):  # guarded above; the rule is absolute
+        raise _refuse(st, "would reveal both shares of one client")
+    msg = Unmask(
+        round_index=r,
+        sender=st.me,
+        receiver=aggregator,
+        b_owners=st.reveal_b,
+        b_shares=b"".join(encode_share(st.held[o][0]) for o in st.reveal_b),
+        sk_owners=st.reveal_sk,
+        sk_shares=b"".join(encode_share(st.held[o][1]) for o in st.reveal_sk),
+    )
+    return _replace(st, answered=True), msg
+
+
+# -- Release ------------------------------------------------------------------------------------
+def receive_release(st: ClientData, messages: Sequence[Message]) -> ClientData:
+    msg = _one(st, messages, Release)
+    if msg is None:
+        return st
+    ctx = st.ctx
+    if tuple(msg.included) != st.included:
+        raise _refuse(st, "the released aggregate names other included clients")
+    if not wire_matches(msg.total, ring=ctx.ring, length=ctx.length):
+        raise _refuse(st, "the released aggregate has the wrong shape")
+    try:
+        decoded = decode(from_wire(msg.total, ring=ctx.ring), fixed=ctx.fixed, ring=ctx.ring,
+                         integer=ctx.integer, n=len(st.included))
+    except QuantizationError as exc:
+        raise _refuse(st, str(exc)) from None
+    digest = Aggregate(weighted_sum=decoded.weighted_sum,
+                       total_weight=decoded.total_weight).digest()
+    return _replace(st, aggregate_digest=digest)

@@ -1,0 +1,46 @@
+"""What every party of a round derives from the public set-up: the graph plan,
+the fixed-point encoding and the ring. Computed identically by the aggregator,
+each client and a transcript auditor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from protocols.hazmat.quantize import EXTRA_COORDINATES, FixedPoint, Ring, plan_ring
+from protocols.secagg.params import GraphPlan, SecAggParams, plan_graph
+
+
+@dataclass(frozen=True)
+class RoundContext:
+    round_index: int
+    n: int
+    plan: GraphPlan
+    fixed: FixedPoint
+    ring: Ring
+    dtype: str
+    integer: bool
+    length: int  # the vector length plus the weight and clipped-count coordinates
+
+    @property
+    def threshold(self) -> int:
+        return self.plan.threshold
+
+    @property
+    def vector_length(self) -> int:
+        return self.length - EXTRA_COORDINATES
+
+
+def round_context(
+    *, params: SecAggParams, round_index: int, n: int, length: int, dtype: str
+) -> RoundContext:
+    fixed = params.fixed
+    return RoundContext(
+        round_index=round_index,
+        n=n,
+        plan=plan_graph(n, params),
+        fixed=fixed,
+        ring=plan_ring(fixed=fixed, n=n, length=length),
+        dtype=dtype,
+        integer=dtype == "int64",
+        length=length + EXTRA_COORDINATES,
+    )

@@ -1,0 +1,104 @@
+"""The messages of a secagg round, one type per stage (wire codes 0x03xx).
+
+Lists of parties are sorted id tuples; per-party byte strings of fixed size
+(keys, signatures, sealed shares) are concatenated in the order of the list
+they belong to, so every message has one canonical encoding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from protocols.messages import Message, message_type
+
+KEY_BYTES = 32
+SIG_BYTES = 64
+
+
+@message_type(code=0x0301, name="secagg.AdvertiseKeys", stage="AdvertiseKeys")
+class AdvertiseKeys(Message):
+    """Fresh X25519 keys (c: share encryption, s: pairwise masks), a fresh Ed25519
+    key e for the consistency round, and (with a roster) the identity signature."""
+
+    c_pk: bytes
+    s_pk: bytes
+    e_pk: bytes
+    id_sig: bytes
+
+
+@message_type(code=0x0302, name="secagg.RouteKeys", stage="RouteKeys")
+class RouteKeys(Message):
+    """Every advertising client's keys (U1), so each client can rebuild the graph,
+    and the round's public shape: graph degree, threshold, vector length and dtype."""
+
+    degree: int
+    threshold: int
+    length: int
+    dtype: str
+    ids: tuple[str, ...]
+    c_pks: bytes
+    s_pks: bytes
+    e_pks: bytes
+    id_sigs: bytes
+
+
+@message_type(code=0x0303, name="secagg.ShareKeys", stage="ShareKeys")
+class ShareKeys(Message):
+    """Sealed shares of b and sk for each neighbour (fixed-size ciphertexts)."""
+
+    receivers: tuple[str, ...]
+    sealed: bytes
+
+
+@message_type(code=0x0304, name="secagg.ForwardShares", stage="ForwardShares")
+class ForwardShares(Message):
+    senders: tuple[str, ...]
+    sealed: bytes
+
+
+@message_type(code=0x0305, name="secagg.MaskedInput", stage="MaskedInput")
+class MaskedInput(Message):
+    """The masked encoding; empty from a client the aggregator stopped talking to."""
+
+    masked: np.ndarray
+
+
+@message_type(code=0x0306, name="secagg.ConsistencyRequest", stage="ConsistencyRequest")
+class ConsistencyRequest(Message):
+    """U3: the clients whose masked input the aggregator holds."""
+
+    masked_senders: tuple[str, ...]
+
+
+@message_type(code=0x0307, name="secagg.ConsistencySign", stage="ConsistencySign")
+class ConsistencySign(Message):
+    signature: bytes
+
+
+@message_type(code=0x0308, name="secagg.UnmaskRequest", stage="UnmaskRequest")
+class UnmaskRequest(Message):
+    """Included clients (their b is rebuilt) and dropped ones (their sk is), with the
+    consistency signatures of the included (empty without the consistency round)."""
+
+    included: tuple[str, ...]
+    dropped: tuple[str, ...]
+    signed_list: tuple[str, ...]
+    signatures: bytes
+
+
+@message_type(code=0x0309, name="secagg.Unmask", stage="Unmask")
+class Unmask(Message):
+    """Shares revealed by one client: b shares of included owners, sk shares of dropped ones."""
+
+    b_owners: tuple[str, ...]
+    b_shares: bytes
+    sk_owners: tuple[str, ...]
+    sk_shares: bytes
+
+
+@message_type(code=0x030A, name="secagg.Release", stage="Release")
+class Release(Message):
+    """The unmasked ring sum of the included clients' encodings."""
+
+    included: tuple[str, ...]
+    total: np.ndarray

@@ -1,0 +1,310 @@
+"""The aggregator's steps, as pure functions over its round data.
+
+Sets of the round (Bonawitz et al.): U1 advertised keys, U2 shared keys, U3
+sent a masked input, S (included) signed the consistency list (U3 without the
+consistency round) and was still reachable; D = U2 - S are the dropped
+clients whose pairwise masks must be removed. After every step the aggregator
+checks that each client of U2 can still get t shares back from reachable
+shareholders and aborts as soon as one cannot (no partial aggregate is ever
+computed); it also refuses a disconnected survivor graph, as clients do.
+Each receive returns the new data and the senders to drop with the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from protocols.hazmat.quantize import Decoded, QuantizationError, decode
+from protocols.hazmat.shamir import SHARE_BYTES, ShamirError, decode_share, reconstruct_many
+from protocols.hazmat.signing import verify_signature
+from protocols.messages import Message
+from protocols.roster import Roster
+from protocols.secagg import crypto
+from protocols.secagg.context import RoundContext
+from protocols.secagg.graph import graph_seed, harary_graph, is_connected, shareholder_x
+from protocols.secagg.messages import (
+    KEY_BYTES,
+    AdvertiseKeys,
+    ConsistencyRequest,
+    ConsistencySign,
+    ForwardShares,
+    MaskedInput,
+    Release,
+    RouteKeys,
+    ShareKeys,
+    Unmask,
+    UnmaskRequest,
+)
+from protocols.secagg.unmask import to_wire, unmask_total, wire_matches
+
+Drops = dict[str, str]
+
+
+@dataclass(frozen=True)
+class ServerData:
+    ctx: RoundContext
+    keys: Mapping[str, tuple[bytes, bytes, bytes]] = field(default_factory=dict)
+    id_sigs: Mapping[str, bytes] = field(default_factory=dict)
+    ids: tuple[str, ...] = ()
+    graph: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    xs: Mapping[str, int] = field(default_factory=dict)
+    sealed: Mapping[str, Mapping[str, bytes]] = field(default_factory=dict)
+    u2: tuple[str, ...] = ()
+    masked: Mapping[str, np.ndarray] = field(default_factory=dict)
+    u3: tuple[str, ...] = ()
+    signatures: Mapping[str, bytes] = field(default_factory=dict)
+    included: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()
+    total: np.ndarray | None = None
+    decoded: Decoded | None = None
+
+
+def _msg(ctx: RoundContext, cls, aggregator: str, receiver: str, **fields) -> Message:
+    return cls(round_index=ctx.round_index, sender=aggregator, receiver=receiver, **fields)
+
+
+def holdings(data: ServerData, cid: str) -> set[str]:
+    """Whose shares `cid` holds: its U2 neighbours (forwarded to it) and itself."""
+    return (set(data.graph[cid]) & set(data.u2)) | {cid}
+
+
+def recovery_gap(data: ServerData, owners: Collection[str], alive: Collection[str]) -> str | None:
+    """Why some owner can no longer get t shares back from `alive` shareholders, if so."""
+    t, pool = data.ctx.threshold, set(owners)
+    alive = set(alive)
+    for v in sorted(pool):
+        holders = ((set(data.graph[v]) & pool) | {v}) & alive
+        if len(holders) < t:
+            return (f"round {data.ctx.round_index}: {v} keeps {len(holders)} reachable "
+                    f"shareholders, below the threshold {t}: its masks cannot be removed")
+    return None
+
+
+# -- AdvertiseKeys / RouteKeys ---------------------------------------------------------------
+def receive_keys(
+    data: ServerData, messages: Sequence[Message], roster: Roster | None
+) -> tuple[ServerData, Drops]:
+    bad: Drops = {}
+    keys, sigs = {}, {}
+    for msg in messages:
+        if not isinstance(msg, AdvertiseKeys) or not all(
+            len(k) == KEY_BYTES for k in (msg.c_pk, msg.s_pk, msg.e_pk)
+        ):
+            bad[msg.sender] = "malformed keys"
+            continue
+        if roster is None:
+            ok = msg.id_sig == b""
+        else:
+            statement = crypto.advertise_statement(
+                round_index=data.ctx.round_index, client_id=msg.sender, c_pk=msg.c_pk,
+                s_pk=msg.s_pk, e_pk=msg.e_pk)
+            ok = verify_signature(public_key=roster.public_key(msg.sender), message=statement,
+                                  signature=msg.id_sig)
+        if not ok:
+            bad[msg.sender] = "keys not signed by the sender's roster key"
+            continue
+        keys[msg.sender] = (msg.c_pk, msg.s_pk, msg.e_pk)
+        sigs[msg.sender] = msg.id_sig
+    return dataclasses.replace(data, keys=keys, id_sigs=sigs), bad
+
+
+def route_keys(
+    data: ServerData, active: Sequence[str], aggregator: str
+) -> tuple[ServerData, tuple[Message, ...]]:
+    ctx = data.ctx
+    ids = tuple(sorted(c for c in active if c in data.keys))
+    flat = [k for cid in ids for k in data.keys[cid]]
+    seed = graph_seed(round_index=ctx.round_index, degree=ctx.plan.degree, ids=ids, keys=flat)
+    data = dataclasses.replace(
+        data, ids=ids, graph=harary_graph(ids, degree=ctx.plan.degree, seed=seed),
+        xs=shareholder_x(ids))
+    fields = dict(
+        degree=ctx.plan.degree, threshold=ctx.plan.threshold, length=ctx.vector_length,
+        dtype=ctx.dtype, ids=ids,
+        c_pks=b"".join(data.keys[c][0] for c in ids),
+        s_pks=b"".join(data.keys[c][1] for c in ids),
+        e_pks=b"".join(data.keys[c][2] for c in ids),
+        id_sigs=b"".join(data.id_sigs[c] for c in ids),
+    )
+    return data, tuple(_msg(ctx, RouteKeys, aggregator, c, **fields) for c in ids)
+
+
+# -- ShareKeys / ForwardShares ------------------------------------------------------------------
+def receive_shares(data: ServerData, messages: Sequence[Message]) -> tuple[ServerData, Drops]:
+    bad: Drops = {}
+    sealed: dict[str, dict[str, bytes]] = {}
+    for msg in messages:
+        expected = tuple(sorted(data.graph.get(msg.sender, ())))
+        if (
+            not isinstance(msg, ShareKeys)
+            or msg.sender not in data.graph
+            or tuple(msg.receivers) != expected
+            or len(msg.sealed) != crypto.SEALED_BYTES * len(expected)
+        ):
+            bad[msg.sender] = "shares not addressed to exactly its neighbours"
+            continue
+        parts = crypto.chunks(msg.sealed, crypto.SEALED_BYTES)
+        sealed[msg.sender] = dict(zip(expected, parts, strict=True))
+    return dataclasses.replace(data, sealed=sealed), bad
+
+
+def forward_shares(
+    data: ServerData, active: Sequence[str], aggregator: str
+) -> tuple[ServerData, tuple[Message, ...], str | None]:
+    u2 = tuple(sorted(c for c in active if c in data.sealed))
+    data = dataclasses.replace(data, u2=u2)
+    gap = recovery_gap(data, u2, u2)
+    if gap is not None:
+        return data, (), gap
+    out = []
+    for w in u2:
+        senders = tuple(sorted(v for v in data.graph[w] if v in data.sealed and v in u2))
+        out.append(_msg(data.ctx, ForwardShares, aggregator, w, senders=senders,
+                        sealed=b"".join(data.sealed[v][w] for v in senders)))
+    return dataclasses.replace(data, sealed={}), tuple(out), None
+
+
+# -- MaskedInput / ConsistencyCheck ----------------------------------------------------------------
+def receive_masked(data: ServerData, messages: Sequence[Message]) -> tuple[ServerData, Drops]:
+    ctx = data.ctx
+    bad: Drops = {}
+    masked = {}
+    for msg in messages:
+        if (
+            not isinstance(msg, MaskedInput)
+            or msg.sender not in data.u2
+            or not wire_matches(msg.masked, ring=ctx.ring, length=ctx.length)
+        ):
+            bad[msg.sender] = f"masked input is not {ctx.length} elements of Z_2^{ctx.ring.bits}"
+            continue
+        masked[msg.sender] = msg.masked
+    return dataclasses.replace(data, masked=masked), bad
+
+
+def consistency_request(
+    data: ServerData, active: Sequence[str], aggregator: str
+) -> tuple[ServerData, tuple[Message, ...], str | None]:
+    u3 = tuple(sorted(c for c in active if c in data.masked))
+    data = dataclasses.replace(data, u3=u3)
+    out = tuple(
+        _msg(data.ctx, ConsistencyRequest, aggregator, c, masked_senders=u3) for c in u3
+    )
+    return data, out, recovery_gap(data, data.u2, u3)
+
+
+def receive_signatures(data: ServerData, messages: Sequence[Message]) -> tuple[ServerData, Drops]:
+    statement = crypto.consistency_statement(round_index=data.ctx.round_index,
+                                             masked_senders=data.u3)
+    bad: Drops = {}
+    sigs = {}
+    for msg in messages:
+        if (
+            not isinstance(msg, ConsistencySign)
+            or msg.sender not in data.u3
+            or not verify_signature(public_key=data.keys[msg.sender][2], message=statement,
+                                    signature=msg.signature)
+        ):
+            bad[msg.sender] = "invalid consistency signature"
+            continue
+        sigs[msg.sender] = msg.signature
+    return dataclasses.replace(data, signatures=sigs), bad
+
+
+# -- Unmask ------------------------------------------------------------------------------------------
+def unmask_request(
+    data: ServerData, active: Sequence[str], aggregator: str, *, consistency: bool
+) -> tuple[ServerData, tuple[Message, ...], str | None]:
+    ctx = data.ctx
+    candidates = data.signatures if consistency else data.masked
+    included = tuple(sorted(c for c in active if c in candidates))
+    dropped = tuple(sorted(set(data.u2) - set(included)))
+    data = dataclasses.replace(data, included=included, dropped=dropped)
+    why = recovery_gap(data, data.u2, included)
+    if consistency and 2 * len(included) <= len(data.ids):
+        why = why or (f"round {ctx.round_index}: {len(included)} of {len(data.ids)} clients "
+                      "signed the survivor list, not a majority")
+    if not is_connected(included, data.graph):
+        why = why or (f"round {ctx.round_index}: the included clients' graph is disconnected; "
+                      "unmasking would reveal partial sums")
+    if why is not None:
+        return data, (), why
+    fields = dict(
+        included=included,
+        dropped=dropped,
+        signed_list=data.u3 if consistency else (),
+        signatures=b"".join(data.signatures[c] for c in included) if consistency else b"",
+    )
+    return data, tuple(_msg(ctx, UnmaskRequest, aggregator, c, **fields) for c in included), None
+
+
+def expected_reveals(data: ServerData, cid: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    held = holdings(data, cid)
+    return (tuple(sorted(held & set(data.included))), tuple(sorted(held & set(data.dropped))))
+
+
+def _shares(owners: Sequence[str], blob: bytes) -> list[tuple[str, int]] | None:
+    if len(blob) != SHARE_BYTES * len(owners):
+        return None
+    try:
+        return [(o, decode_share(b)) for o, b in zip(owners, crypto.chunks(blob, SHARE_BYTES),
+                                                      strict=True)]
+    except ShamirError:
+        return None
+
+
+def receive_unmask(
+    data: ServerData, messages: Sequence[Message]
+) -> tuple[ServerData, Drops, str | None]:
+    """Collect the revealed shares, rebuild the secrets and remove the masks."""
+    ctx = data.ctx
+    bad: Drops = {}
+    b_sets: dict[str, list[tuple[int, int]]] = {c: [] for c in data.included}
+    sk_sets: dict[str, list[tuple[int, int]]] = {c: [] for c in data.dropped}
+    for msg in messages:
+        want_b, want_sk = expected_reveals(data, msg.sender)
+        if not isinstance(msg, Unmask) or (tuple(msg.b_owners), tuple(msg.sk_owners)) != (
+            want_b, want_sk
+        ):
+            bad[msg.sender] = "revealed shares other than those requested"
+            continue
+        b, sk = _shares(want_b, msg.b_shares), _shares(want_sk, msg.sk_shares)
+        if b is None or sk is None:
+            bad[msg.sender] = "malformed shares"
+            continue
+        x = data.xs[msg.sender]
+        for owner, y in b:
+            b_sets[owner].append((x, y))
+        for owner, y in sk:
+            sk_sets[owner].append((x, y))
+    t = ctx.threshold
+    for kind, sets in (("self-mask seed", b_sets), ("mask key", sk_sets)):
+        for owner, shares in sorted(sets.items()):
+            if len(shares) < t:
+                return data, bad, (f"round {ctx.round_index}: {len(shares)} shares of {owner}'s "
+                                   f"{kind} arrived, {t} needed")
+    try:
+        b_seeds = reconstruct_many(b_sets, threshold=t)
+        sk_raw = reconstruct_many(sk_sets, threshold=t)
+        total = unmask_total(
+            round_index=ctx.round_index, ring=ctx.ring, length=ctx.length,
+            masked={c: data.masked[c] for c in data.included}, b_seeds=b_seeds,
+            dropped_keys=sk_raw, s_pks={c: k[1] for c, k in data.keys.items()},
+            graph=data.graph)
+        decoded = decode(total, fixed=ctx.fixed, ring=ctx.ring, integer=ctx.integer,
+                         n=len(data.included))
+    except (ShamirError, QuantizationError, ValueError) as exc:
+        return data, bad, f"round {ctx.round_index}: unmasking failed: {exc}"
+    return dataclasses.replace(data, total=total, decoded=decoded, masked={}), bad, None
+
+
+def release(
+    data: ServerData, active: Sequence[str], aggregator: str
+) -> tuple[ServerData, tuple[Message, ...]]:
+    wire = to_wire(data.total, ring=data.ctx.ring)
+    return data, tuple(
+        _msg(data.ctx, Release, aggregator, c, included=data.included, total=wire) for c in active
+    )

@@ -1,0 +1,153 @@
+"""Every single-entry mutation of a valid secagg transcript is caught: a bit flip,
+a dropped, reordered or duplicated line, a changed sender; so are tampered
+payloads and an aggregator that releases something other than the unmasked sum."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from protocols.driver import run_round
+from protocols.errors import TranscriptError
+from protocols.hazmat.quantize import decode
+from protocols.messages import canonical_json
+from protocols.registry import make_protocol
+from protocols.roster import Identities
+from protocols.secagg import SecAggProtocol
+from protocols.secagg.unmask import to_wire
+from protocols.stages import ClientInput
+from protocols.transcript import TranscriptWriter, payload_dir, verify_transcript
+
+DROPOUTS = [{"c1": "MaskedInput"}, {"c3": "Unmask"}]
+
+
+def _inputs(seed: int) -> dict[str, ClientInput]:
+    gen = np.random.default_rng(seed)
+    return {c: ClientInput(vector=gen.normal(size=16), weight=float(i + 1))
+            for i, c in enumerate(["c0", "c1", "c2", "c3"])}
+
+
+def _write(path: Path, ids: Identities, protocol, *, payloads: bool = False) -> None:
+    with TranscriptWriter.open(path, identities=ids, protocol=protocol,
+                               store_payloads=payloads) as tw:
+        for r, dropouts in enumerate(DROPOUTS):
+            run_round(protocol, round_index=r, inputs=_inputs(r), identities=ids, transcript=tw,
+                      dropouts=dropouts)
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory, identities: Identities) -> bytes:
+    path = tmp_path_factory.mktemp("clean") / "t.jsonl"
+    _write(path, identities, make_protocol("secagg"))
+    assert verify_transcript(path, identities.roster()).ok
+    return path.read_bytes()
+
+
+def _detected(path: Path, ids: Identities, data: bytes) -> list:
+    path.write_bytes(data)
+    try:
+        report = verify_transcript(path, ids.roster())
+    except TranscriptError:  # e.g. the header itself is gone: not a transcript at all
+        return [None]
+    return list(report.problems)
+
+
+def _lines(data: bytes) -> list[bytes]:
+    return data.splitlines(keepends=True)
+
+
+def test_every_bit_flip_is_caught_at_its_line(tmp_path, identities, clean) -> None:
+    lines = _lines(clean)
+    rng = random.Random(0)
+    for i, line in enumerate(lines):
+        for pos in rng.sample(range(len(line) - 1), 2):  # not the newline
+            mutated = bytearray(line)
+            mutated[pos] ^= 1 << rng.randrange(7)
+            problems = _detected(tmp_path / "t.jsonl", identities,
+                                 b"".join([*lines[:i], bytes(mutated), *lines[i + 1:]]))
+            assert problems, f"flip at line {i + 1}, byte {pos} went unnoticed"
+            assert problems[0] is None or problems[0].line == i + 1
+
+
+@pytest.mark.parametrize("mutation", ["drop", "swap", "duplicate", "sender"])
+def test_every_line_mutation_is_caught(tmp_path, identities, clean, mutation) -> None:
+    lines = _lines(clean)
+    parties = ["aggregator", "c0", "c1", "c2", "c3"]
+    for i in range(len(lines)):
+        if mutation == "drop":
+            out = lines[:i] + lines[i + 1:]
+        elif mutation == "swap":
+            if i + 1 == len(lines):
+                continue
+            out = [*lines[:i], lines[i + 1], lines[i], *lines[i + 2:]]
+        elif mutation == "duplicate":
+            out = [*lines[: i + 1], lines[i], *lines[i + 1:]]
+        else:
+            rec = json.loads(lines[i])
+            rec["sender"] = next(p for p in parties if p != rec["sender"])
+            out = [*lines[:i], canonical_json(rec) + b"\n", *lines[i + 1:]]
+        assert _detected(tmp_path / "t.jsonl", identities, b"".join(out)), (mutation, i + 1)
+
+
+def test_a_cut_between_rounds_needs_the_expected_round_count(tmp_path, identities,
+                                                             clean) -> None:
+    lines = _lines(clean)
+    last_close = max(i for i, raw in enumerate(lines[:-1])
+                     if json.loads(raw)["kind"] == "round_close")
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b"".join(lines[: last_close + 1]))
+    assert verify_transcript(path, identities.roster()).ok
+    report = verify_transcript(path, identities.roster(), expected_rounds=2)
+    assert "1 aggregated round(s), 2 expected" in report.problems[0].message
+
+
+class LyingAggregator(SecAggProtocol):
+    """Releases the unmasked sum plus one in the first coordinate (and the clients,
+    who see only what they are sent, co-sign it)."""
+
+    def server_send(self, stage, state):
+        state, out = super().server_send(stage, state)
+        if stage != "Release":
+            return state, out
+        data = state.data
+        total = np.array(data.total)
+        total[0] += 1
+        lie = decode(total, fixed=data.ctx.fixed, ring=data.ctx.ring, integer=False,
+                     n=len(data.included))
+        state = dataclasses.replace(state, data=dataclasses.replace(data, total=total,
+                                                                    decoded=lie))
+        wire = to_wire(total, ring=data.ctx.ring)
+        return state, tuple(dataclasses.replace(m, total=wire) for m in out)
+
+
+def test_payload_replay_catches_a_released_sum_that_is_not_the_unmasked_one(
+    tmp_path, identities
+) -> None:
+    path = tmp_path / "t.jsonl"
+    _write(path, identities, LyingAggregator(), payloads=True)
+    (tmp_path / "elsewhere").mkdir()
+    blind = verify_transcript(path, identities.roster(), payloads=tmp_path / "elsewhere")
+    assert blind.ok  # signatures and metas alone cannot see it
+    report = verify_transcript(path, identities.roster())
+    assert not report.ok
+    assert "the released aggregate is not the unmasked sum" in report.problems[0].message
+
+
+def test_stored_payloads_are_checked_and_replayed(tmp_path, identities) -> None:
+    path = tmp_path / "t.jsonl"
+    _write(path, identities, make_protocol("secagg").bind(identities), payloads=True)
+    report = verify_transcript(path, identities.roster())
+    assert report.ok and report.replayed_rounds == 2
+    stored = sorted(payload_dir(path).iterdir())
+    victim = stored[len(stored) // 2]
+    data = bytearray(victim.read_bytes())
+    data[-1] ^= 1
+    victim.write_bytes(bytes(data))
+    report = verify_transcript(path, identities.roster())
+    assert not report.ok
+    assert "stored payload does not match" in report.problems[0].message
