@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["dpsgd_step.py"]
+BENCHMARKS = ["dpsgd_step.py", "ckks_tee.py", "secagg_vs_flower.py"]
 
 if __name__ == "__main__":
     for name in BENCHMARKS:

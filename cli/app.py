@@ -13,6 +13,7 @@ from cli.common import EXIT_USAGE, JsonFlag, console, fail, handle_errors, print
 from cli.privacy import privacy_app
 from cli.progress import RunProgress
 from cli.render import partition_table, print_result
+from cli.tee import tee_app
 from cli.transcript import transcript_app
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ app = typer.Typer(
 app.add_typer(privacy_app, name="privacy")
 app.add_typer(transcript_app, name="transcript")
 app.add_typer(audit_app, name="audit")
+app.add_typer(tee_app, name="tee")
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 InsecureOpt = Annotated[

@@ -13,6 +13,8 @@ from protocols.stages import AggregationProtocol
 _PROTOCOLS: dict[str, str] = {
     "plain": "protocols.plain:PlainProtocol",
     "secagg": "protocols.secagg.protocol:SecAggProtocol",
+    "ckks": "protocols.ckks.protocol:CkksProtocol",
+    "tee": "protocols.tee.protocol:TeeProtocol",
 }
 
 

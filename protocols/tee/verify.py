@@ -1,0 +1,149 @@
+"""Verifying a quote, check by check, each failure its own error.
+
+Order: production (simulated quotes are refused outright), certificate chain to
+the trusted root, quote signature by the certified platform key, measurement
+and signer against the allowlist, debug off, security version at least the
+minimum, nonce freshness (the quote answers this verifier's fresh nonce, and no
+accepted quote used it before), key binding (report_data = SHA-512(nonce ||
+enclave key || transcript head) for the key and round the verifier will use).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from protocols.tee.errors import (
+    CertificateChainError,
+    DebugEnclaveError,
+    KeyBindingError,
+    MalformedQuoteError,
+    MeasurementError,
+    QuoteSignatureError,
+    ReplayedNonceError,
+    SimulatedQuoteError,
+    StaleSvnError,
+)
+from protocols.tee.quote import QUOTE_VERSION, SIGNER_ID, Quote, QuoteBody, report_data
+from protocols.tee.vendor import SIGNATURE, SimulatedVendor
+
+
+def _well_known_root() -> x509.Certificate:
+    return SimulatedVendor.well_known().certificate
+
+
+@dataclass(frozen=True)
+class AttestationPolicy:
+    """What a verifier accepts. `trusted_root` defaults to the simulation's
+    well-known root; `production=True` refuses every simulated quote."""
+
+    allowed_measurements: tuple[str, ...]
+    min_svn: int = 1
+    allow_debug: bool = False
+    production: bool = False
+    signer_ids: tuple[str, ...] = (SIGNER_ID,)
+    trusted_root: x509.Certificate = field(default_factory=_well_known_root)
+
+
+class ReplayCache:
+    """Nonces of accepted quotes; the oldest are forgotten past `capacity`."""
+
+    def __init__(self, *, seen: Iterable[bytes] = (), capacity: int = 1 << 16) -> None:
+        self.capacity = capacity
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        for nonce in seen:
+            self.add(nonce)
+
+    def __contains__(self, nonce: object) -> bool:
+        return nonce in self._seen
+
+    def add(self, nonce: bytes) -> None:
+        self._seen[nonce] = None
+        while len(self._seen) > self.capacity:
+            self._seen.popitem(last=False)
+
+    def nonces(self) -> tuple[bytes, ...]:
+        return tuple(self._seen)
+
+
+def verify_quote(
+    *,
+    quote: Quote,
+    policy: AttestationPolicy,
+    nonce: bytes | None,
+    enclave_public_key: bytes | None,
+    transcript_head: bytes | None,
+    replay_cache: ReplayCache | None = None,
+    now: dt.datetime | None = None,
+) -> QuoteBody:
+    """Return the verified body or raise the `AttestationError` of the first failing
+    check. `nonce`, `enclave_public_key` and `transcript_head` are what the verifier
+    expects; None skips that comparison (the CLI, when not given one)."""
+    body = quote.body
+    if body.version != QUOTE_VERSION:
+        raise MalformedQuoteError(f"quote version {body.version} is not {QUOTE_VERSION}")
+    if policy.production and body.simulated:
+        raise SimulatedQuoteError("production verification refuses a SIMULATED enclave's quote")
+    _check_chain(quote.certificate, policy.trusted_root,
+                 now if now is not None else dt.datetime.now(dt.UTC))
+    _check_signature(quote)
+    if body.measurement not in policy.allowed_measurements:
+        raise MeasurementError(f"measurement {body.measurement[:16]}... is not on the allowlist")
+    if body.signer_id not in policy.signer_ids:
+        raise MeasurementError(f"signer {body.signer_id[:16]}... is not on the allowlist")
+    if body.debug and not policy.allow_debug:
+        raise DebugEnclaveError("the enclave runs in debug mode: its memory is open to the host")
+    if body.svn < policy.min_svn:
+        raise StaleSvnError(f"security version {body.svn} is below the minimum {policy.min_svn}")
+    ev = quote.evidence
+    if nonce is not None and ev.nonce != nonce:
+        raise ReplayedNonceError("the quote answers another nonce, not this verifier's fresh one")
+    if replay_cache is not None and ev.nonce in replay_cache:
+        raise ReplayedNonceError("the quote's nonce was already used by an accepted quote")
+    expected = report_data(nonce=ev.nonce, enclave_public_key=ev.enclave_public_key,
+                           transcript_head=ev.transcript_head)
+    if body.report_data != expected:
+        raise KeyBindingError("report_data is not SHA-512(nonce || enclave key || transcript head)")
+    if enclave_public_key is not None and ev.enclave_public_key != enclave_public_key:
+        raise KeyBindingError("the quote binds another enclave key than the one offered")
+    if transcript_head is not None and ev.transcript_head != transcript_head:
+        raise KeyBindingError("the quote binds another transcript head (another round)")
+    if replay_cache is not None:
+        replay_cache.add(ev.nonce)
+    return body
+
+
+def _check_chain(cert: x509.Certificate, root: x509.Certificate, now: dt.datetime) -> None:
+    try:
+        cert.verify_directly_issued_by(root)
+    except (ValueError, TypeError, InvalidSignature):
+        raise CertificateChainError(
+            "the platform certificate is not issued by the trusted vendor root"
+        ) from None
+    for c, what in ((root, "vendor root"), (cert, "platform certificate")):
+        if not c.not_valid_before_utc <= now <= c.not_valid_after_utc:
+            raise CertificateChainError(f"the {what} is not valid at {now.isoformat()}")
+    try:
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        raise CertificateChainError("the platform certificate has no basic constraints") from None
+    key = cert.public_key()
+    if constraints.ca or not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
+        raise CertificateChainError("the platform certificate is not a P-384 end-entity certificate")
+
+
+def _check_signature(quote: Quote) -> None:
+    key = quote.certificate.public_key()
+    names = quote.certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    if not names or not str(names[0].value).endswith(" " + quote.body.platform_id):
+        raise QuoteSignatureError("the quote names another platform than its certificate")
+    try:
+        key.verify(quote.signature, quote.body.signed_bytes(), SIGNATURE)  # type: ignore[union-attr]
+    except (InvalidSignature, ValueError, TypeError):
+        raise QuoteSignatureError("the quote's signature does not verify under the platform key") from None
