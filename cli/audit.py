@@ -113,7 +113,7 @@ def _selfcheck_table(report: dict[str, Any]) -> Table:
 @audit_app.command("selfcheck")
 def selfcheck(
     trials: Annotated[int, typer.Option("--trials", help="Forward-noise trial pairs.")] = 10_000_000,
-    canaries: Annotated[int, typer.Option("--canaries", help="One-run (DP-SGD) canaries.")] = 10_000,
+    canaries: Annotated[int, typer.Option("--canaries", help="One-run (DP-SGD) canaries.")] = 30_000,
     dpsgd_steps: Annotated[int, typer.Option("--dpsgd-steps", help="DP-SGD steps.")] = 4,
     blackbox_canaries: Annotated[int, typer.Option(
         "--blackbox-canaries", help="Black-box canaries (0 skips those rows).")] = 1_000,
