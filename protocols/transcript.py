@@ -3,7 +3,8 @@
 `transcript.jsonl` holds one canonical JSON record per line:
 
 - `header`: starts a session (a run, or a resume of it): format version,
-  protocol and its parameters, the digest of the roster whose keys sign it.
+  protocol and its parameters, the digest of the roster whose keys sign it,
+  and the rounds the session plans to close (or null).
 - `message`: one protocol message: round, stage, type, sender, receiver,
   SHA-256 and size of its canonical bytes, and `meta`: the public facts of the
   message a protocol's audit needs (`protocol.transcript_meta`, e.g. which
@@ -165,9 +166,15 @@ class TranscriptWriter:
         identities: Identities,
         protocol: AggregationProtocol,
         store_payloads: bool = False,
+        planned_rounds: tuple[int, int] | None = None,
     ) -> TranscriptWriter:
         """Start a new session at the end of `path` (created if missing): a resumed run
         appends here, and every party's chain continues from the existing records.
+        `planned_rounds` = (first, end) are the round indices this session means to
+        close; the header records them, and since every later record of the
+        aggregator chains back to the header and the survivors co-sign those
+        records, a transcript cut after a whole round is caught without outside
+        knowledge (when the session is the last one).
         With `store_payloads`, every message's bytes are kept beside the transcript so
         that a reviewer can replay the rounds (large: one copy of everything sent)."""
         path = Path(path)
@@ -190,6 +197,7 @@ class TranscriptWriter:
                 "protocol": protocol.name,
                 "params": protocol.params,
                 "roster": writer.roster_digest,
+                "rounds": None if planned_rounds is None else [int(r) for r in planned_rounds],
             },
             identities.aggregator_id,
         )
@@ -454,7 +462,13 @@ def _looks_like_header(raw: bytes) -> bool:
 
 _OPT_STR = (str, type(None))
 _SCHEMAS: dict[str, dict[str, Any]] = {
-    "header": {"session": int, "protocol": str, "params": dict, "roster": str},
+    "header": {
+        "session": int,
+        "protocol": str,
+        "params": dict,
+        "roster": str,
+        "rounds": (list, type(None)),  # absent in transcripts written before it existed
+    },
     "message": {
         "session": int,
         "round": int,
@@ -543,6 +557,7 @@ class _Verifier:
         self.protocol: AggregationProtocol | None = None
         self.header: dict[str, Any] = {}
         self.round: _Round | None = None
+        self.session_closed = -1  # highest round closed in the current session
         self.last_aggregated = -1
         self.rounds = self.aborted = self.last_line = 0
 
@@ -560,7 +575,10 @@ class _Verifier:
             self.fail(line, "not a JSON record")
             return
         kind = rec.get("kind") if isinstance(rec, dict) else None
-        if kind not in _SCHEMAS or not _shape_ok(rec, {**_COMMON, **_SCHEMAS[kind]}):
+        schema = {**_COMMON, **_SCHEMAS.get(kind, {})}
+        if kind == "header" and "rounds" not in rec:
+            del schema["rounds"]
+        if kind not in _SCHEMAS or not _shape_ok(rec, schema):
             self.fail(line, "malformed record (unknown kind, missing or extra fields)")
             return
         if rec["v"] != TRANSCRIPT_VERSION:
@@ -582,6 +600,14 @@ class _Verifier:
                 self.last_line,
                 f"transcript ends inside round {self.round.index}: no round_close (truncated?)",
             )
+            return
+        planned = self.header.get("rounds")
+        if planned is not None and self.session_closed < planned[1] - 1:
+            self.fail(
+                self.last_line,
+                f"transcript ends after round {self.session_closed} but its last session "
+                f"planned rounds {planned[0]}..{planned[1] - 1} (truncated, or the run stopped)",
+            )
 
     # -- per-kind checks -----------------------------------------------------------
     def _header(self, line: int, rec: dict[str, Any], digest: str) -> None:
@@ -592,6 +618,15 @@ class _Verifier:
             self.fail(line, f"session {rec['session']} follows session {self.session}")
         self.session = rec["session"]
         self.header = rec
+        self.session_closed = -1
+        planned = rec.get("rounds")
+        if planned is not None and not (
+            len(planned) == 2
+            and all(type(r) is int for r in planned)
+            and 0 <= planned[0] < planned[1]
+        ):
+            self.fail(line, f"header plans impossible rounds {planned!r}")
+            self.header = {**rec, "rounds": None}
         self.roster = self.rosters.get(rec["roster"])
         if self.roster is None:
             self.fail(
@@ -676,6 +711,7 @@ class _Verifier:
         self._check_cosigs(line, rec["cosigs"], st, survivors)
         self._audit(line, st, rnd)
         self._aggregator_record(line, rec, digest)
+        self.session_closed = max(self.session_closed, rnd.index)
         if st["outcome"] == "aggregated":
             self.rounds += 1
             self.last_aggregated = max(self.last_aggregated, rnd.index)

@@ -355,8 +355,11 @@ class FederatedRun:
         identities = Identities.generate([c.client_id for c in s.clients])
         protocol = make_protocol(cfg.federation.protocol, **cfg.protocol).bind(identities)
         self._append_roster(identities)
-        transcript = TranscriptWriter.open(self.run_dir.file("transcript.jsonl"), identities=identities,
-                                           protocol=protocol) if strategy.federated else None
+        transcript = TranscriptWriter.open(
+            self.run_dir.file("transcript.jsonl"), identities=identities, protocol=protocol,
+            planned_rounds=(s.rounds_done, cfg.federation.rounds)
+            if s.rounds_done < cfg.federation.rounds else None,
+        ) if strategy.federated else None
         try:
             for r in range(s.rounds_done, cfg.federation.rounds):
                 started = time.perf_counter()

@@ -21,7 +21,12 @@ from protocols.roster import Identities
 from protocols.secagg import SecAggProtocol
 from protocols.secagg.unmask import to_wire
 from protocols.stages import ClientInput
-from protocols.transcript import TranscriptWriter, payload_dir, verify_transcript
+from protocols.transcript import (
+    RECORD_DOMAIN,
+    TranscriptWriter,
+    payload_dir,
+    verify_transcript,
+)
 
 DROPOUTS = [{"c1": "MaskedInput"}, {"c3": "Unmask"}]
 
@@ -151,3 +156,33 @@ def test_stored_payloads_are_checked_and_replayed(tmp_path, identities) -> None:
     report = verify_transcript(path, identities.roster())
     assert not report.ok
     assert "stored payload does not match" in report.problems[0].message
+
+
+def test_a_cut_after_a_whole_round_is_caught_when_the_header_plans_the_rounds(
+    tmp_path, identities
+) -> None:
+    path = tmp_path / "t.jsonl"
+    protocol = make_protocol("secagg")
+    with TranscriptWriter.open(path, identities=identities, protocol=protocol,
+                               planned_rounds=(0, 2)) as tw:
+        for r, dropouts in enumerate(DROPOUTS):
+            run_round(protocol, round_index=r, inputs=_inputs(r), identities=identities,
+                      transcript=tw, dropouts=dropouts)
+    assert verify_transcript(path, identities.roster()).ok
+    lines = _lines(path.read_bytes())
+    first_close = min(i for i, raw in enumerate(lines) if json.loads(raw)["kind"] == "round_close")
+    path.write_bytes(b"".join(lines[: first_close + 1]))
+    report = verify_transcript(path, identities.roster())
+    assert not report.ok
+    assert report.problems[0].line == first_close + 1
+    assert "planned rounds 0..1" in report.problems[0].message
+    # The aggregator cannot rewrite the plan: its chain, which the survivors
+    # co-signed, runs through the header.
+    header = json.loads(lines[0])
+    header["rounds"] = [0, 1]
+    del header["sig"]
+    key = identities.signing_key(identities.aggregator_id)
+    header["sig"] = key.sign(RECORD_DOMAIN + canonical_json(header)).hex()
+    path.write_bytes(canonical_json(header) + b"\n" + b"".join(lines[1: first_close + 1]))
+    report = verify_transcript(path, identities.roster())
+    assert not report.ok and report.problems[0].line > 1  # the header itself verifies
