@@ -5,6 +5,7 @@ payloads and an aggregator that releases something other than the unmasked sum."
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -186,3 +187,34 @@ def test_a_cut_after_a_whole_round_is_caught_when_the_header_plans_the_rounds(
     path.write_bytes(canonical_json(header) + b"\n" + b"".join(lines[1: first_close + 1]))
     report = verify_transcript(path, identities.roster())
     assert not report.ok and report.problems[0].line > 1  # the header itself verifies
+
+
+def test_deleting_an_aggregator_record_and_re_chaining_its_own_chain_is_caught(
+    tmp_path, identities, clean
+) -> None:
+    """The aggregator holds its own key, so it can drop one of its messages and
+    re-sign every later record of its chain (seq and prev fixed up). What it
+    cannot redo are the survivors' co-signatures over the round's record list."""
+    lines = _lines(clean)
+    agg = identities.aggregator_id
+    key = identities.signing_key(agg)
+    records = [json.loads(raw) for raw in lines]
+    victim = next(i for i, r in enumerate(records)
+                  if r["kind"] == "message" and r["sender"] == agg and i > 3)
+    kept = records[:victim] + records[victim + 1:]
+    head: tuple[int, str] | None = None
+    out = []
+    for rec in kept:
+        if rec["sender"] == agg:
+            rec = {k: v for k, v in rec.items() if k != "sig"}
+            rec["seq"], rec["prev"] = (0, None) if head is None else (head[0] + 1, head[1])
+            rec["sig"] = key.sign(RECORD_DOMAIN + canonical_json(rec)).hex()
+        line = canonical_json(rec)
+        if rec["sender"] == agg:
+            head = (rec["seq"], hashlib.sha256(line).hexdigest())
+        out.append(line + b"\n")
+    problems = _detected(tmp_path / "t.jsonl", identities, b"".join(out))
+    assert problems and problems[0] is not None
+    # Named at or after the gap, never before it.
+    assert problems[0].line >= victim + 1, problems
+    assert any("close lists" in p.message for p in problems), problems
