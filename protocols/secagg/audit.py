@@ -173,8 +173,9 @@ def _unmask_request(problems: Problems, recs: Sequence[Any]) -> dict | None:
                 (set(rec.meta["included"]) & set(first["dropped"]))
                 | (set(rec.meta["dropped"]) & set(first["included"]))
             )
-            who = f"{flip[0]} is listed as included to some clients and as dropped to others"
-            problems.append((rec.line, who if flip else "survivor lists differ between clients"))
+            who = (f"{flip[0]} is listed as included to some clients and as dropped to others"
+                   if flip else "survivor lists differ between clients")
+            problems.append((rec.line, who))
     if set(first["included"]) & set(first["dropped"]):
         problems.append((recs[0].line, "a client is listed both as included and as dropped"))
     return first

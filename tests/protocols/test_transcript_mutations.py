@@ -218,3 +218,19 @@ def test_deleting_an_aggregator_record_and_re_chaining_its_own_chain_is_caught(
     # Named at or after the gap, never before it.
     assert problems[0].line >= victim + 1, problems
     assert any("close lists" in p.message for p in problems), problems
+
+
+def test_edited_metas_never_crash_the_verifier(tmp_path, identities, clean) -> None:
+    """Metas rewritten into other shapes (as a flipped byte in a name can do) give
+    problems, never an exception out of the protocol's audit."""
+    lines = _lines(clean)
+    edits = [lambda m: {}, lambda m: {k: None for k in m}, lambda m: {k: [] for k in m},
+             lambda m: {**{k: ["zz"] for k in m}}]
+    for i, raw in enumerate(lines):
+        rec = json.loads(raw)
+        if rec["kind"] != "message" or not isinstance(rec["meta"], dict):
+            continue
+        for edit in edits:
+            rec2 = {**rec, "meta": edit(rec["meta"])}
+            out = [*lines[:i], canonical_json(rec2) + b"\n", *lines[i + 1:]]
+            assert _detected(tmp_path / "t.jsonl", identities, b"".join(out))
