@@ -76,6 +76,9 @@ def _render(report: TranscriptReport) -> None:
     )
     if report.replayed_rounds:
         summary += f", {report.replayed_rounds} replayed from payloads"
+    if report.interrupted_rounds or report.repeated_rounds:
+        summary += (f", {report.interrupted_rounds} interrupted by a crash and redone, "
+                    f"{report.repeated_rounds} aggregated again after a resume")
     if report.ok:
         console.print(f"[bold green]verified[/] {report.path}: {summary}", highlight=False)
         return

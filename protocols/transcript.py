@@ -377,6 +377,8 @@ class TranscriptReport:
     records: int
     problems: tuple[TranscriptProblem, ...]
     replayed_rounds: int = 0
+    interrupted_rounds: int = 0  # left open by a crash, redone by the next session
+    repeated_rounds: int = 0  # closed, then aggregated again by a resumed session
 
     @property
     def ok(self) -> bool:
@@ -391,6 +393,8 @@ class TranscriptReport:
             "aborted_rounds": self.aborted_rounds,
             "records": self.records,
             "replayed_rounds": self.replayed_rounds,
+            "interrupted_rounds": self.interrupted_rounds,
+            "repeated_rounds": self.repeated_rounds,
             "problems": [dataclasses.asdict(p) for p in self.problems],
         }
 
@@ -447,6 +451,8 @@ def verify_transcript(
         records=verifier.last_line,
         problems=tuple(sorted(verifier.problems, key=lambda p: p.line)),
         replayed_rounds=verifier.replayed,
+        interrupted_rounds=verifier.interrupted,
+        repeated_rounds=verifier.repeated,
     )
 
 
@@ -558,6 +564,8 @@ class _Verifier:
         self.header: dict[str, Any] = {}
         self.round: _Round | None = None
         self.session_closed = -1  # highest round closed in the current session
+        self.closed: set[int] = set()
+        self.interrupted = self.repeated = 0
         self.last_aggregated = -1
         self.rounds = self.aborted = self.last_line = 0
 
@@ -611,9 +619,23 @@ class _Verifier:
 
     # -- per-kind checks -----------------------------------------------------------
     def _header(self, line: int, rec: dict[str, Any], digest: str) -> None:
+        planned = rec.get("rounds")
+        redo = planned[0] if (
+            isinstance(planned, list) and len(planned) == 2 and type(planned[0]) is int
+        ) else None
         if self.round is not None:
-            self.fail(line, f"new session while round {self.round.index} is still open")
+            if redo is not None and redo <= self.round.index:
+                # A crash left the round open and the resumed session redoes it:
+                # nothing of it was co-signed or released under a close.
+                self.interrupted += 1
+            else:
+                self.fail(line, f"new session while round {self.round.index} is still open")
             self.round = None
+        if redo is not None and redo <= self.last_aggregated:
+            # A crash after a round closed but before its checkpoint: the resumed
+            # session aggregates that round again (reported, see docs/secagg.md).
+            self.repeated += sum(1 for r in self.closed if r >= redo)
+            self.last_aggregated = redo - 1
         if rec["session"] != self.session + 1:
             self.fail(line, f"session {rec['session']} follows session {self.session}")
         self.session = rec["session"]
@@ -712,6 +734,7 @@ class _Verifier:
         self._audit(line, st, rnd)
         self._aggregator_record(line, rec, digest)
         self.session_closed = max(self.session_closed, rnd.index)
+        self.closed.add(rnd.index)
         if st["outcome"] == "aggregated":
             self.rounds += 1
             self.last_aggregated = max(self.last_aggregated, rnd.index)
