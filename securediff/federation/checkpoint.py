@@ -43,7 +43,10 @@ def save_round_state(path: Path, *, modules: dict[str, torch.nn.Module],
         t, meta = _optimizer_tensors(f"optim.{name}", opt)
         tensors.update(t)
         opt_meta[name] = meta
-    metadata = {"round": str(round_index), "optimizers": json.dumps(opt_meta)}
+    # One metadata key: safetensors writes the metadata map in a per-process hash
+    # order, so two keys would make identical states differ in their bytes.
+    metadata = {"state": json.dumps({"round": round_index, "optimizers": opt_meta},
+                                    sort_keys=True)}
     return save_tensors(path, tensors, metadata)
 
 
@@ -55,8 +58,11 @@ def load_round_state(path: Path, *, modules: dict[str, torch.nn.Module],
     with safe_open(str(path), framework="pt") as fh:
         metadata = fh.metadata() or {}
     try:
-        opt_meta = json.loads(metadata["optimizers"])
-    except (KeyError, json.JSONDecodeError):
+        if "state" in metadata:
+            opt_meta = json.loads(metadata["state"])["optimizers"]
+        else:  # checkpoints written before the single key
+            opt_meta = json.loads(metadata["optimizers"])
+    except (KeyError, TypeError, json.JSONDecodeError):
         raise CheckpointError(f"checkpoint {path} lacks its optimizer metadata") from None
     for name, module in modules.items():
         prefix = f"model.{name}."
