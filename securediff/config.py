@@ -129,6 +129,7 @@ class PrivacyConfig:
     dpsgd_epsilon: float = 10.0  # per artefact trained with DP-SGD
     max_grad_norm: float = 1.0
     noise_multiplicity: int = 1  # K noise/timestep draws per sample, averaged before clipping
+    secure_noise: bool = False  # Opacus' secure_mode: DP-SGD noise as the halved sum of 4 draws
 
     def validate(self) -> None:
         _check(self.target_epsilon > 0 and math.isfinite(self.target_epsilon), "privacy.target_epsilon",

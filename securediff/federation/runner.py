@@ -125,6 +125,7 @@ def build_strategy(plan: Plan) -> Strategy:
         personal_steps_per_round=personal_steps_per_round(cfg),
         max_grad_norm=cfg.privacy.max_grad_norm, noise_multiplicity=cfg.privacy.noise_multiplicity,
         dpsgd_shared=cfg.privacy.dpsgd_shared, dpsgd_personal=cfg.privacy.dpsgd_personal,
+        secure_noise=cfg.privacy.secure_noise,
     )
     cls = STRATEGY_CLASSES[cfg.federation.strategy]
     kwargs: dict[str, Any] = dict(spec=plan.spec, schedule=plan.schedule, t0=plan.t0, settings=settings)

@@ -44,6 +44,7 @@ class TrainSettings:
     noise_multiplicity: int
     dpsgd_shared: bool
     dpsgd_personal: bool
+    secure_noise: bool = False
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ class Strategy:
             noise_multiplier=dp.noise_multiplier, expected_batch_size=dp.sample_rate * x.shape[0],
             source=client.private_stream(f"dpsgd-{purpose}", round_index), ledger=client.ledger,
             noise_multiplicity=self.settings.noise_multiplicity, sample_rate=dp.sample_rate,
-            artefact=artefact,
+            artefact=artefact, secure_noise=self.settings.secure_noise,
         )
         dpsgd.reserve(steps)  # write-ahead: the cost is recorded before the steps run
         loss = dp_train_steps(dpsgd, x, y, steps=steps, sample_rate=dp.sample_rate,

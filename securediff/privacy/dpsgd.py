@@ -78,6 +78,7 @@ class DPSGD:
         noise_multiplicity: int = 1,
         sample_rate: float | None = None,
         artefact: Artefact = "shared",
+        secure_noise: bool = False,
     ) -> None:
         if not (max_grad_norm > 0.0 and math.isfinite(max_grad_norm)):
             raise ConfigError(f"max_grad_norm must be positive, got {max_grad_norm}")
@@ -107,6 +108,7 @@ class DPSGD:
         self.noise_multiplier = float(noise_multiplier)
         self.expected_batch_size = float(expected_batch_size)
         self.noise_multiplicity = int(noise_multiplicity)
+        self.secure_noise = bool(secure_noise)
         self.source = source
         self.ledger = ledger
         self.sample_rate = sample_rate
@@ -131,6 +133,18 @@ class DPSGD:
         self.reserved_steps += steps
         return eps
 
+    def _noise(self, shape: tuple[int, ...], *, dtype: torch.dtype, device) -> torch.Tensor:
+        """Standard normal noise. `secure_noise` is Opacus' secure_mode recipe against
+        floating-point attacks on the Gaussian (Holohan & Braghin 2021; Haney et al.
+        2022): the sum of 4 draws halved, same distribution, 4x the draws. Our draws
+        already come from an OS-keyed ChaCha20 stream, the other half of secure_mode."""
+        if not self.secure_noise:
+            return self.source.normal(shape, dtype=dtype, device=device)
+        total = self.source.normal(shape, dtype=torch.float64, device=device)
+        for _ in range(3):
+            total = total + self.source.normal(shape, dtype=torch.float64, device=device)
+        return (total / 2).to(dtype)
+
     def step(self, per_copy_loss_fn: PerCopyLoss, *batch: torch.Tensor) -> torch.Tensor:
         """One DP-SGD step on a Poisson batch of B samples (B may be 0).
 
@@ -152,7 +166,7 @@ class DPSGD:
         std = self.noise_multiplier * self.max_grad_norm
         for p, g in zip(self.params, summed, strict=True):
             if std > 0.0:
-                g = g + std * self.source.normal(tuple(p.shape), dtype=p.dtype, device=p.device)
+                g = g + std * self._noise(tuple(p.shape), dtype=p.dtype, device=p.device)
             p.grad = g / self.expected_batch_size
         self.optimizer.step()
         if self.ledger is not None:

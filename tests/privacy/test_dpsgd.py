@@ -261,3 +261,32 @@ def test_non_finite_gradients_are_refused() -> None:
     x, y, noise = batch(2, 1, seed=0)
     with pytest.raises(PrivacyError, match="finite"):
         dp.step(eps_prediction_loss(noise, scale=float("inf")), x, y)
+
+
+def test_secure_noise_is_the_same_gaussian_from_four_draws() -> None:
+    """Opacus' secure_mode recipe: the halved sum of 4 draws, so the std is unchanged
+    and each noise value consumes 4 normals of the injected stream."""
+    sigma, clip, ebs = 2.0, 0.5, 4.0
+
+    def noise(secure: bool) -> tuple[torch.Tensor, RandomSource]:
+        source = RandomSource.insecure_from_seed(11)
+        dp = make_dpsgd(make_model(7, d=40), max_grad_norm=clip, noise_multiplier=sigma,
+                        expected_batch_size=ebs, source=source, secure_noise=secure)
+        draws = []
+        for _ in range(3):
+            dp.step(lambda *_: None, torch.zeros(0, 40), torch.zeros(0, dtype=torch.long))
+            draws.append(torch.cat([p.grad.flatten() for p in dp.params]))
+        return torch.cat(draws), source
+
+    plain, _ = noise(False)
+    secure, source = noise(True)
+    assert float(secure.std()) == pytest.approx(sigma * clip / ebs, rel=0.05)
+    assert not torch.allclose(plain, secure)
+    # The first secure value is the halved sum of the stream's first 4 normals
+    # of the first parameter's shape.
+    first = make_dpsgd(make_model(7, d=40)).params[0]
+    replay = RandomSource.insecure_from_seed(11)
+    four = [replay.normal(tuple(first.shape), dtype=torch.float64) for _ in range(4)]
+    expected = (four[0] + four[1] + four[2] + four[3]) / 2 * sigma * clip / ebs
+    torch.testing.assert_close(secure[: first.numel()],
+                               expected.flatten().to(secure.dtype), rtol=1e-6, atol=1e-6)
