@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench fuzz clean
 
 $(STAMP): requirements.lock.txt pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install -q --disable-pip-version-check flwr==1.42.0
 	$(BIN)/python benchmarks/run.py
+
+# 100,000 mutated messages of every protocol through the decoder (tests run 500).
+fuzz: $(STAMP)
+	SECUREDIFF_FUZZ_EXAMPLES=100000 $(BIN)/python -m pytest -p no:cacheprovider \
+		tests/protocols/test_fuzz_protocol_messages.py -k mutated --hypothesis-show-statistics
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

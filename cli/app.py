@@ -40,7 +40,7 @@ InsecureOpt = Annotated[
 DEMO_CONFIG = {
     "data": {"dataset": "digits", "num_clients": 10, "partition": "dirichlet", "alpha": 1.0, "partition_seed": 0},
     "diffusion": {"T": 1000},
-    "federation": {"strategy": "pfdm", "protocol": "plain"},
+    "federation": {"strategy": "pfdm", "protocol": "secagg"},
     "privacy": {"target_epsilon": 10.0, "accounting": "exact", "labels": "public"},
 }
 
