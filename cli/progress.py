@@ -51,6 +51,11 @@ class RunProgress:
             # Escaped: the reason comes from protocol messages, not from us.
             self.bar.console.print(f"[yellow]round {info['round'] + 1} aborted:[/] "
                                    f"{escape(info['reason'])}; the shared model is unchanged")
+        elif event == "ledger_recharge":
+            self.bar.console.print(
+                f"[yellow]{escape(info['client'])}: the round interrupted by the crash is charged "
+                f"again; its budget grows from {info['budget_before']:.4g} to "
+                f"{info['budget_after']:.4g}[/]")
         elif event == "round_end" and self.rounds is not None:
             self.bar.advance(self.rounds)
         elif event == "evaluate":

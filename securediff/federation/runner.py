@@ -51,6 +51,7 @@ from securediff.privacy.ledger import (
     ForwardNoiseEvent,
     PrivacyLedger,
     RandomizedResponseEvent,
+    event_from_dict,
 )
 from securediff.rng import RandomSource
 from securediff.storage import (
@@ -140,6 +141,25 @@ def _dp_plan(cfg: Config, *, n: int, steps_per_round: int) -> DPPlan:
     sigma = calibrate_noise_multiplier(target_epsilon=cfg.privacy.dpsgd_epsilon, sample_rate=q,
                                        steps=total, delta=cfg.privacy.delta, accountant=cfg.privacy.accountant)
     return DPPlan(noise_multiplier=sigma, sample_rate=q, steps_per_round=steps_per_round)
+
+
+def _stale_events(at_checkpoint, now) -> list | None:
+    """What `now` holds beyond `at_checkpoint` (DP-SGD steps merged into a recorded
+    event count as an event of the extra steps), or None if `now` holds less."""
+    if len(now) < len(at_checkpoint):
+        return None
+    stale = []
+    for old, new in zip(at_checkpoint, now, strict=False):
+        if isinstance(old, DPSGDEvent) and isinstance(new, DPSGDEvent) and (
+            (old.noise_multiplier, old.sample_rate, old.artefact)
+            == (new.noise_multiplier, new.sample_rate, new.artefact)
+        ) and new.steps >= old.steps:
+            if new.steps > old.steps:
+                stale.append(DPSGDEvent(new.noise_multiplier, new.sample_rate,
+                                        new.steps - old.steps, new.artefact))
+        elif old != new:
+            return None
+    return stale + list(now[len(at_checkpoint):])
 
 
 def _json_safe(value: Any) -> Any:
@@ -293,6 +313,10 @@ class FederatedRun:
         atomic_write_json(self.run_dir.file("checkpoints", "progress.json"), {
             "rounds_done": self.state.rounds_done, "state_sha256": digest,
             "noised_sha256": getattr(self, "_noised_sha256", None), "round_logs": self.state.round_logs,
+            # What each ledger held at this checkpoint: a resume refuses a ledger that
+            # does not extend it (an edit that drops events would under-count).
+            "ledger_events": {c.client_id: [e.to_dict() for e in c.ledger.events]
+                              for c in self.state.clients},
         })
 
     def _restore(self) -> None:
@@ -302,6 +326,7 @@ class FederatedRun:
             if client.client_id not in ledgers:
                 raise CheckpointError(f"ledger.json has no ledger for {client.client_id}")
             client.ledger = PrivacyLedger.from_dict(ledgers[client.client_id])
+        self._settle_stale_reservations(progress)
         modules, optimizers = self._modules()
         load_round_state(self.run_dir.file("checkpoints", "state.safetensors"), modules=modules,
                          optimizers=optimizers, expected_sha256=progress["state_sha256"])
@@ -316,6 +341,62 @@ class FederatedRun:
                 client.y_shared = tensors[f"{client.client_id}.y_shared"].to(self.device)
         self.state.rounds_done = int(progress["rounds_done"])
         self.state.round_logs = list(progress["round_logs"])
+
+    def _settle_stale_reservations(self, progress: dict) -> None:
+        """After a crash mid-round the ledger holds the write-ahead charges of a round
+        the resume redoes. Personal DP-SGD charges are dropped: the personal model
+        goes back to the checkpoint and nothing it computed was released. Every
+        other charge stays (a shared update may have left the client), so the
+        redone round is charged again: the budget grows by exactly that and the
+        run says so. A ledger holding less than the checkpoint recorded is refused."""
+        recorded = progress.get("ledger_events")
+        if recorded is None:  # a checkpoint written before this record existed
+            return
+        grew = []
+        for client in self.state.clients:
+            try:
+                at_checkpoint = [event_from_dict(e) for e in recorded[client.client_id]]
+            except (KeyError, TypeError, ValueError):
+                raise CheckpointError(f"progress.json has no usable ledger record for "
+                                      f"{client.client_id}") from None
+            stale = _stale_events(at_checkpoint, client.ledger.events)
+            if stale is None:
+                raise CheckpointError(
+                    f"ledger.json of {client.client_id} holds less than the ledger recorded at "
+                    "the last checkpoint (edited or truncated): refusing to resume")
+            if not stale:
+                continue
+            kept = [e for e in stale if not (isinstance(e, DPSGDEvent) and e.artefact == "personal")]
+            ledger = self._ledger(client.client_id)
+            ledger.budget_epsilon = 1e12
+            for event in (*at_checkpoint, *kept):
+                ledger.charge(event)
+            budget = client.ledger.budget_epsilon
+            if kept:
+                budget = max(budget, self._remaining_plan_budget(ledger, int(progress["rounds_done"])))
+                grew.append((client.client_id, client.ledger.budget_epsilon, budget))
+            ledger.budget_epsilon = budget
+            client.ledger = ledger
+        for cid, before, after in grew:
+            self.progress("ledger_recharge", {"client": cid, "budget_before": before,
+                                              "budget_after": after})
+        self._write_ledgers()
+
+    def _remaining_plan_budget(self, ledger: PrivacyLedger, rounds_done: int) -> float:
+        """The largest per-artefact epsilon of `ledger` plus the plan's rounds still to run."""
+        trial = PrivacyLedger(client_id=ledger.client_id, budget_epsilon=1e12,
+                              delta=ledger.delta, accountant=ledger.accountant,
+                              events=ledger.events)
+        remaining = self.cfg.federation.rounds - rounds_done
+        for key, dp in self._dp_plans.items():
+            cid, artefact = key.split("/")
+            if cid == ledger.client_id and remaining > 0:
+                steps = (self.cfg.federation.local_steps if artefact == "shared"
+                         else self._personal_steps())
+                trial.charge(DPSGDEvent(dp.noise_multiplier, dp.sample_rate,
+                                        steps * remaining, artefact))
+        return max(self._budget, max(trial.epsilon(a) for a in {e.artefact for e in trial.events}
+                                     ) * (1 + 1e-9))
 
     # -- the round loop -----------------------------------------------------------------------
     def _select(self, round_index: int) -> list[Client]:

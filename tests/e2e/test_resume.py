@@ -1,10 +1,13 @@
 """A run interrupted after a complete round resumes from it, reusing the noised data."""
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
 from cli.app import app
 from securediff.federation import runner as runner_module
+from securediff.privacy.ledger import PrivacyLedger
 from securediff.storage import load_tensors, read_json
 
 cli = CliRunner()
@@ -73,3 +76,87 @@ def test_resume_refuses_an_edited_checkpoint(tmp_path, tiny_args, monkeypatch, t
     path.write_bytes(bytes(data))
     result = cli.invoke(app, ["train", "--resume", str(path.parent.parent)])
     assert result.exit_code == 3 and "digest" in result.output
+
+
+def _crash_before_checkpoint_of(rounds_done: int, monkeypatch) -> None:
+    """Crash after round `rounds_done - 1` ran (its ledger written) but before its
+    checkpoint: the ledger holds charges of a round the resume will redo."""
+    original = runner_module.FederatedRun._checkpoint
+
+    def crash(self):
+        if self.state.rounds_done == rounds_done:
+            raise Crash("simulated crash")
+        original(self)
+
+    monkeypatch.setattr(runner_module.FederatedRun, "_checkpoint", crash)
+    return original
+
+
+def _events(run_dir, artefact):
+    ledgers = read_json(run_dir / "ledger.json")
+    return {cid: [e for e in led["events"] if e.get("artefact") == artefact and e["kind"] == "dpsgd"]
+            for cid, led in ledgers.items()}
+
+
+def test_personal_charges_of_a_redone_round_are_not_counted_twice(tmp_path, tiny_args, monkeypatch):
+    args = ["train", "--insecure-deterministic", "4", "--json", *tiny_args,
+            "--federation.rounds", "3", "--training.personal_steps", "6",
+            "--privacy.dpsgd_personal", "true"]
+    assert cli.invoke(app, [*args, "--run.name", "whole"]).exit_code == 0
+    original = _crash_before_checkpoint_of(2, monkeypatch)
+    assert isinstance(cli.invoke(app, [*args, "--run.name", "cut"]).exception, Crash)
+    staging = tmp_path / "runs" / "cut.incomplete"
+    # Written ahead: round 1's personal steps are on the ledger (merged into one event).
+    assert all(sum(e["steps"] for e in v) == 4 for v in _events(staging, "personal").values())
+    monkeypatch.setattr(runner_module.FederatedRun, "_checkpoint", original)
+    resumed = cli.invoke(app, ["train", "--resume", str(staging), "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    whole, done = tmp_path / "runs" / "whole", tmp_path / "runs" / "cut"
+    # The personal model went back to round 1's checkpoint and released nothing:
+    # the redone round is charged once, as in the uninterrupted run.
+    assert _events(done, "personal") == _events(whole, "personal")
+    a = load_tensors(whole / "checkpoints" / "state.safetensors")
+    b = load_tensors(done / "checkpoints" / "state.safetensors")
+    assert all(a[k].equal(b[k]) for k in a)
+
+
+def test_shared_charges_of_a_redone_round_stay_and_the_budget_says_so(tmp_path, tiny_args,
+                                                                     monkeypatch):
+    args = ["train", "--insecure-deterministic", "4", "--json", *tiny_args,
+            "--federation.rounds", "3", "--federation.strategy", "layer-split",
+            "--privacy.dpsgd_shared", "true"]
+    assert cli.invoke(app, [*args, "--run.name", "whole"]).exit_code == 0
+    original = _crash_before_checkpoint_of(2, monkeypatch)
+    assert isinstance(cli.invoke(app, [*args, "--run.name", "cut"]).exception, Crash)
+    monkeypatch.setattr(runner_module.FederatedRun, "_checkpoint", original)
+    resumed = cli.invoke(app, ["train", "--resume", str(tmp_path / "runs" / "cut.incomplete"),
+                               "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    whole = read_json(tmp_path / "runs" / "whole" / "ledger.json")
+    done = read_json(tmp_path / "runs" / "cut" / "ledger.json")
+    for cid in whole:
+        # Round 1's shared update may have left before the crash: its charge stays,
+        # the redo is charged again, and the budget grew by exactly that.
+        steps = [sum(e["steps"] for e in led["events"] if e["kind"] == "dpsgd")
+                 for led in (whole[cid], done[cid])]
+        assert steps[1] == steps[0] + 3  # local_steps of the redone round, charged twice
+        assert done[cid]["budget_epsilon"] > whole[cid]["budget_epsilon"]
+        eps_whole = PrivacyLedger.from_dict(whole[cid]).epsilon("shared")
+        eps_done = PrivacyLedger.from_dict(done[cid]).epsilon("shared")
+        assert eps_done > eps_whole
+
+
+def test_resume_refuses_a_ledger_that_lost_events(tmp_path, tiny_args, monkeypatch):
+    args = ["train", "--insecure-deterministic", "4", "--json", *tiny_args,
+            "--federation.rounds", "3", "--training.personal_steps", "6",
+            "--privacy.dpsgd_personal", "true", "--run.name", "e"]
+    original = _crash_before_checkpoint_of(2, monkeypatch)
+    cli.invoke(app, args)
+    monkeypatch.setattr(runner_module.FederatedRun, "_checkpoint", original)
+    staging = tmp_path / "runs" / "e.incomplete"
+    ledgers = read_json(staging / "ledger.json")
+    first = next(iter(ledgers))
+    ledgers[first]["events"][-1]["steps"] = 1  # fewer personal steps than round 0 alone took
+    (staging / "ledger.json").write_text(json.dumps(ledgers))
+    result = cli.invoke(app, ["train", "--resume", str(staging)])
+    assert result.exit_code == 3 and "holds less than" in result.output
