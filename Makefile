@@ -32,6 +32,9 @@ bench: $(STAMP)
 fuzz: $(STAMP)
 	SECUREDIFF_FUZZ_EXAMPLES=100000 $(BIN)/python -m pytest -p no:cacheprovider \
 		tests/protocols/test_fuzz_protocol_messages.py -k mutated --hypothesis-show-statistics
+	@if $(BIN)/pip install -q --disable-pip-version-check atheris==2.3.0; then \
+		$(BIN)/python tests/protocols/atheris_messages.py -runs=1000000 -max_len=8192; \
+	else echo "atheris did not install here: coverage-guided fuzzing skipped"; fi
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

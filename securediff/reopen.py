@@ -10,7 +10,7 @@ from securediff.errors import CheckpointError, ConfigError
 from securediff.federation.report import evaluate_clients, sample_client, save_sample_grid
 from securediff.federation.runner import FederatedRun
 from securediff.federation.setup import plan_run
-from securediff.storage import INCOMPLETE_SUFFIX, RunDirectory, read_json
+from securediff.storage import INCOMPLETE_SUFFIX, RunDirectory, read_json, sha256_file
 
 
 def open_finished(run_dir: Path, *, device: str = "auto") -> FederatedRun:
@@ -19,11 +19,36 @@ def open_finished(run_dir: Path, *, device: str = "auto") -> FederatedRun:
         raise CheckpointError(f"{run_dir} is unfinished; continue it with `securediff train --resume {run_dir}`")
     if not (run_dir / "config.toml").is_file():
         raise CheckpointError(f"{run_dir} is not a securediff run directory (no config.toml)")
+    check_manifest(run_dir)
     config = from_dict(load_toml(run_dir / "config.toml"))
     config = config.replace(run={"device": device, "out_dir": str(run_dir.parent)})
     run = FederatedRun(plan_run(config), RunDirectory(run_dir, run_dir))
     run.setup(resume=True)
     return run
+
+
+# What a finished run's claims rest on; later outputs (audit/, sampled.png, a
+# re-evaluation) may be added beside them.
+_PINNED = ("config.toml", "partition.json", "ledger.json", "roster.json", "transcript.jsonl")
+
+
+def check_manifest(run_dir: Path) -> None:
+    """Refuse a finished run whose pinned files differ from the SHA-256 digests its
+    manifest recorded when it finished (edited, truncated or missing)."""
+    try:
+        files = read_json(run_dir / "manifest.json")["files"]
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"{run_dir}/manifest.json records no file digests") from exc
+    for name, digest in sorted(files.items()):
+        if not (name in _PINNED or name.startswith("checkpoints/")):
+            continue
+        path = run_dir / name
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing (manifest.json records it)")
+        if sha256_file(path) != digest:
+            raise CheckpointError(
+                f"{path} was changed after the run finished: its SHA-256 differs from "
+                "manifest.json")
 
 
 def sample_run(run_dir: Path, *, client: str | None, per_class: int, out: Path | None,

@@ -160,3 +160,21 @@ def test_resume_refuses_a_ledger_that_lost_events(tmp_path, tiny_args, monkeypat
     (staging / "ledger.json").write_text(json.dumps(ledgers))
     result = cli.invoke(app, ["train", "--resume", str(staging)])
     assert result.exit_code == 3 and "holds less than" in result.output
+
+
+def test_a_finished_run_with_an_edited_file_is_refused(tmp_path, tiny_args):
+    assert cli.invoke(app, ["train", "--insecure-deterministic", "2", "--run.name", "f",
+                            "--json", *tiny_args]).exit_code == 0
+    run_dir = tmp_path / "runs" / "f"
+    for target in ("ledger.json", "transcript.jsonl", "checkpoints/state.safetensors"):
+        path = run_dir / target
+        original = path.read_bytes()
+        data = bytearray(original)
+        data[len(data) // 2] ^= 0x01
+        path.write_bytes(bytes(data))
+        result = cli.invoke(app, ["sample", str(run_dir), "--per-class", "1"])
+        assert result.exit_code == 3, (target, result.output)
+        assert "differs from manifest.json" in result.output
+        assert not (run_dir / "sampled.png").exists()  # nothing written from a doubtful run
+        path.write_bytes(original)
+    assert cli.invoke(app, ["sample", str(run_dir), "--per-class", "1"]).exit_code == 0
