@@ -200,7 +200,10 @@ class CkksProtocol(AggregationProtocol):
         elif stage == "ShareSeed":
             d, msg = self._share_seed(state, d, head)
         elif stage == "SubmitCiphertext":
-            if d.context is None:
+            # The aggregator cannot see a length inside a ciphertext: an input that
+            # does not fit the round's vector is withheld here, and the empty
+            # submission drops this client.
+            if d.context is None or not state.setup.vector.matches(d.client_input.vector):
                 sizes, data = pack([])
                 msg = SubmitCiphertext(**head, weight=0.0, sizes=sizes, data=data)
             else:

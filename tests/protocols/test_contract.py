@@ -215,3 +215,20 @@ def test_check_against_plain_holds_and_catches_a_shift(
     assert not check_against_plain(
         protocol, inputs, dataclasses.replace(result, weighted_sum=shifted)
     )["ok"]
+
+
+def test_a_vector_of_the_wrong_length_drops_only_its_sender(
+    protocol, identities: Identities, make_inputs
+) -> None:
+    """The aggregator cannot range-check a masked or encrypted vector, but it can
+    check its length: a client sending the wrong one leaves the round."""
+    from protocols.stages import VectorSpec
+
+    inputs = make_inputs(seed=5, length=8)
+    inputs["c3"] = ClientInput(vector=np.ones(12), weight=4.0)
+    result = run_round(
+        protocol, round_index=0, inputs=inputs, identities=identities, transcript=None,
+        vector_spec=VectorSpec(length=8, dtype="float64"),
+    )
+    assert "c3" in result.dropped and "c3" not in result.contributors
+    _assert_sum(result, inputs, result.contributors)
