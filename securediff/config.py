@@ -130,6 +130,15 @@ class PrivacyConfig:
     max_grad_norm: float = 1.0
     noise_multiplicity: int = 1  # K noise/timestep draws per sample, averaged before clipping
     secure_noise: bool = False  # Opacus' secure_mode: DP-SGD noise as the halved sum of 4 draws
+    # "adaptive" (docs/adaptive_clipping.md): PFDM's clip_norm becomes a private quantile
+    # of the clients' image norms (and t0 is calibrated for what remains of
+    # target_epsilon); shared updates and DP-SGD's per-sample gradients are clipped at
+    # norms that move toward the clip_quantile of their norms (Andrew et al. 2021).
+    # clip_norm, max_grad_norm and federation.update_clip are then only starting points.
+    clipping: str = "fixed"  # fixed | adaptive
+    clip_quantile: float = 0.5  # target quantile of the norms (Andrew et al.'s default)
+    clip_lr: float = 0.2  # geometric learning rate of the clip norm (Andrew et al.'s default)
+    clip_quantile_epsilon: float | None = None  # PFDM's private quantile; None: target_epsilon / 20
 
     def validate(self) -> None:
         _check(self.target_epsilon > 0 and math.isfinite(self.target_epsilon), "privacy.target_epsilon",
@@ -146,6 +155,15 @@ class PrivacyConfig:
         _check(self.max_grad_norm > 0, "privacy.max_grad_norm", "a positive number", self.max_grad_norm)
         _check(1 <= self.noise_multiplicity <= 64, "privacy.noise_multiplicity", "an integer in [1, 64]",
                self.noise_multiplicity)
+        _check(self.clipping in ("fixed", "adaptive"), "privacy.clipping", "fixed or adaptive", self.clipping)
+        _check(0 < self.clip_quantile < 1, "privacy.clip_quantile", "a number in (0, 1)", self.clip_quantile)
+        _check(0 < self.clip_lr <= 10, "privacy.clip_lr", "a number in (0, 10]", self.clip_lr)
+        _check(self.clip_quantile_epsilon is None or 0 < self.clip_quantile_epsilon < self.target_epsilon,
+               "privacy.clip_quantile_epsilon", "a number in (0, privacy.target_epsilon), or none",
+               self.clip_quantile_epsilon)
+        _check(self.clipping == "fixed" or self.accounting == "exact", "privacy.clipping",
+               "adaptive only with privacy.accounting = exact (t0 is calibrated for the composed "
+               "mechanisms, which the classic bound does not cover)", self.clipping)
 
 
 @dataclass(frozen=True)

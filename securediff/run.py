@@ -132,6 +132,8 @@ def train(config: Config, *, progress: Progress | None = None) -> RunResult:
     try:
         _write_start_files(run_dir, plan)
         run.setup(resume=False)
+        if run.plan is not plan:  # adaptive clipping chose C and t0: record what the run uses
+            _write_start_files(run_dir, run.plan)
     except BaseException:
         run_dir.discard()  # nothing worth resuming yet: leave no half-written directory
         raise

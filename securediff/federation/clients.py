@@ -34,6 +34,8 @@ class Client:
     optimizer: torch.optim.Optimizer | None = None
     tint: np.ndarray | None = None  # colour of colored-digits clients
     history: list[dict] = field(default_factory=list)
+    # Adaptive DP-SGD: the per-sample clip norm each training purpose reached.
+    sample_clip: dict[str, float] = field(default_factory=dict)
 
     @property
     def num_members(self) -> int:

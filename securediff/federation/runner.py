@@ -35,6 +35,14 @@ from securediff.config import Config
 from securediff.errors import CheckpointError
 from securediff.federation.checkpoint import load_round_state, save_round_state
 from securediff.federation.clients import Client
+from securediff.federation.clipping import (
+    adaptive_forward,
+    bit_count,
+    choose_forward_clip,
+    clip_with_bits,
+    next_update_clip,
+    quantile_plan,
+)
 from securediff.federation.setup import Plan
 from securediff.federation.strategies import (
     STRATEGY_CLASSES,
@@ -44,6 +52,7 @@ from securediff.federation.strategies import (
     TrainSettings,
 )
 from securediff.privacy.accountants import calibrate_noise_multiplier
+from securediff.privacy.adaptive import count_noise_for
 from securediff.privacy.forward import forward_sigma, noise_once
 from securediff.privacy.labels import randomized_response
 from securediff.privacy.ledger import (
@@ -95,6 +104,10 @@ class RoundLog:
     bytes_down: int
     seconds: float
     protocol_stats: dict = field(default_factory=dict)
+    # Adaptive clipping: the norm this round's updates were clipped to (None: the
+    # first round, unclipped) and the released weighted fraction that fitted.
+    update_clip: float | None = None
+    unclipped_fraction: float | None = None
 
 
 @dataclass
@@ -107,6 +120,7 @@ class TrainingState:
     dp_personal: DPPlan | None
     rounds_done: int = 0
     round_logs: list[dict] = field(default_factory=list)
+    update_clip: float | None = None  # adaptive: the norm for the next round's updates
 
 
 def _members_id(client_id: str) -> str:
@@ -126,7 +140,7 @@ def build_strategy(plan: Plan) -> Strategy:
         personal_steps_per_round=personal_steps_per_round(cfg),
         max_grad_norm=cfg.privacy.max_grad_norm, noise_multiplicity=cfg.privacy.noise_multiplicity,
         dpsgd_shared=cfg.privacy.dpsgd_shared, dpsgd_personal=cfg.privacy.dpsgd_personal,
-        secure_noise=cfg.privacy.secure_noise,
+        secure_noise=cfg.privacy.secure_noise, clip_quantile=cfg.privacy.clip_quantile, clip_lr=cfg.privacy.clip_lr,
     )
     cls = STRATEGY_CLASSES[cfg.federation.strategy]
     kwargs: dict[str, Any] = dict(spec=plan.spec, schedule=plan.schedule, t0=plan.t0, settings=settings)
@@ -140,7 +154,11 @@ def _dp_plan(cfg: Config, *, n: int, steps_per_round: int) -> DPPlan:
     total = steps_per_round * cfg.federation.rounds
     sigma = calibrate_noise_multiplier(target_epsilon=cfg.privacy.dpsgd_epsilon, sample_rate=q,
                                        steps=total, delta=cfg.privacy.delta, accountant=cfg.privacy.accountant)
-    return DPPlan(noise_multiplier=sigma, sample_rate=q, steps_per_round=steps_per_round)
+    # Adaptive per-sample clipping spends part of the same multiplier on the unclipped count.
+    count = (count_noise_for(noise_multiplier=sigma, expected_batch_size=q * n)
+             if cfg.privacy.clipping == "adaptive" else None)
+    return DPPlan(noise_multiplier=sigma, sample_rate=q, steps_per_round=steps_per_round,
+                  count_noise=count)
 
 
 def _stale_events(at_checkpoint, now) -> list | None:
@@ -151,12 +169,13 @@ def _stale_events(at_checkpoint, now) -> list | None:
     stale = []
     for old, new in zip(at_checkpoint, now, strict=False):
         if isinstance(old, DPSGDEvent) and isinstance(new, DPSGDEvent) and (
-            (old.noise_multiplier, old.sample_rate, old.artefact)
-            == (new.noise_multiplier, new.sample_rate, new.artefact)
+            (old.noise_multiplier, old.sample_rate, old.artefact, old.count_noise)
+            == (new.noise_multiplier, new.sample_rate, new.artefact, new.count_noise)
         ) and new.steps >= old.steps:
             if new.steps > old.steps:
                 stale.append(DPSGDEvent(new.noise_multiplier, new.sample_rate,
-                                        new.steps - old.steps, new.artefact))
+                                        new.steps - old.steps, new.artefact,
+                                        count_noise=new.count_noise))
         elif old != new:
             return None
     return stale + list(now[len(at_checkpoint):])
@@ -206,6 +225,8 @@ class FederatedRun:
             trial = PrivacyLedger(client_id=cid, budget_epsilon=1e12, delta=cfg.privacy.delta,
                                   accountant=cfg.privacy.accountant)
             if strategy == "pfdm":
+                if adaptive_forward(cfg):
+                    trial.charge(quantile_plan(cfg, self.plan).event(_members_id(cid)))
                 trial.charge(self._planned_forward_event(cid))
                 if cfg.privacy.labels == "randomized-response":
                     trial.charge(RandomizedResponseEvent(epsilon=cfg.privacy.label_epsilon,
@@ -216,7 +237,8 @@ class FederatedRun:
                     dp = _dp_plan(cfg, n=n, steps_per_round=steps)
                     plans[f"{cid}/{artefact}"] = dp
                     trial.charge(DPSGDEvent(dp.noise_multiplier, dp.sample_rate,
-                                            steps * cfg.federation.rounds, artefact))
+                                            steps * cfg.federation.rounds, artefact,
+                                            count_noise=dp.count_noise))
             for artefact in ("shared", "personal"):
                 if any(e.artefact == artefact for e in trial.events):
                     budget = max(budget, trial.epsilon(artefact))
@@ -233,7 +255,27 @@ class FederatedRun:
                                  clip_norm=self.cfg.privacy.clip_norm, t0=self.plan.t0,
                                  data_id=_members_id(client_id))
 
+    def _choose_forward_clip(self) -> None:
+        """Adaptive PFDM: C from a private quantile of the clients' image norms, t0
+        for what remains of the budget. The counts are charged (and written) first."""
+        cfg = self.cfg
+        ids = [_members_id(cid) for cid in self.plan.client_ids]
+        event = quantile_plan(cfg, self.plan).event
+        ledgers = {}
+        for cid, data_id in zip(self.plan.client_ids, ids, strict=True):
+            ledger = PrivacyLedger(client_id=cid, budget_epsilon=cfg.privacy.target_epsilon,
+                                   delta=cfg.privacy.delta, accountant=cfg.privacy.accountant)
+            ledger.charge(event(data_id))
+            ledgers[cid] = ledger.to_dict()
+        atomic_write_json(self.run_dir.file("ledger.json"), ledgers)
+        sources = [self.source.child(f"client/{cid}").child("clip-quantile") for cid in self.plan.client_ids]
+        self.plan = choose_forward_clip(self.plan, sources, ids)
+        self.cfg = self.plan.config
+        self.progress("forward_clip", {"clip_norm": self.cfg.privacy.clip_norm, "t0": self.plan.t0})
+
     def setup(self, *, resume: bool) -> None:
+        if not resume and adaptive_forward(self.cfg):
+            self._choose_forward_clip()
         plan, cfg = self.plan, self.cfg
         strategy = build_strategy(plan)
         init_gen = self.source.child("init").torch_generator()
@@ -273,6 +315,8 @@ class FederatedRun:
             return
         tensors = {}
         for client in self.state.clients:
+            if adaptive_forward(self.cfg):  # the counts that chose C (_choose_forward_clip)
+                client.ledger.charge(quantile_plan(self.cfg, self.plan).event(_members_id(client.client_id)))
             x_tilde = noise_once(client.x.cpu().double(), clip_norm=self.cfg.privacy.clip_norm, t0=self.plan.t0,
                                  abar=self.plan.schedule.abar, source=client.source.child("forward-noise"),
                                  ledger=client.ledger, data_id=_members_id(client.client_id)).float()
@@ -317,6 +361,9 @@ class FederatedRun:
             # does not extend it (an edit that drops events would under-count).
             "ledger_events": {c.client_id: [e.to_dict() for e in c.ledger.events]
                               for c in self.state.clients},
+            # Adaptive clipping state (derived from released, private values only).
+            "update_clip": self.state.update_clip,
+            "sample_clip": {c.client_id: c.sample_clip for c in self.state.clients if c.sample_clip},
         })
 
     def _restore(self) -> None:
@@ -341,6 +388,10 @@ class FederatedRun:
                 client.y_shared = tensors[f"{client.client_id}.y_shared"].to(self.device)
         self.state.rounds_done = int(progress["rounds_done"])
         self.state.round_logs = list(progress["round_logs"])
+        self.state.update_clip = progress.get("update_clip")
+        sample_clip = progress.get("sample_clip") or {}
+        for client in self.state.clients:
+            client.sample_clip = dict(sample_clip.get(client.client_id, {}))
 
     def _settle_stale_reservations(self, progress: dict) -> None:
         """After a crash mid-round the ledger holds the write-ahead charges of a round
@@ -394,7 +445,7 @@ class FederatedRun:
                 steps = (self.cfg.federation.local_steps if artefact == "shared"
                          else self._personal_steps())
                 trial.charge(DPSGDEvent(dp.noise_multiplier, dp.sample_rate,
-                                        steps * remaining, artefact))
+                                        steps * remaining, artefact, count_noise=dp.count_noise))
         return max(self._budget, max(trial.epsilon(a) for a in {e.artefact for e in trial.events}
                                      ) * (1 + 1e-9))
 
@@ -462,13 +513,18 @@ class FederatedRun:
         strategy = s.strategy
         selected = self._select(r) if strategy.federated else []
         inputs, norms = {}, {}
+        adaptive = self.cfg.privacy.clipping == "adaptive"
+        clip = s.update_clip
         for client in selected:
             self.progress("client_start", {"round": r, "client": client.client_id, "phase": "shared"})
             dp = self._dp_plans.get(f"{client.client_id}/shared")
-            update = self._clip_update(strategy.local_update(client, r, dp))
+            update = strategy.local_update(client, r, dp)
+            # Adaptive: the bits ride behind the update through the same protocol.
+            update, bits = clip_with_bits(update, clip) if adaptive else (self._clip_update(update), [])
             norms[client.client_id] = float(np.linalg.norm(update))
-            inputs[client.client_id] = ClientInput(vector=update.astype(np.float32),
+            inputs[client.client_id] = ClientInput(vector=np.concatenate([update, bits]).astype(np.float32),
                                                    weight=float(client.num_members))
+        fraction = None
         # Write-ahead: the DP-SGD steps charged above are on disk before any update leaves.
         self._write_ledgers()
         survivors: list[str] = []
@@ -495,8 +551,14 @@ class FederatedRun:
                         f"round {r}: the {protocol.name} aggregate differs from the plain "
                         f"weighted sum by {check['max_abs_error']:.3g} > tolerance "
                         f"{check['tolerance']:.3g}")
-                mean_update = np.asarray(result.weighted_sum, dtype=np.float64) / result.total_weight
+                mean = np.asarray(result.weighted_sum, dtype=np.float64) / result.total_weight
+                mean_update = mean[:mean.size - bit_count(clip)] if adaptive else mean
                 strategy.apply_global(strategy.global_vector() + mean_update)
+                if adaptive:
+                    bits_mean = mean[mean_update.size:]
+                    fraction = float(bits_mean[0]) if clip is not None else None
+                    s.update_clip = next_update_clip(clip, bits_mean, target_quantile=self.cfg.privacy.clip_quantile,
+                                                     lr=self.cfg.privacy.clip_lr)
                 survivors, contributors = list(result.survivors), list(result.contributors)
                 bytes_up, bytes_down = int(result.bytes_up), int(result.bytes_down)
                 stats = _json_safe(result.stats | {"check_against_plain": check})
@@ -511,7 +573,8 @@ class FederatedRun:
             strategy.personal_train(client, r, self._dp_plans.get(f"{client.client_id}/personal"))
         return RoundLog(round=r, clients=[c.client_id for c in selected], survivors=survivors,
                         contributors=contributors, update_norms=norms, bytes_up=bytes_up,
-                        bytes_down=bytes_down, seconds=0.0, protocol_stats=stats)
+                        bytes_down=bytes_down, seconds=0.0, protocol_stats=stats,
+                        update_clip=clip if adaptive else None, unclipped_fraction=fraction)
 
     def _append_roster(self, identities: Identities) -> None:
         # Each session (a start or a resume) pins its own roster; earlier ones stay.

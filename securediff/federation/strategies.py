@@ -28,6 +28,7 @@ from securediff.federation.clients import Client
 from securediff.federation.training import dp_train_steps, train_steps
 from securediff.models.init import build
 from securediff.models.unet import UNet, UNetSpec
+from securediff.privacy.adaptive import AdaptiveClipDPSGD, split_noise
 from securediff.privacy.dpsgd import DPSGD
 
 PERSONAL_LAYER_PREFIXES = ("label_emb.", "out_norm.", "out.")
@@ -45,6 +46,8 @@ class TrainSettings:
     dpsgd_shared: bool
     dpsgd_personal: bool
     secure_noise: bool = False
+    clip_quantile: float = 0.5  # adaptive DP-SGD (DPPlan.count_noise set): the target quantile
+    clip_lr: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class DPPlan:
     noise_multiplier: float
     sample_rate: float
     steps_per_round: int
+    count_noise: float | None = None  # adaptive clipping: std of the unclipped count
 
 
 def flat(params: Iterator[torch.Tensor] | list[torch.Tensor]) -> np.ndarray:
@@ -124,17 +128,30 @@ class Strategy:
         if dp is None:
             return train_steps(model, optimizer, x, y, steps=steps,
                                batch_size=self.settings.batch_size, **common)
+        adaptive = dp.count_noise is not None
         dpsgd = DPSGD(
             model=model, optimizer=optimizer, max_grad_norm=self.settings.max_grad_norm,
-            noise_multiplier=dp.noise_multiplier, expected_batch_size=dp.sample_rate * x.shape[0],
-            source=client.private_stream(f"dpsgd-{purpose}", round_index), ledger=client.ledger,
+            noise_multiplier=split_noise(dp.noise_multiplier, dp.count_noise) if adaptive else dp.noise_multiplier,
+            expected_batch_size=dp.sample_rate * x.shape[0],
+            source=client.private_stream(f"dpsgd-{purpose}", round_index),
+            ledger=None if adaptive else client.ledger,
             noise_multiplicity=self.settings.noise_multiplicity, sample_rate=dp.sample_rate,
             artefact=artefact, secure_noise=self.settings.secure_noise,
         )
+        if adaptive:  # the wrapper charges the joint event and moves the norm each step
+            dpsgd = AdaptiveClipDPSGD(
+                inner=dpsgd, ledger=client.ledger, noise_multiplier=dp.noise_multiplier,
+                count_noise=dp.count_noise, sample_rate=dp.sample_rate,
+                expected_batch_size=dp.sample_rate * x.shape[0],
+                clip=client.sample_clip.get(purpose, self.settings.max_grad_norm),
+                target_quantile=self.settings.clip_quantile, lr=self.settings.clip_lr,
+                source=client.private_stream(f"clip-count-{purpose}", round_index), artefact=artefact)
         dpsgd.reserve(steps)  # write-ahead: the cost is recorded before the steps run
         loss = dp_train_steps(dpsgd, x, y, steps=steps, sample_rate=dp.sample_rate,
                               source=client.private_stream(f"poisson-{purpose}", round_index), **common)
         dpsgd.module._close()
+        if adaptive:
+            client.sample_clip[purpose] = dpsgd.clip
         return loss
 
     def _fresh_copy(self, model: nn.Module) -> tuple[nn.Module, torch.optim.Optimizer]:

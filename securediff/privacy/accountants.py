@@ -14,6 +14,7 @@ accountants, each a sound upper bound:
 Every Gaussian is normalised to ``z`` = noise std / shift between neighbouring
 outputs. Forward noise: shift 2C under replace-one, ``z = sigma / (2C)``,
 ``q = 1``. DP-SGD: shift C under add/remove, ``z = noise_multiplier``.
+A quantile count: shift 1 under replace-one, ``z = noise_std``, ``q = 1``.
 Randomized response is pure eps-DP under replace-one; the PLD accountant
 composes it exactly, the others add its epsilon (basic composition with
 (eps, 0)-DP, sound and tight for a single release).
@@ -128,6 +129,8 @@ def _split(events: Sequence[Any]) -> dict[str, _Part]:
             parts[ev.relation].gaussians.append(
                 _Gaussian(ev.noise_multiplier, ev.sample_rate, ev.steps)
             )
+        elif kind == "quantile_count":  # a count with sensitivity 1
+            parts[ev.relation].gaussians.append(_Gaussian(ev.noise_std, 1.0, ev.steps))
         elif kind == "randomized_response":
             parts[ev.relation].rr.append((ev.epsilon, ev.num_classes))
         else:

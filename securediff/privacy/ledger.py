@@ -83,13 +83,22 @@ class ForwardNoiseEvent:
 @dataclass(frozen=True)
 class DPSGDEvent:
     """`steps` compositions of a Poisson-subsampled Gaussian (rate q, noise
-    multiplier sigma relative to the clip norm), under add/remove."""
+    multiplier sigma relative to the clip norm), under add/remove.
+
+    With adaptive per-sample clipping (`count_noise` set) each step also
+    releases the batch's count of unclipped samples, centred (b - 1/2, so a
+    record moves it by 1/2) plus N(0, count_noise^2). `noise_multiplier` is
+    then the multiplier of the two releases together, which is what the
+    accountants compose (Andrew et al. 2021, Thm 1: z^-2 = z_grad^-2 + (2
+    count_noise)^-2); `securediff.privacy.adaptive.split_noise` gives z_grad.
+    """
 
     noise_multiplier: float
     sample_rate: float
     steps: int
     artefact: Artefact
     relation: Relation = "add_remove"
+    count_noise: float | None = None
     kind: ClassVar[str] = "dpsgd"
 
     def __post_init__(self) -> None:
@@ -104,6 +113,45 @@ class DPSGDEvent:
             raise ConfigError(f"steps must be a positive integer, got {self.steps!r}")
         object.__setattr__(self, "steps", int(self.steps))
         _fixed(self, "relation", "add_remove")
+        _artefact(self.artefact)
+        if self.count_noise is not None:
+            count = _positive("count_noise", self.count_noise)
+            if not 2.0 * count > self.noise_multiplier:
+                raise ConfigError(
+                    f"count_noise {count} leaves no noise for the gradients: the joint "
+                    f"multiplier {self.noise_multiplier} needs count_noise > {self.noise_multiplier / 2}"
+                )
+            object.__setattr__(self, "count_noise", count)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {"kind": self.kind, **asdict(self)}
+        if self.count_noise is None:  # fixed clipping: the format as before
+            del data["count_noise"]
+        return data
+
+
+@dataclass(frozen=True)
+class QuantileCountEvent:
+    """`steps` counts of a client's records below a candidate norm, each plus
+    N(0, noise_std^2) drawn by the client: a private quantile of its records'
+    norms. A replaced record moves a count by at most 1, so each count is a
+    replace-one Gaussian with sensitivity 1 (data-aware clipping, adaptive.py)."""
+
+    noise_std: float
+    steps: int
+    data_id: str
+    relation: Relation = "replace_one"
+    artefact: Artefact = "shared"
+    kind: ClassVar[str] = "quantile_count"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "noise_std", _positive("noise_std", self.noise_std))
+        if isinstance(self.steps, bool) or int(self.steps) != self.steps or self.steps < 1:
+            raise ConfigError(f"steps must be a positive integer, got {self.steps!r}")
+        object.__setattr__(self, "steps", int(self.steps))
+        if not isinstance(self.data_id, str) or not self.data_id:
+            raise ConfigError("data_id must be a non-empty string")
+        _fixed(self, "relation", "replace_one")
         _artefact(self.artefact)
 
     def to_dict(self) -> dict[str, Any]:
@@ -133,9 +181,10 @@ class RandomizedResponseEvent:
         return {"kind": self.kind, **asdict(self)}
 
 
-MechanismEvent = ForwardNoiseEvent | DPSGDEvent | RandomizedResponseEvent
+MechanismEvent = ForwardNoiseEvent | DPSGDEvent | RandomizedResponseEvent | QuantileCountEvent
 EVENT_TYPES: dict[str, type[MechanismEvent]] = {
-    cls.kind: cls for cls in (ForwardNoiseEvent, DPSGDEvent, RandomizedResponseEvent)
+    cls.kind: cls
+    for cls in (ForwardNoiseEvent, DPSGDEvent, RandomizedResponseEvent, QuantileCountEvent)
 }
 
 
@@ -192,7 +241,7 @@ class PrivacyLedger:
         return frozenset(e.data_id for e in self._events if isinstance(e, ForwardNoiseEvent))
 
     def _check_new(self, event: MechanismEvent) -> None:
-        if not isinstance(event, ForwardNoiseEvent | DPSGDEvent | RandomizedResponseEvent):
+        if not isinstance(event, tuple(EVENT_TYPES.values())):
             raise PrivacyError(f"not a mechanism event: {event!r}")
         if isinstance(event, ForwardNoiseEvent) and event.data_id in self.noised_data_ids():
             raise PrivacyError(
@@ -213,12 +262,14 @@ class PrivacyLedger:
                     isinstance(last, DPSGDEvent)
                     and last.noise_multiplier == event.noise_multiplier
                     and last.sample_rate == event.sample_rate
+                    and last.count_noise == event.count_noise
                 ):
                     events[i] = DPSGDEvent(
                         last.noise_multiplier,
                         last.sample_rate,
                         last.steps + event.steps,
                         last.artefact,
+                        count_noise=last.count_noise,
                     )
                     return events
                 break
