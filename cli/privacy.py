@@ -173,15 +173,50 @@ def _load_ledgers(run_dir: Path) -> dict[str, Any]:
     return ledgers
 
 
+def _split(ledgers: dict[str, Any]) -> dict[str, Any]:
+    """Per client and artefact: each mechanism's epsilon on its own."""
+    from securediff.privacy.adaptive import mechanism_split
+
+    out: dict[str, Any] = {}
+    for cid, led in sorted(ledgers.items()):
+        by_artefact = {}
+        for artefact in ("shared", "personal"):
+            events = [e for e in led.events if e.artefact == artefact]
+            if events:
+                by_artefact[artefact] = mechanism_split(events, delta=led.delta,
+                                                        accountant=led.accountant)
+        out[cid] = by_artefact
+    return out
+
+
+def _split_table(split: dict[str, Any]) -> Table:
+    table = Table(title="where the budget goes: each mechanism on its own "
+                  "(composition is sub-additive; the claim above composes them)")
+    for col in ("client", "artefact", "mechanism", "steps", "epsilon alone"):
+        table.add_column(col, justify="right" if col in ("steps", "epsilon alone") else "left")
+    for cid, by_artefact in split.items():
+        for artefact, rows in by_artefact.items():
+            for row in rows:
+                table.add_row(cid, artefact, row["mechanism"], str(row["steps"]), _fmt(row["epsilon"]))
+                for name, part in row.get("parts", {}).items():
+                    table.add_row("", "", f"  {name} (z = {part['noise_multiplier']:.4g})", "",
+                                  _fmt(part["epsilon"]))
+    return table
+
+
 @privacy_app.command("ledger")
 def ledger(
     run_dir: Annotated[Path, typer.Argument(help="Run directory holding ledger.json.")],
+    split: Annotated[bool, typer.Option(
+        "--split", help="Also each mechanism's epsilon on its own (forward noise, private "
+        "quantile, DP-SGD gradients and adaptive clip counts apart), by each ledger's accountant.")] = False,
     json_out: JsonFlag = False,
 ) -> None:
     """Recompute every client's epsilon per artefact with every accountant."""
     with handle_errors():
         ledgers = _load_ledgers(run_dir)
         clients = {cid: led.summary() for cid, led in sorted(ledgers.items())}
+        split_rows = _split(ledgers) if split else None
     headline: dict[str, Any] = {}
     for cid, summary in clients.items():
         for artefact, info in summary["artefacts"].items():
@@ -190,7 +225,10 @@ def ledger(
             if best is None or claim["epsilon"] > best["epsilon"]:
                 headline[artefact] = {**claim, "client_id": cid}
     if json_out:
-        print_json(_jsonable({"clients": clients, "headline": headline}))
+        out = {"clients": clients, "headline": headline}
+        if split_rows is not None:
+            out["split"] = split_rows
+        print_json(_jsonable(out))
         return
     table = Table(title=f"privacy ledgers in {run_dir}")
     for col in ("client", "artefact", "events", "pld", "prv", "rdp", "exact", "claimed"):
@@ -207,6 +245,8 @@ def ledger(
                 f"{_fmt(claim['epsilon'])} ({claim['accountant']})",
             )
     console.print(table)
+    if split_rows is not None:
+        console.print(_split_table(split_rows))
     for artefact, claim in headline.items():
         console.print(
             f"{artefact}: epsilon {_fmt(claim['epsilon'])} ({claim['accountant']}, "

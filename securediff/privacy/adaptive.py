@@ -52,6 +52,17 @@ def check_rule(*, target_quantile: float, lr: float) -> None:
         raise ConfigError(f"clip learning rate must be positive, got {lr}")
 
 
+def noisy_count_step(clip: float, norms: np.ndarray, *, count_noise: float, expected_count: float,
+                     target_quantile: float, lr: float, source: RandomSource) -> float:
+    """Andrew et al.'s private step: the centred count sum(1[norm <= C] - 1/2)
+    plus N(0, count_noise^2), divided by the expected count (public; Poisson
+    batches vary), estimates the unclipped fraction; then the geometric rule."""
+    centred = float(np.count_nonzero(np.asarray(norms) <= clip)) - 0.5 * int(np.asarray(norms).size)
+    noisy = centred + count_noise * float(source.normal_np(1)[0])
+    return geometric_update(clip, unclipped_fraction=noisy / expected_count + 0.5,
+                            target_quantile=target_quantile, lr=lr)
+
+
 # -- DP-SGD: the noise split between gradients and the count ----------------------
 def count_noise_for(*, noise_multiplier: float, expected_batch_size: float) -> float:
     """sigma_b for the unclipped count: expected batch / 20 (Andrew et al.), raised
@@ -120,11 +131,11 @@ class AdaptiveClipDPSGD:
             raise PrivacyError("no reserved DP-SGD steps left; call reserve() first")
         self.inner.max_grad_norm = self.clip
         norms = self.inner.step(per_copy_loss_fn, *batch)
-        centred = float((norms <= self.clip).double().sum()) - 0.5 * int(norms.numel())
-        noisy = centred + self.count_noise * float(self.source.normal_np(1)[0])
-        fraction = noisy / self.expected_batch_size + 0.5
-        self.clip = geometric_update(self.clip, unclipped_fraction=fraction,
-                                     target_quantile=self.target_quantile, lr=self.lr)
+        self.clip = noisy_count_step(self.clip, norms.detach().cpu().numpy(),
+                                     count_noise=self.count_noise,
+                                     expected_count=self.expected_batch_size,
+                                     target_quantile=self.target_quantile, lr=self.lr,
+                                     source=self.source)
         self.reserved_steps -= 1
         return norms
 
