@@ -10,6 +10,7 @@ import typer
 
 from cli.audit import audit_app
 from cli.common import EXIT_USAGE, JsonFlag, console, fail, handle_errors, print_json
+from cli.flower import flower_app
 from cli.privacy import privacy_app
 from cli.progress import RunProgress
 from cli.render import partition_table, print_result
@@ -27,6 +28,7 @@ app.add_typer(privacy_app, name="privacy")
 app.add_typer(transcript_app, name="transcript")
 app.add_typer(audit_app, name="audit")
 app.add_typer(tee_app, name="tee")
+app.add_typer(flower_app, name="flower")
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 InsecureOpt = Annotated[

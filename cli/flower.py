@@ -1,0 +1,83 @@
+"""`securediff flower ...`: set up and start a run across machines on Flower."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.common import JsonFlag, console, handle_errors, print_json
+
+flower_app = typer.Typer(help="Run across machines on Flower: keys, roster, SuperNodes.",
+                         no_args_is_help=True)
+
+
+@flower_app.command("keygen")
+def keygen_cmd(
+    parties: Annotated[list[str], typer.Argument(help="Party ids, e.g. client-03 or aggregator.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for PARTY.key and PARTY.pub.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Make identity keys on this machine. PARTY.key stays here; send PARTY.pub to the set-up."""
+    from securediff.flower.keys import keygen
+
+    with handle_errors():
+        written = keygen(parties, out)
+    if as_json:
+        print_json({"files": [str(p) for p in written]})
+    else:
+        for path in written:
+            console.print(str(path))
+
+
+@flower_app.command("roster")
+def roster_cmd(
+    pub_files: Annotated[list[Path], typer.Argument(help="PARTY.pub files of every party.")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write roster.json.")],
+    aggregator: Annotated[str, typer.Option("--aggregator", help="The aggregator's id.")] = (
+        "aggregator"),
+    as_json: JsonFlag = False,
+) -> None:
+    """Pin every party's public key in a roster; give it to every party out of band."""
+    from securediff.flower.keys import make_roster
+
+    with handle_errors():
+        roster = make_roster(pub_files, aggregator=aggregator, out=out)
+    if as_json:
+        print_json({"roster": str(out), "digest": roster.digest, "parties": dict(roster.keys)})
+    else:
+        console.print(f"{out}: {len(roster.client_ids)} clients, digest {roster.digest}")
+
+
+@flower_app.command("supernode")
+def supernode_cmd(
+    client_id: Annotated[str, typer.Option("--client-id", help="This node's id in the roster.")],
+    identity_key: Annotated[Path, typer.Option("--identity-key", help="This party's .key file.")],
+    roster: Annotated[Path, typer.Option("--roster", help="The pinned roster.json.")],
+    superlink: Annotated[str, typer.Option("--superlink", help="SuperLink host:port.")],
+    port: Annotated[int, typer.Option("--port", help="Local port of the node's runtime API.")
+                    ] = 9094,
+    root_certificates: Annotated[
+        Path | None, typer.Option("--root-certificates", help="CA certificate of the SuperLink "
+                                  "(TLS). Without it the connection is --insecure.")] = None,
+    auth_key: Annotated[
+        Path | None, typer.Option("--auth-key", help="SuperNode authentication key (needs TLS).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command only.")] = False,
+) -> None:
+    """Start this organisation's flower-supernode with its node config."""
+    from securediff.flower.keys import supernode_command
+
+    with handle_errors():
+        cmd = supernode_command(
+            client_id=client_id, identity_key=str(identity_key.resolve()),
+            roster=str(roster.resolve()), superlink=superlink, port=port,
+            root_certificates=None if root_certificates is None else str(root_certificates),
+            auth_key=None if auth_key is None else str(auth_key))
+    if dry_run:
+        print(shlex.join(cmd))
+        return
+    os.execvp(cmd[0], cmd)  # noqa: S606 (the user's own command, by design)

@@ -1,0 +1,69 @@
+"""What travels in one Flower message, independent of Flower itself.
+
+The protocol's own messages travel as their canonical bytes (`protocols.messages`)
+inside the request and reply dicts below, together with the client-signed
+transcript records; `apps.py` only moves these dicts in a Flower `ConfigRecord`.
+
+Requests (server -> node) carry `kind`:
+
+- `hello`: `nonce`; the node answers with its `client_id` and a signature of
+  the nonce with its roster key.
+- `step`: deliver the server-stage messages addressed to this client since its
+  last step (`deliver_stages`, `deliver_payloads`, empty bytes for none), then
+  run client stage `stage` and answer its message `payload` and signed `record`.
+- `close`: deliver the last server-stage messages, then co-sign `statement`
+  over the record list `records`; the node answers its `cosig`.
+
+Every request also names the round (`round`, `session`, `setup`: the protocol,
+its parameters and the round's public set-up, as canonical JSON) and the chain
+head the transcript holds for the client (`head_seq`, -1 for none; `head_digest`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from protocols.messages import canonical_json
+from protocols.stages import AggregationProtocol, RoundSetup, VectorSpec
+
+HELLO_DOMAIN = b"securediff/flower/hello/v1\n"
+Request = dict[str, Any]
+Reply = dict[str, Any]
+
+
+def setup_json(protocol: AggregationProtocol, setup: RoundSetup) -> str:
+    return canonical_json({
+        "protocol": protocol.name,
+        "params": protocol.params,
+        "round": setup.round_index,
+        "aggregator": setup.aggregator_id,
+        "participants": list(setup.participants),
+        "length": setup.vector.length,
+        "dtype": setup.vector.dtype,
+        "threshold": setup.threshold,
+    }).decode("ascii")
+
+
+def parse_setup(text: str) -> tuple[str, dict[str, Any], RoundSetup]:
+    obj = json.loads(text)
+    setup = RoundSetup(
+        protocol=obj["protocol"],
+        round_index=int(obj["round"]),
+        aggregator_id=obj["aggregator"],
+        participants=tuple(obj["participants"]),
+        vector=VectorSpec(length=int(obj["length"]), dtype=obj["dtype"]),
+        threshold=int(obj["threshold"]),
+    )
+    return obj["protocol"], dict(obj["params"]), setup
+
+
+def head_fields(head: tuple[int, str] | None) -> dict[str, Any]:
+    return {"head_seq": -1, "head_digest": ""} if head is None else {
+        "head_seq": head[0], "head_digest": head[1]}
+
+
+def read_head(request: Mapping[str, Any]) -> tuple[int, str] | None:
+    seq = int(request["head_seq"])
+    return None if seq < 0 else (seq, str(request["head_digest"]))

@@ -1,0 +1,159 @@
+"""The aggregator of a Flower run: settings, greeting, rounds, results.
+
+Writes into `run-dir`: `roster.json` (the pinned keys), `transcript.jsonl` (the
+same format as an in-process run; `securediff transcript verify RUN-DIR`),
+`flower.json` (per round: survivors, dropped with reasons, contributors, total
+weight, seconds) and `aggregates.safetensors` (each released weighted sum).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import save_file
+
+from protocols.errors import ProtocolAbort, ProtocolError
+from protocols.hazmat.keyfile import read_key_file
+from protocols.hazmat.signing import verify_signature
+from protocols.registry import make_protocol
+from protocols.remote import PartyIdentities, SignedRecordWriter
+from protocols.roster import load_rosters, save_roster
+from protocols.stages import VectorSpec
+from securediff.errors import ConfigError, RunDirectoryError
+from securediff.flower.apps import GridExchange, wait_for_nodes, write_json
+from securediff.flower.driver import run_remote_round
+from securediff.flower.exchange import HELLO_DOMAIN
+from securediff.flower.node import stream
+
+INPUT_SOURCES = ("test-vectors",)
+
+
+@dataclass(frozen=True)
+class AggregatorSettings:
+    run_dir: Path
+    roster: Path
+    aggregator_key: Path
+    protocol: str
+    protocol_params: dict[str, Any]
+    rounds: int
+    vector_length: int
+    min_nodes: int
+    stage_timeout: float
+    connect_timeout: float
+    insecure_seed: int | None
+    store_payloads: bool
+
+    @classmethod
+    def from_run_config(cls, cfg: Mapping[str, Any]) -> AggregatorSettings:
+        def need(key: str) -> Any:
+            if key not in cfg or cfg[key] in ("", None):
+                raise ConfigError(f"run config {key!r} is required (flwr run --run-config)")
+            return cfg[key]
+
+        if cfg.get("inputs", "test-vectors") not in INPUT_SOURCES:
+            raise ConfigError(f"run config 'inputs' must be one of {INPUT_SOURCES}")
+        try:
+            params = json.loads(cfg.get("protocol-params", "{}") or "{}")
+        except ValueError:
+            raise ConfigError("run config 'protocol-params' must be a JSON object") from None
+        seed = int(cfg.get("insecure-seed", -1))
+        settings = cls(
+            run_dir=Path(need("run-dir")), roster=Path(need("roster")),
+            aggregator_key=Path(need("aggregator-key")), protocol=str(need("protocol")),
+            protocol_params=params, rounds=int(need("rounds")),
+            vector_length=int(need("vector-length")), min_nodes=int(need("min-nodes")),
+            stage_timeout=float(need("stage-timeout")),
+            connect_timeout=float(cfg.get("connect-timeout", 120.0)),
+            insecure_seed=None if seed < 0 else seed,
+            store_payloads=bool(cfg.get("store-payloads", False)),
+        )
+        if settings.rounds < 1 or settings.vector_length < 1 or settings.min_nodes < 1:
+            raise ConfigError("rounds, vector-length and min-nodes must be >= 1")
+        if settings.stage_timeout <= 0:
+            raise ConfigError("stage-timeout must be > 0 seconds")
+        if not isinstance(params, dict):
+            raise ConfigError("run config 'protocol-params' must be a JSON object")
+        return settings
+
+
+def greet(exchange: GridExchange, roster_ids: tuple[str, ...], roster) -> dict[str, int]:
+    """Map each node to the roster client whose key it proves to hold."""
+    nonce = os.urandom(32)
+    replies = exchange.to_nodes({n: {"kind": "hello", "nonce": nonce}
+                                 for n in exchange.node_ids()}, "hello")
+    nodes: dict[str, int] = {}
+    for node, reply in sorted(replies.items()):
+        cid = reply.get("client_id")
+        sig = reply.get("sig")
+        if (
+            isinstance(cid, str) and cid in roster_ids and cid not in nodes
+            and isinstance(sig, bytes)
+            and verify_signature(public_key=roster.public_key(cid),
+                                 message=HELLO_DOMAIN + nonce + cid.encode(), signature=sig)
+        ):
+            nodes[cid] = node
+    return nodes
+
+
+def run_aggregator(settings: AggregatorSettings, exchange: GridExchange) -> dict[str, Any]:
+    run_dir = settings.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if (run_dir / "transcript.jsonl").exists():
+        raise RunDirectoryError(f"{run_dir} already holds a transcript")
+    roster = load_rosters(settings.roster)[-1]
+    me = PartyIdentities(roster, party=roster.aggregator_id,
+                         key=read_key_file(settings.aggregator_key))
+    protocol = make_protocol(settings.protocol, **settings.protocol_params).bind(me)
+    save_roster(run_dir / "roster.json", roster)
+    started = time.perf_counter()
+    wait_for_nodes(exchange, settings.min_nodes, settings.connect_timeout)
+    exchange.nodes = greet(exchange, roster.client_ids, roster)
+    if len(exchange.nodes) < settings.min_nodes:
+        raise ProtocolError(f"only {len(exchange.nodes)} SuperNodes proved a roster key, "
+                            f"{settings.min_nodes} needed")
+    clients = sorted(exchange.nodes)
+    rb = (os.urandom if settings.insecure_seed is None else stream(hashlib.sha256(
+        f"securediff/flower/aggregator/{settings.insecure_seed}".encode()).digest()))
+    rounds, aggregates = [], {}
+    transcript = SignedRecordWriter.open(
+        run_dir / "transcript.jsonl", identities=me, protocol=protocol,
+        store_payloads=settings.store_payloads, planned_rounds=(0, settings.rounds))
+    try:
+        for r in range(settings.rounds):
+            t0 = time.perf_counter()
+            try:
+                res = run_remote_round(
+                    protocol, round_index=r, participants=clients,
+                    vector_spec=VectorSpec(settings.vector_length, "float32"), identities=me,
+                    transcript=transcript, exchange=exchange, random_bytes=rb)
+            except ProtocolAbort as exc:
+                rounds.append({"round": r, "outcome": "aborted", "reason": str(exc),
+                               "seconds": time.perf_counter() - t0})
+                continue
+            aggregates[f"round-{r}"] = np.ascontiguousarray(res.weighted_sum, dtype=np.float64)
+            rounds.append({
+                "round": r, "outcome": "aggregated", "survivors": list(res.survivors),
+                "dropped": res.stats["drop_reasons"], "contributors": list(res.contributors),
+                "total_weight": res.total_weight, "bytes_up": res.bytes_up,
+                "bytes_down": res.bytes_down, "seconds": time.perf_counter() - t0,
+            })
+    finally:
+        transcript.close()
+    if aggregates:
+        save_file(aggregates, str(run_dir / "aggregates.safetensors"))
+    summary = {
+        "mode": "private" if settings.insecure_seed is None
+        else "NOT PRIVATE: insecure deterministic test mode",
+        "protocol": protocol.name, "clients": exchange.nodes, "rounds": rounds,
+        "seconds": time.perf_counter() - started,
+    }
+    write_json(run_dir / "flower.json", summary)
+    return summary
