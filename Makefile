@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(BIN)/ruff check securediff protocols audits cli tests
 	$(BIN)/python -m pytest
 
-# The secagg benchmark runs Flower's own SecAgg+ code: flwr is a benchmark-only dependency.
+# The secagg benchmark runs Flower's own SecAgg+ code (flwr is also in requirements.lock.txt now).
 bench: $(STAMP)
 	$(BIN)/pip install -q --disable-pip-version-check flwr==1.42.0
 	$(BIN)/python benchmarks/run.py
