@@ -9,8 +9,14 @@ seed never share keystream (a stream is at most 2^64 blocks long).
 Ring elements of Z_(2^bits) are read straight from the keystream as
 little-endian unsigned integers of the smallest numpy width holding `bits` and
 reduced with a bit mask. Since 2^bits divides 2^width, every element is exactly
-uniform: there is no modulo bias. Everything is vectorised: one OpenSSL call
-per stream, one numpy view, no per-element Python loop.
+uniform: there is no modulo bias.
+
+Speed (docs/performance.md, benchmarks/mask_prg.py): the keystream is written
+by OpenSSL straight into numpy memory (`update_into`), never through an
+intermediate `bytes` object, and masks are generated and added in chunks of
+`CHUNK_BYTES` that stay in the CPU cache, so adding a mask to an accumulator
+costs one pass over the accumulator and no allocation of the mask's size.
+No per-element Python loop; one Python iteration per chunk.
 """
 
 from __future__ import annotations
@@ -27,6 +33,10 @@ SEED_BYTES = 32
 RING_BITS = (8, 16, 24, 32, 40, 48, 56, 64)
 _DOMAIN = b"securediff/prg/v1/aes-256-ctr\n"
 _MAX_BYTES = 1 << 40
+# 256 KiB: large enough that the per-chunk Python overhead is negligible, small
+# enough that the keystream chunk is still in L2 when numpy adds it.
+CHUNK_BYTES = 1 << 18
+_ZEROS = bytes(CHUNK_BYTES)  # CTR keystream = AES-CTR encryption of zeros
 
 
 def _cipher(seed: bytes, nonce: bytes):
@@ -68,17 +78,24 @@ def ring_mask(bits: int) -> int:
     return (1 << bits) - 1
 
 
+def _keystream_into(encryptor, out: np.ndarray) -> None:
+    """Overwrite the bytes of contiguous `out` with the next keystream bytes."""
+    raw = out.reshape(-1).view(np.uint8)
+    for start in range(0, raw.size, CHUNK_BYTES):
+        part = raw[start : start + CHUNK_BYTES]
+        encryptor.update_into(_ZEROS[: part.size], part)
+
+
 def ring_elements(seed: bytes, *, count: int, bits: int, nonce: bytes = b"") -> np.ndarray:
     """`count` independent uniform elements of Z_(2^bits), as a fresh writable array."""
     dtype = ring_dtype(bits)
     if type(count) is not int or count < 0:
         raise ProtocolInputError(f"cannot draw {count!r} ring elements")
-    out = np.frombuffer(
-        bytearray(prg_bytes(seed, count * dtype.itemsize, nonce=nonce)), dtype=dtype
-    )
-    if bits != 8 * dtype.itemsize:
-        np.bitwise_and(out, dtype.type(ring_mask(bits)), out=out)
-    return out
+    if count * dtype.itemsize > _MAX_BYTES:
+        raise ProtocolInputError(f"cannot draw {count!r} ring elements")
+    out = np.empty(count, dtype=dtype)
+    _keystream_into(_cipher(seed, nonce), out)
+    return reduce_ring(out, bits=bits)
 
 
 def add_mask(
@@ -88,16 +105,25 @@ def add_mask(
 
     The keystream is added at full width; reduction mod 2^bits is left to the
     caller (reducing once at the end gives the same result, since 2^bits divides
-    the width's modulus), which saves one pass per mask.
+    the width's modulus), which saves one pass per mask. The mask is made chunk
+    by chunk in a small scratch buffer, never as a whole.
     """
     dtype = ring_dtype(bits)
     if acc.dtype != dtype or acc.ndim != 1 or not acc.flags.writeable:
         raise ProtocolInputError(f"the accumulator must be a writable 1-D {dtype} array")
-    stream = np.frombuffer(prg_bytes(seed, acc.size * dtype.itemsize, nonce=nonce), dtype=dtype)
-    if subtract:
-        np.subtract(acc, stream, out=acc)
-    else:
-        np.add(acc, stream, out=acc)
+    if acc.size * dtype.itemsize > _MAX_BYTES:
+        raise ProtocolInputError("the accumulator is longer than one PRG stream")
+    encryptor = _cipher(seed, nonce)
+    op = np.subtract if subtract else np.add
+    step = CHUNK_BYTES // dtype.itemsize
+    scratch = np.empty(min(step, acc.size), dtype=dtype)
+    scratch_bytes = scratch.view(np.uint8)
+    for start in range(0, acc.size, step):
+        part = acc[start : start + step]
+        stream = scratch[: part.size]
+        encryptor.update_into(_ZEROS[: part.size * dtype.itemsize],
+                              scratch_bytes[: part.size * dtype.itemsize])
+        op(part, stream, out=part)
 
 
 def reduce_ring(acc: np.ndarray, *, bits: int) -> np.ndarray:
