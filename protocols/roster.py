@@ -9,6 +9,7 @@ transcript against rosters they obtained independently.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -58,14 +59,20 @@ class Roster:
     def client_ids(self) -> tuple[str, ...]:
         return tuple(p for p, _ in self.keys if p != self.aggregator_id)
 
+    @functools.cached_property
+    def _by_party(self) -> dict[str, bytes]:
+        # A client checks every routed key set against the roster: a linear scan per
+        # lookup made that n^2 per client (docs/performance.md).
+        return {p: bytes.fromhex(key) for p, key in self.keys}
+
     def __contains__(self, party: object) -> bool:
-        return any(p == party for p, _ in self.keys)
+        return isinstance(party, str) and party in self._by_party
 
     def public_key(self, party: str) -> bytes:
-        for p, key in self.keys:
-            if p == party:
-                return bytes.fromhex(key)
-        raise RosterError(f"{party!r} is not in the roster")
+        try:
+            return self._by_party[party]
+        except (KeyError, TypeError):
+            raise RosterError(f"{party!r} is not in the roster") from None
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -33,7 +33,7 @@ from protocols.messages import Message
 from protocols.messages import decode as decode_message
 from protocols.secagg import crypto
 from protocols.secagg.context import round_context
-from protocols.secagg.graph import graph_seed, harary_graph, is_connected, shareholder_x
+from protocols.secagg.graph import harary_graph, is_connected, routed_graph_seed, shareholder_x
 from protocols.secagg.messages import (
     KEY_BYTES,
     ConsistencyRequest,
@@ -55,11 +55,9 @@ Problems = list[tuple[int, str]]
 def transcript_meta(message: Message) -> dict[str, Any] | None:
     """The public facts of a message that the audit needs, recorded and signed with it."""
     if isinstance(message, RouteKeys):
-        columns = (crypto.chunks(b, KEY_BYTES) for b in (message.c_pks, message.s_pks,
-                                                           message.e_pks))
-        keys = [k for triple in zip(*columns, strict=True) for k in triple]
-        seed = graph_seed(round_index=message.round_index, degree=message.degree,
-                          ids=message.ids, keys=keys)
+        seed = routed_graph_seed(round_index=message.round_index, degree=message.degree,
+                                 ids=message.ids, c_pks=message.c_pks, s_pks=message.s_pks,
+                                 e_pks=message.e_pks)
         return {"ids": list(message.ids), "degree": message.degree,
                 "threshold": message.threshold, "length": message.length,
                 "dtype": message.dtype, "graph_seed": seed.hex()}

@@ -23,12 +23,12 @@ from protocols.hazmat.kex import AgreementKey
 from protocols.hazmat.prg import reduce_ring
 from protocols.hazmat.quantize import QuantizationError, decode, encode, encode_weight, quantize
 from protocols.hazmat.shamir import ShamirError, encode_share, split
-from protocols.hazmat.signing import SigningKey, verify_signature
+from protocols.hazmat.signing import SigningKey
 from protocols.messages import Message
 from protocols.roster import Identities
 from protocols.secagg import crypto
 from protocols.secagg.context import RoundContext
-from protocols.secagg.graph import graph_seed, harary_graph, is_connected, shareholder_x
+from protocols.secagg.graph import harary_graph, is_connected, routed_graph_seed, shareholder_x
 from protocols.secagg.messages import (
     KEY_BYTES,
     SIG_BYTES,
@@ -154,28 +154,26 @@ def receive_route(
         KEY_BYTES * n, KEY_BYTES * n, KEY_BYTES * n, sig_len
     ):
         raise _refuse(st, "routed keys have the wrong sizes")
-    cs, ss, es = (crypto.chunks(b, KEY_BYTES) for b in (msg.c_pks, msg.s_pks, msg.e_pks))
-    keys = {cid: (cs[i], ss[i], es[i]) for i, cid in enumerate(msg.ids)}
+    ids = tuple(msg.ids)
+    at = slice(KEY_BYTES * ids.index(st.me), KEY_BYTES * (ids.index(st.me) + 1))
     mine = (st.c_key.public_key, st.s_key.public_key, st.e_key.public_key)
-    if keys[st.me] != mine:
+    if (msg.c_pks[at], msg.s_pks[at], msg.e_pks[at]) != mine:
         raise _refuse(st, "the aggregator relayed my keys altered")
-    if len({k for triple in keys.values() for k in triple}) != 3 * n:
+    # The parsing and checking below are pure functions of the routed bytes, memoized
+    # (crypto.routed_keys): every client of a simulated round gets the same list.
+    keys = crypto.routed_keys(ids, msg.c_pks, msg.s_pks, msg.e_pks)
+    if keys is None:
         raise _refuse(st, "two advertised keys are equal")
     if identities is not None:
-        roster = identities.roster()
-        sigs = crypto.chunks(msg.id_sigs, SIG_BYTES)
-        for i, cid in enumerate(msg.ids):
-            statement = crypto.advertise_statement(
-                round_index=ctx.round_index, client_id=cid, c_pk=cs[i], s_pk=ss[i], e_pk=es[i]
-            )
-            if not verify_signature(public_key=roster.public_key(cid), message=statement,
-                                    signature=sigs[i]):
-                raise _refuse(st, f"the keys relayed for {cid} are not signed by its roster key")
-    seed = graph_seed(round_index=ctx.round_index, degree=ctx.plan.degree, ids=msg.ids,
-                      keys=[k for cid in msg.ids for k in keys[cid]])
+        unsigned = crypto.first_unsigned_advert(identities.roster(), ctx.round_index, ids,
+                                                msg.c_pks, msg.s_pks, msg.e_pks, msg.id_sigs)
+        if unsigned is not None:
+            raise _refuse(st, f"the keys relayed for {unsigned} are not signed by its roster key")
+    seed = routed_graph_seed(round_index=ctx.round_index, degree=ctx.plan.degree, ids=ids,
+                             c_pks=msg.c_pks, s_pks=msg.s_pks, e_pks=msg.e_pks)
     return _replace(
         st,
-        ids=tuple(msg.ids),
+        ids=ids,
         keys=keys,
         graph=harary_graph(msg.ids, degree=ctx.plan.degree, seed=seed),
         xs=shareholder_x(msg.ids),
@@ -317,11 +315,11 @@ def _check_signatures(st: ClientData, msg: UnmaskRequest, included: tuple[str, .
         raise _refuse(st, "an included client is not on the signed survivor list")
     if len(msg.signatures) != SIG_BYTES * len(included):
         raise _refuse(st, "one consistency signature per included client is required")
-    statement = crypto.consistency_statement(
-        round_index=st.ctx.round_index, masked_senders=st.signed_list)
-    for cid, sig in zip(included, crypto.chunks(msg.signatures, SIG_BYTES), strict=True):
-        if not verify_signature(public_key=st.keys[cid][2], message=statement, signature=sig):
-            raise _refuse(st, f"{cid}'s consistency signature is invalid")
+    bad = crypto.first_bad_consistency_sig(
+        st.ctx.round_index, st.signed_list, included, tuple(st.keys[cid][2] for cid in included),
+        tuple(crypto.chunks(msg.signatures, SIG_BYTES)))
+    if bad is not None:
+        raise _refuse(st, f"{bad}'s consistency signature is invalid")
     if 2 * len(included) <= len(st.ids):
         raise _refuse(st, f"{len(included)} signers of {len(st.ids)} is not a majority: "
                           "two different survivor lists could both be signed")

@@ -9,7 +9,9 @@ randomness), never written anywhere.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -20,10 +22,12 @@ from protocols.hazmat.aead import NONCE_BYTES, TAG_BYTES, open_sealed
 from protocols.hazmat.kex import AgreementKey
 from protocols.hazmat.prg import add_mask, prg_bytes, prg_stream
 from protocols.hazmat.shamir import SHARE_BYTES, decode_share, encode_share
-from protocols.hazmat.signing import SigningKey
+from protocols.hazmat.signing import SIGNATURE_BYTES, SigningKey, verify_signature
 from protocols.messages import canonical_json
+from protocols.roster import Roster
 
 VERSION = "securediff/secagg/v1"
+KEY_BYTES = 32  # X25519 and Ed25519 public keys
 SEALED_BYTES = NONCE_BYTES + 2 * SHARE_BYTES + TAG_BYTES
 SELF_MASK = b"self-mask"
 PAIR_MASK = b"pairwise-mask"
@@ -101,6 +105,56 @@ def advertise_statement(*, round_index: int, client_id: str, c_pk: bytes, s_pk: 
 def consistency_statement(*, round_index: int, masked_senders: Sequence[str]) -> bytes:
     return context("consistency", round_index=round_index, stage="ConsistencySign",
                    parties=list(masked_senders))
+
+
+# Signature checks over a whole routed list, memoized. Both functions are pure
+# (the answer depends only on the argument bytes, compared in full), so a
+# remembered answer is exactly what checking again would give. In the in-process
+# simulation every client receives byte-identical lists, and the n^2 Ed25519
+# verifications of a round become n (docs/performance.md); a deployed client,
+# in its own process, still checks each of its n signatures itself. Only the
+# last few lists are kept.
+@functools.lru_cache(maxsize=8)
+def first_unsigned_advert(
+    roster: Roster, round_index: int, ids: tuple[str, ...], c_pks: bytes, s_pks: bytes,
+    e_pks: bytes, id_sigs: bytes,
+) -> str | None:
+    """The first client whose routed keys (concatenated, in `ids` order) are not signed
+    by its roster key, else None. The caller checked the sizes."""
+    cs, ss, es = (chunks(b, KEY_BYTES) for b in (c_pks, s_pks, e_pks))
+    sigs = chunks(id_sigs, SIGNATURE_BYTES)
+    for i, cid in enumerate(ids):
+        statement = advertise_statement(round_index=round_index, client_id=cid, c_pk=cs[i],
+                                        s_pk=ss[i], e_pk=es[i])
+        if not verify_signature(public_key=roster.public_key(cid), message=statement,
+                                signature=sigs[i]):
+            return cid
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def routed_keys(
+    ids: tuple[str, ...], c_pks: bytes, s_pks: bytes, e_pks: bytes
+) -> Mapping[str, tuple[bytes, bytes, bytes]] | None:
+    """Each client's (c, s, e) public keys from the concatenated lists, read-only; None
+    when two of the 3n keys are equal. Pure and memoized like the checks above."""
+    cs, ss, es = (chunks(b, KEY_BYTES) for b in (c_pks, s_pks, e_pks))
+    if len(set(cs) | set(ss) | set(es)) != 3 * len(ids):
+        return None
+    return MappingProxyType(dict(zip(ids, zip(cs, ss, es, strict=True), strict=True)))
+
+
+@functools.lru_cache(maxsize=8)
+def first_bad_consistency_sig(
+    round_index: int, signed_list: tuple[str, ...], signers: tuple[str, ...],
+    e_pks: tuple[bytes, ...], signatures: tuple[bytes, ...],
+) -> str | None:
+    """The first signer whose signature of the survivor list is invalid, else None."""
+    statement = consistency_statement(round_index=round_index, masked_senders=signed_list)
+    for cid, pk, sig in zip(signers, e_pks, signatures, strict=True):
+        if not verify_signature(public_key=pk, message=statement, signature=sig):
+            return cid
+    return None
 
 
 def add_self_mask(acc: np.ndarray, b_seed: bytes, *, bits: int, subtract: bool = False) -> None:
