@@ -7,18 +7,46 @@ import tomllib
 from typer.testing import CliRunner
 
 from cli.app import app
-from securediff.storage import read_json
+from securediff.federation import runner as runner_module
+from securediff.storage import load_tensors, read_json
 
 runner = CliRunner()
 
 
-def test_adaptive_pfdm_run_records_its_choices_and_their_costs(tmp_path, tiny_args):
-    result = runner.invoke(app, ["train", "--insecure-deterministic", "3", "--json", "--run.name", "ad",
-                                 "--privacy.clipping", "adaptive", "--privacy.dpsgd_personal", "true",
-                                 "--privacy.dpsgd_epsilon", "6", "--federation.rounds", "3", *tiny_args])
+class Crash(Exception):
+    pass
+
+
+def test_adaptive_pfdm_run_records_its_choices_and_their_costs(tmp_path, tiny_args, monkeypatch):
+    args = ["train", "--insecure-deterministic", "3", "--json", "--privacy.clipping", "adaptive",
+            "--privacy.dpsgd_personal", "true", "--privacy.dpsgd_epsilon", "6",
+            "--federation.rounds", "3", *tiny_args]
+    whole = runner.invoke(app, [*args, "--run.name", "whole"])
+    assert whole.exit_code == 0, whole.output
+    # The same run cut after its first round and resumed: the clip norms come back
+    # from the checkpoint and the quantile is not drawn (or charged) again.
+    original = runner_module.FederatedRun._checkpoint
+    calls = {"n": 0}
+
+    def crash_after_first_round(self):
+        original(self)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise Crash("simulated crash")
+
+    monkeypatch.setattr(runner_module.FederatedRun, "_checkpoint", crash_after_first_round)
+    assert isinstance(runner.invoke(app, [*args, "--run.name", "ad"]).exception, Crash)
+    monkeypatch.setattr(runner_module.FederatedRun, "_checkpoint", original)
+    result = runner.invoke(app, ["train", "--resume", str(tmp_path / "runs" / "ad.incomplete"), "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     run = tmp_path / "runs" / "ad"
+    a = load_tensors(tmp_path / "runs" / "whole" / "checkpoints" / "state.safetensors")
+    b = load_tensors(run / "checkpoints" / "state.safetensors")
+    assert all(a[k].equal(b[k]) for k in a), "resumed adaptive run differs from the uninterrupted one"
+    clips = [(r["update_clip"], r["unclipped_fraction"]) for r in out["summary"]["rounds"]]
+    assert clips == [(r["update_clip"], r["unclipped_fraction"])
+                     for r in json.loads(whole.stdout)["summary"]["rounds"]]
     privacy = tomllib.loads((run / "config.toml").read_text())["privacy"]
     # Digits' image norms lie in [6.1, 7.6]: the median is far below the default C = 10,
     # so t0 falls below the 675 that C = 10 needs at epsilon 10.
@@ -29,7 +57,7 @@ def test_adaptive_pfdm_run_records_its_choices_and_their_costs(tmp_path, tiny_ar
         assert 0 < client["epsilon_personal"] <= 6.0 + 1e-6
     for led in read_json(run / "ledger.json").values():
         kinds = [e["kind"] for e in led["events"]]
-        assert kinds[:2] == ["quantile_count", "forward_noise"]
+        assert kinds[:2] == ["quantile_count", "forward_noise"] and kinds.count("quantile_count") == 1
         assert [e.get("count_noise") is not None for e in led["events"] if e["kind"] == "dpsgd"] == [True]
     rounds = out["summary"]["rounds"]
     assert rounds[0]["update_clip"] is None and rounds[0]["unclipped_fraction"] is None
