@@ -255,7 +255,7 @@ def dpsgd_whitebox_audit(
                                               source=sampling))
         dpsgd.step(per_copy_loss, x[idx], y[idx], cid[idx])
         observed[s] = -model.canary.weight.grad[0].double().numpy() * ebs / c
-    dpsgd.module._close()
+    dpsgd.close()
     scores = observer_scores(observed, sigma=sigma, q=setting.sample_rate)
     result = one_run_bound(scores=scores, included=included,
                            rules=guess_rules(canaries, per_side=per_side), delta=setting.delta,

@@ -1,7 +1,10 @@
 """DP-SGD with noise multiplicity (DPDM, Dockhorn et al. 2022).
 
-Opacus computes per-sample gradients only (GradSampleModule, hooks mode, sum
-reduction); clipping and noise happen here so the noise comes from our
+Per-sample gradients come from securediff.privacy.per_sample (one forward and
+one backward pass, no per-sample tensor for large layers; docs/performance.md
+has its speed against Opacus), or, with `per_sample="opacus"`, from Opacus'
+GradSampleModule (hooks mode, sum reduction), kept as an independent
+reference. Clipping and noise happen here so the noise comes from our
 `RandomSource` and not from torch's global generator. With noise
 multiplicity K each sample is repeated K times (its copies contiguous, each
 with its own diffusion noise and timestep); the K per-copy gradients are
@@ -24,6 +27,7 @@ from torch import nn
 
 from securediff.errors import ConfigError, PrivacyError
 from securediff.privacy.ledger import Artefact, DPSGDEvent, PrivacyLedger
+from securediff.privacy.per_sample import PerSampleClipper
 from securediff.rng import RandomSource
 
 _CLIP_STABILITY = 1e-6
@@ -79,6 +83,7 @@ class DPSGD:
         sample_rate: float | None = None,
         artefact: Artefact = "shared",
         secure_noise: bool = False,
+        per_sample: str = "fused",
     ) -> None:
         if not (max_grad_norm > 0.0 and math.isfinite(max_grad_norm)):
             raise ConfigError(f"max_grad_norm must be positive, got {max_grad_norm}")
@@ -93,7 +98,14 @@ class DPSGD:
         if ledger is not None and sample_rate is None:
             raise ConfigError("a ledger needs the sample_rate to charge DP-SGD steps")
         validate_for_dp(model)
-        if isinstance(model, GradSampleModule):
+        if per_sample not in ("fused", "opacus"):
+            raise ConfigError(f"per_sample must be 'fused' or 'opacus', got {per_sample!r}")
+        self.per_sample = per_sample
+        self.clipper: PerSampleClipper | None = None
+        if per_sample == "fused":
+            self.clipper = PerSampleClipper(model)
+            self.module = model
+        elif isinstance(model, GradSampleModule):
             self.module = model
         else:
             self.module = GradSampleModule(model, batch_first=True, loss_reduction="sum")
@@ -114,6 +126,13 @@ class DPSGD:
         self.sample_rate = sample_rate
         self.artefact = artefact
         self.reserved_steps = 0
+
+    def close(self) -> None:
+        """Remove the hooks this DPSGD put on the model."""
+        if self.clipper is not None:
+            self.clipper.close()
+        elif isinstance(self.module, GradSampleModule):
+            self.module._close()
 
     def reserve(self, steps: int) -> float:
         """Charge `steps` DP-SGD steps to the ledger before running them;
@@ -181,6 +200,8 @@ class DPSGD:
             return zeros, torch.zeros(0)
         self.module.zero_grad(set_to_none=True)
         repeated = [t.repeat_interleave(k, dim=0) for t in batch]
+        if self.clipper is not None:
+            return self.clipper.clipped_sum(loss_fn, tuple(repeated), b, k, self.max_grad_norm, _CLIP_STABILITY)
         losses = loss_fn(self.module, *repeated)
         if losses.shape != (b * k,):
             raise ConfigError(
