@@ -149,7 +149,7 @@ class Strategy:
         dpsgd.reserve(steps)  # write-ahead: the cost is recorded before the steps run
         loss = dp_train_steps(dpsgd, x, y, steps=steps, sample_rate=dp.sample_rate,
                               source=client.private_stream(f"poisson-{purpose}", round_index), **common)
-        dpsgd.module._close()
+        dpsgd.close()
         if adaptive:
             client.sample_clip[purpose] = dpsgd.clip
         return loss
