@@ -41,8 +41,10 @@ def privacy_statement(
     accountant: str,
     labels: str,
     label_epsilon: float,
+    adaptive_quantile: float | None = None,
 ) -> dict[str, Any]:
-    """Rows of the statement and the run's headline epsilon (max over clients)."""
+    """Rows of the statement and the run's headline epsilon (max over clients).
+    `adaptive_quantile`: the target quantile of adaptive clipping, None if fixed."""
     label_note = (
         "class labels are declared PUBLIC and are released unprotected in the shared path"
         if labels == "public"
@@ -58,7 +60,10 @@ def privacy_statement(
         rows.append(StatementRow(
             "noised data x~", "the client's shared-model trainer only",
             f"replace-one Gaussian per record at t0 = {t0}, C = {clip_norm:g}: epsilon = {forward_exact:.3f} "
-            f"(exact, Balle & Wang 2018), {forward_classic:.3f} (classic bound) at delta = {delta:g}",
+            f"(exact, Balle & Wang 2018), {forward_classic:.3f} (classic bound) at delta = {delta:g}"
+            + ("" if adaptive_quantile is None else
+               f"; C is the private {adaptive_quantile:g}-quantile of the clients' image norms "
+               "(noised counts, in the ledger; the shared epsilon below composes both)"),
         ))
     shared_text = {
         "pfdm": f"post-processing of x~ (max over clients {_eps(shared_epsilon)}, {accountant}, delta = {delta:g}); {label_note}",
@@ -68,6 +73,10 @@ def privacy_statement(
         "local": "not shared (no collaboration)",
         "centralized": "none: pooled raw data (an upper bound, not a deployable option)",
     }[strategy]
+    if adaptive_quantile is not None and strategy in ("pfdm", "layer-split", "fedavg"):
+        shared_text += ("; updates clipped at a norm that tracks their "
+                        f"{adaptive_quantile:g}-quantile from bits aggregated with them "
+                        "(post-processing of the updates: no further cost)")
     rows.append(StatementRow("shared denoiser and its updates", f"{aggregator}; all clients", shared_text))
     personal = ("DP-SGD: " + _eps(personal_epsilon) + f" ({accountant}, delta = {delta:g})"
                 if math.isfinite(personal_epsilon) else "none: trained on the client's raw data without DP-SGD")

@@ -555,7 +555,7 @@ class FederatedRun:
                 mean_update = mean[:mean.size - bit_count(clip)] if adaptive else mean
                 strategy.apply_global(strategy.global_vector() + mean_update)
                 if adaptive:
-                    bits_mean = mean[mean_update.size:]
+                    bits_mean = np.clip(mean[mean_update.size:], 0.0, 1.0)  # quantization error
                     fraction = float(bits_mean[0]) if clip is not None else None
                     s.update_clip = next_update_clip(clip, bits_mean, target_quantile=self.cfg.privacy.clip_quantile,
                                                      lr=self.cfg.privacy.clip_lr)
