@@ -43,13 +43,13 @@ def aggregator_main(grid: Grid, context: Context) -> None:
 
 @client_app.query()
 def client_query(msg: Message, context: Context) -> Message:
-    from securediff.flower.client import node_from_config
+    from securediff.flower.client import handle_request
 
     record = context.state.get(RECORD)
     state = state_from_record(record) if isinstance(record, ConfigRecord) else {}
-    node = node_from_config(context.node_config, context.run_config, state)
-    reply = node.handle(dict(msg.content[RECORD]))
-    context.state[RECORD] = state_to_record(node.state)
+    reply = handle_request(context.node_config, context.run_config, state,
+                           dict(msg.content[RECORD]))
+    context.state[RECORD] = state_to_record(state)
     return Message(RecordDict({RECORD: ConfigRecord(reply)}), reply_to=msg)
 
 
@@ -64,14 +64,16 @@ class GridExchange:
     def node_ids(self) -> list[int]:
         return sorted(self.grid.get_node_ids())
 
-    def to_nodes(self, requests: Mapping[int, Request], group: str) -> dict[int, Reply]:
+    def to_nodes(self, requests: Mapping[int, Request], group: str,
+                 timeout: float | None = None) -> dict[int, Reply]:
+        timeout = self.timeout if timeout is None else timeout
         messages = [
             Message(RecordDict({RECORD: ConfigRecord(req)}), dst_node_id=node,
-                    message_type="query", group_id=group, ttl=self.timeout + 60)
+                    message_type="query", group_id=group, ttl=timeout + 60)
             for node, req in requests.items()
         ]
         replies: dict[int, Reply] = {}
-        for reply in self.grid.send_and_receive(messages, timeout=self.timeout):
+        for reply in self.grid.send_and_receive(messages, timeout=timeout):
             node = reply.metadata.src_node_id
             if reply.has_error():
                 replies[node] = {"error": str(reply.error.reason)}
@@ -79,10 +81,12 @@ class GridExchange:
                 replies[node] = dict(reply.content[RECORD])
         return replies
 
-    def __call__(self, requests: Mapping[str, Request]) -> dict[str, Reply]:
+    def __call__(self, requests: Mapping[str, Request],
+                 timeout: float | None = None) -> dict[str, Reply]:
+        """`timeout`: seconds to wait (default: the stage timeout)."""
         by_node = {self.nodes[c]: req for c, req in requests.items() if c in self.nodes}
         group = str(next(iter(requests.values()), {}).get("round", ""))
-        answers = self.to_nodes(by_node, group)
+        answers = self.to_nodes(by_node, group, timeout)
         return {c: answers[n] for c, n in self.nodes.items() if n in answers and c in requests}
 
 

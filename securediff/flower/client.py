@@ -2,7 +2,9 @@
 
 Node config (`flower-supernode --node-config`): `client-id` (as the roster
 names it), `identity-key` (this organisation's key file, never sent anywhere),
-`roster` (the pinned roster, obtained out of band).
+`roster` (the pinned roster, obtained out of band); for training runs (run
+config `inputs = "train"`, the default) also `state-dir` and the data settings
+of `trainer.py`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from protocols.roster import load_rosters
 from securediff.errors import ConfigError
 from securediff.flower.inputs import seeded_vectors
 from securediff.flower.node import ClientNode
+from securediff.flower.trainer import NodeSettings, NodeTrainer, update_source
 
 
 def node_from_config(node_config: Mapping[str, Any], run_config: Mapping[str, Any],
@@ -27,8 +30,26 @@ def node_from_config(node_config: Mapping[str, Any], run_config: Mapping[str, An
     identities = PartyIdentities(load_rosters(str(node_config["roster"]))[-1], party=cid,
                                  key=read_key_file(str(node_config["identity-key"])))
     seed = int(run_config.get("insecure-seed", -1))
-    if run_config.get("inputs", "test-vectors") != "test-vectors" or seed < 0:
-        raise ConfigError("this version feeds nodes only from the insecure deterministic "
-                          "test mode's vectors: set insecure-seed >= 0 and inputs = test-vectors")
+    inputs = run_config.get("inputs", "train")
+    if inputs == "train":
+        settings = NodeSettings.from_configs(cid, node_config, run_config)
+        return ClientNode(identities=identities, inputs=update_source(settings.state_dir, cid),
+                          state=state, insecure_seed=settings.insecure_seed)
+    if inputs != "test-vectors" or seed < 0:
+        raise ConfigError("run config inputs must be train, or test-vectors with "
+                          "insecure-seed >= 0 (the insecure deterministic test mode)")
     return ClientNode(identities=identities, inputs=seeded_vectors(seed, cid), state=state,
                       insecure_seed=seed)
+
+
+def handle_request(node_config: Mapping[str, Any], run_config: Mapping[str, Any],
+                   state: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
+    """One request to this node: training requests go to its `NodeTrainer`, protocol
+    requests to its `ClientNode` (which updates `state` in place)."""
+    node = node_from_config(node_config, run_config, state)
+    if request.get("kind") in ("describe", "train"):
+        if run_config.get("inputs", "train") != "train":
+            raise ConfigError("a training request in a run without inputs = train")
+        settings = NodeSettings.from_configs(node.client_id, node_config, run_config)
+        return NodeTrainer(settings).handle(request)
+    return node.handle(request)

@@ -4,6 +4,12 @@ Writes into `run-dir`: `roster.json` (the pinned keys), `transcript.jsonl` (the
 same format as an in-process run; `securediff transcript verify RUN-DIR`),
 `flower.json` (per round: survivors, dropped with reasons, contributors, total
 weight, seconds) and `aggregates.safetensors` (each released weighted sum).
+
+With `inputs = "train"` (the default) the nodes train on their own data and the
+aggregator holds the shared model (`shared_model.py`); it also writes
+`config.toml` (the securediff config the nodes were sent) and
+`shared-model.safetensors` after each round. With `inputs = "test-vectors"` the
+nodes aggregate the insecure deterministic test mode's vectors.
 """
 
 from __future__ import annotations
@@ -27,13 +33,16 @@ from protocols.registry import make_protocol
 from protocols.remote import PartyIdentities, SignedRecordWriter
 from protocols.roster import load_rosters, save_roster
 from protocols.stages import VectorSpec
+from securediff.config import from_dict, load_toml
 from securediff.errors import ConfigError, RunDirectoryError
 from securediff.flower.apps import GridExchange, wait_for_nodes, write_json
 from securediff.flower.driver import run_remote_round
 from securediff.flower.exchange import HELLO_DOMAIN
 from securediff.flower.node import stream
+from securediff.flower.shared_model import SharedModelServer
+from securediff.rng import RandomSource
 
-INPUT_SOURCES = ("test-vectors",)
+INPUT_SOURCES = ("train", "test-vectors")
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,9 @@ class AggregatorSettings:
     connect_timeout: float
     insecure_seed: int | None
     store_payloads: bool
+    inputs: str = "train"
+    config: Path | None = None  # the securediff config TOML (train); None: defaults
+    train_timeout: float = 600.0  # seconds for the nodes' local training (train)
 
     @classmethod
     def from_run_config(cls, cfg: Mapping[str, Any]) -> AggregatorSettings:
@@ -58,7 +70,8 @@ class AggregatorSettings:
                 raise ConfigError(f"run config {key!r} is required (flwr run --run-config)")
             return cfg[key]
 
-        if cfg.get("inputs", "test-vectors") not in INPUT_SOURCES:
+        inputs = str(cfg.get("inputs", "train"))
+        if inputs not in INPUT_SOURCES:
             raise ConfigError(f"run config 'inputs' must be one of {INPUT_SOURCES}")
         try:
             params = json.loads(cfg.get("protocol-params", "{}") or "{}")
@@ -69,16 +82,19 @@ class AggregatorSettings:
             run_dir=Path(need("run-dir")), roster=Path(need("roster")),
             aggregator_key=Path(need("aggregator-key")), protocol=str(need("protocol")),
             protocol_params=params, rounds=int(need("rounds")),
-            vector_length=int(need("vector-length")), min_nodes=int(need("min-nodes")),
+            vector_length=int(need("vector-length")) if inputs == "test-vectors" else 1,
+            min_nodes=int(need("min-nodes")),
             stage_timeout=float(need("stage-timeout")),
             connect_timeout=float(cfg.get("connect-timeout", 120.0)),
             insecure_seed=None if seed < 0 else seed,
             store_payloads=bool(cfg.get("store-payloads", False)),
+            inputs=inputs, config=Path(str(cfg["config"])) if cfg.get("config") else None,
+            train_timeout=float(cfg.get("train-timeout", 600.0)),
         )
         if settings.rounds < 1 or settings.vector_length < 1 or settings.min_nodes < 1:
             raise ConfigError("rounds, vector-length and min-nodes must be >= 1")
-        if settings.stage_timeout <= 0:
-            raise ConfigError("stage-timeout must be > 0 seconds")
+        if settings.stage_timeout <= 0 or settings.train_timeout <= 0:
+            raise ConfigError("stage-timeout and train-timeout must be > 0 seconds")
         if not isinstance(params, dict):
             raise ConfigError("run config 'protocol-params' must be a JSON object")
         return settings
@@ -122,6 +138,11 @@ def run_aggregator(settings: AggregatorSettings, exchange: GridExchange) -> dict
     clients = sorted(exchange.nodes)
     rb = (os.urandom if settings.insecure_seed is None else stream(hashlib.sha256(
         f"securediff/flower/aggregator/{settings.insecure_seed}".encode()).digest()))
+    model = None
+    if settings.inputs == "train":
+        model = shared_model_server(settings, exchange)
+        (run_dir / "config.toml").write_text(model.config_text, encoding="utf-8")
+        clients = model.describe(clients)
     rounds, aggregates = [], {}
     transcript = SignedRecordWriter.open(
         run_dir / "transcript.jsonl", identities=me, protocol=protocol,
@@ -129,31 +150,59 @@ def run_aggregator(settings: AggregatorSettings, exchange: GridExchange) -> dict
     try:
         for r in range(settings.rounds):
             t0 = time.perf_counter()
+            participants, length, log = clients, settings.vector_length, {}
+            if model is not None:
+                selected = model.select(r, clients)
+                participants, log = model.train(r, clients, selected)
+                length = model.length
+                log = {"selected": selected, "training": log,
+                       "train_seconds": time.perf_counter() - t0}
             try:
+                if not participants:
+                    raise ProtocolAbort(f"round {r}: no sampled node trained an update")
                 res = run_remote_round(
-                    protocol, round_index=r, participants=clients,
-                    vector_spec=VectorSpec(settings.vector_length, "float32"), identities=me,
+                    protocol, round_index=r, participants=participants,
+                    vector_spec=VectorSpec(length, "float32"), identities=me,
                     transcript=transcript, exchange=exchange, random_bytes=rb)
             except ProtocolAbort as exc:
                 rounds.append({"round": r, "outcome": "aborted", "reason": str(exc),
-                               "seconds": time.perf_counter() - t0})
+                               "seconds": time.perf_counter() - t0, **log})
                 continue
             aggregates[f"round-{r}"] = np.ascontiguousarray(res.weighted_sum, dtype=np.float64)
+            if model is not None:
+                model.apply(res)
+                log["shared_model_sha256"] = model.save(run_dir / "shared-model.safetensors", r)
             rounds.append({
                 "round": r, "outcome": "aggregated", "survivors": list(res.survivors),
                 "dropped": res.stats["drop_reasons"], "contributors": list(res.contributors),
                 "total_weight": res.total_weight, "bytes_up": res.bytes_up,
-                "bytes_down": res.bytes_down, "seconds": time.perf_counter() - t0,
+                "bytes_down": res.bytes_down, "seconds": time.perf_counter() - t0, **log,
             })
     finally:
         transcript.close()
     if aggregates:
         save_file(aggregates, str(run_dir / "aggregates.safetensors"))
+    private = settings.insecure_seed is None and (
+        model is None or all(model.private_nodes.values()))
     summary = {
-        "mode": "private" if settings.insecure_seed is None
-        else "NOT PRIVATE: insecure deterministic test mode",
-        "protocol": protocol.name, "clients": exchange.nodes, "rounds": rounds,
-        "seconds": time.perf_counter() - started,
+        "mode": "private" if private else "NOT PRIVATE: insecure deterministic test mode",
+        "inputs": settings.inputs, "protocol": protocol.name, "clients": exchange.nodes,
+        "rounds": rounds, "seconds": time.perf_counter() - started,
     }
+    if model is not None:
+        summary["run_id"] = model.run_id
     write_json(run_dir / "flower.json", summary)
     return summary
+
+
+def shared_model_server(settings: AggregatorSettings, exchange: GridExchange) -> SharedModelServer:
+    """The securediff config of a training run, fitted to the run config (rounds,
+    protocol, insecure seed), and the shared model that goes with it."""
+    raw = load_toml(settings.config) if settings.config is not None else {}
+    config = from_dict(raw).replace(
+        federation={"rounds": settings.rounds, "protocol": settings.protocol},
+        run={"insecure_seed": settings.insecure_seed})
+    source = (RandomSource.from_os() if settings.insecure_seed is None
+              else RandomSource.insecure_from_seed(settings.insecure_seed))
+    return SharedModelServer(config, exchange=exchange, source=source,
+                             train_timeout=settings.train_timeout)

@@ -1,0 +1,285 @@
+"""A node's training: its own data, its own ledger, its own personal model.
+
+Node config (`flower-supernode --node-config`, besides the keys of `client.py`):
+
+- `state-dir` (required): a node-local directory for the ledger, the once-noised
+  data, the personal model of each run and the pending shared update. Nothing
+  in it leaves the node.
+- `dataset` (default: the run config's `data.dataset`, else digits) and
+  `data-path` (MNIST-format IDX directory or MedMNIST `.npz` file for
+  `mnist-idx`, `fashion-mnist-idx`, `medmnist-npz`).
+- `partition-id` / `num-partitions` (default 0 / 1: all of the data): which share
+  of the dataset this node holds, cut exactly as `securediff train` cuts it
+  (`partition`, `alpha`, `shards-per-client`, `quantity-sigma`, `partition-seed`,
+  `holdout-fraction`, `test-fraction` override the run config's [data]).
+- `max-epsilon` (default 10.0): the node refuses a run whose forward noise
+  (plus randomized-response labels) would cost more than this per record.
+- `allow-insecure-seed` (default false): only then may the run config's
+  `insecure-seed` drive this node's randomness (a NOT PRIVATE test run);
+  otherwise its noise comes from the OS and the key is never written.
+
+Requests: `describe` (the data shape, t0 and member count the node would train
+with) and `train` (the round's shared weights in; train the shared part when
+`share`, then the personal part; the update waits in `state-dir` for the
+protocol round, whose input source is `update_source`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from protocols.errors import ProtocolAbort
+from protocols.stages import ClientInput, RoundSetup
+from securediff.errors import CheckpointError, ConfigError, PrivacyError
+from securediff.federation.checkpoint import load_round_state, save_round_state
+from securediff.federation.clients import Client
+from securediff.federation.runner import build_strategy, resolve_device
+from securediff.federation.setup import Plan, plan_run
+from securediff.federation.strategies import Strategy
+from securediff.flower.plan import decode_weights, parse_config, weights_digest
+from securediff.privacy.forward import forward_sigma, noise_once
+from securediff.privacy.labels import randomized_response
+from securediff.privacy.ledger import ForwardNoiseEvent, PrivacyLedger, RandomizedResponseEvent
+from securediff.rng import RandomSource
+from securediff.storage import atomic_write_json, load_tensors, read_json, save_tensors
+
+# node-config key -> [data] key of the securediff config
+_DATA_KEYS = {"dataset": "dataset", "data-path": "path", "num-partitions": "num_clients",
+              "partition": "partition", "alpha": "alpha", "shards-per-client": "shards_per_client",
+              "quantity-sigma": "quantity_sigma", "partition-seed": "partition_seed",
+              "holdout-fraction": "holdout_fraction", "test-fraction": "test_fraction"}
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    client_id: str
+    state_dir: Path
+    data: dict[str, Any]  # [data] overrides
+    partition_id: int
+    max_epsilon: float
+    insecure_seed: int | None  # only where the node allows it
+
+    @classmethod
+    def from_configs(cls, client_id: str, node_config: Mapping[str, Any],
+                     run_config: Mapping[str, Any]) -> NodeSettings:
+        if not node_config.get("state-dir"):
+            raise ConfigError("node config lacks state-dir (a node-local directory for the "
+                              "ledger, noised data and personal model)")
+        data = {v: node_config[k] for k, v in _DATA_KEYS.items() if k in node_config}
+        data.setdefault("num_clients", 1)
+        part = int(node_config.get("partition-id", 0))
+        if not 0 <= part < int(data["num_clients"]):
+            raise ConfigError(f"node config partition-id = {part} is not in "
+                              f"[0, num-partitions = {data['num_clients']})")
+        seed = int(run_config.get("insecure-seed", -1))
+        if seed >= 0 and not bool(node_config.get("allow-insecure-seed", False)):
+            raise ConfigError("the run asks for the insecure deterministic test mode "
+                              "(insecure-seed); this node does not allow it "
+                              "(node config allow-insecure-seed = true)")
+        return cls(client_id=client_id, state_dir=Path(str(node_config["state-dir"])),
+                   data=data, partition_id=part,
+                   max_epsilon=float(node_config.get("max-epsilon", 10.0)),
+                   insecure_seed=None if seed < 0 else seed)
+
+    @property
+    def private(self) -> bool:
+        return self.insecure_seed is None
+
+
+def _members_id(client_id: str) -> str:
+    return f"{client_id}/members"  # as the in-process runner names it
+
+
+class NodeTrainer:
+    """Rebuilt for every message (Flower starts one process per message): all that
+    lasts is in `state_dir`."""
+
+    def __init__(self, settings: NodeSettings) -> None:
+        self.settings = settings
+        self.dir = settings.state_dir
+        root = (RandomSource.from_os() if settings.private
+                else RandomSource.insecure_from_seed(settings.insecure_seed))
+        # The same labels as the in-process runner, so a seeded node draws what
+        # `securediff train` would draw for this client.
+        self.source = root.child(f"client/{settings.client_id}")
+
+    # -- requests -------------------------------------------------------------------
+    def handle(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        plan = self._plan(str(request["config"]))
+        if request["kind"] == "describe":
+            c, h, _ = plan.dataset.image_shape
+            split = plan.partition.clients[self.settings.partition_id]
+            return {"in_channels": c, "image_size": h, "num_classes": plan.dataset.num_classes,
+                    "t0": plan.t0, "members": len(split.member_indices),
+                    "private": self.settings.private}
+        return self._train(plan, request)
+
+    def _plan(self, config_text: str) -> Plan:
+        config = parse_config(config_text)
+        run = {"insecure_seed": self.settings.insecure_seed}
+        config = config.replace(data=self.settings.data, run=run)
+        plan = plan_run(config)
+        planned = self._planned_ledger(plan)
+        eps = max(planned.epsilon(a) for a in {e.artefact for e in planned.events})
+        if eps > self.settings.max_epsilon * (1 + 1e-9):
+            raise PrivacyError(f"{self.settings.client_id}: the run's forward noise costs epsilon "
+                               f"{eps:.3f} per record, above this node's max-epsilon "
+                               f"{self.settings.max_epsilon}")
+        return plan
+
+    def _planned_ledger(self, plan: Plan) -> PrivacyLedger:
+        cfg, cid = plan.config, self.settings.client_id
+        ledger = PrivacyLedger(client_id=cid, budget_epsilon=1e12, delta=cfg.privacy.delta,
+                               accountant=cfg.privacy.accountant)
+        if cfg.federation.strategy == "pfdm":
+            ledger.charge(ForwardNoiseEvent(
+                sigma=forward_sigma(float(plan.schedule.abar[plan.t0])),
+                clip_norm=cfg.privacy.clip_norm, t0=plan.t0, data_id=_members_id(cid)))
+            if cfg.privacy.labels == "randomized-response":
+                ledger.charge(RandomizedResponseEvent(epsilon=cfg.privacy.label_epsilon,
+                                                      num_classes=plan.dataset.num_classes))
+        return ledger
+
+    def _train(self, plan: Plan, request: Mapping[str, Any]) -> dict[str, Any]:
+        r, run = int(request["round"]), str(request["run"])
+        if not run.isalnum():
+            raise ConfigError("the run id must be alphanumeric")
+        run_dir = self.dir / "runs" / run
+        run_dir.mkdir(parents=True, exist_ok=True)
+        progress_path = run_dir / "progress.json"
+        progress = read_json(progress_path) if progress_path.exists() else {"rounds": []}
+        if progress["rounds"] and r <= max(progress["rounds"]):
+            raise ProtocolAbort(f"{self.settings.client_id}: round {r} of this run was trained")
+        device = resolve_device(plan.config.run.device)
+        strategy = build_strategy(plan)
+        client = self._client(plan, strategy, device)
+        if client.model is not None and progress.get("personal_sha256"):
+            load_round_state(run_dir / "personal.safetensors", modules={"personal": client.model},
+                             optimizers={"personal": client.optimizer},
+                             expected_sha256=progress["personal_sha256"])
+        weight = float(client.num_members)
+        reply: dict[str, Any] = {"weight": weight, "private": self.settings.private}
+        if bool(request["share"]):
+            data = bytes(request["weights"])
+            if weights_digest(data) != request["weights_sha256"]:
+                raise ProtocolAbort(f"{self.settings.client_id}: the shared weights do not "
+                                    "match their digest")
+            strategy.init_global(self.source.child("shared-init").torch_generator())
+            strategy.global_model.to(device)
+            strategy.apply_global(decode_weights(data, length=strategy.global_vector().size))
+            update = _clip(strategy.local_update(client, r, None),
+                           plan.config.federation.update_clip)
+            save_tensors(self.dir / "update.safetensors",
+                         {"update": torch.from_numpy(update.astype(np.float32))},
+                         {"round": str(r), "run": run, "weight": repr(weight)})
+            reply.update(length=int(update.size), update_norm=float(np.linalg.norm(update)))
+        if client.model is not None:
+            strategy.personal_train(client, r, None)
+            progress["personal_sha256"] = save_round_state(
+                run_dir / "personal.safetensors", modules={"personal": client.model},
+                optimizers={"personal": client.optimizer}, round_index=r)
+        progress["rounds"].append(r)
+        atomic_write_json(progress_path, progress)
+        reply["epsilon"] = _headline(client.ledger)
+        return reply
+
+    # -- the client, its ledger and its once-noised data ------------------------------
+    def _client(self, plan: Plan, strategy: Strategy, device: torch.device) -> Client:
+        cid, cfg = self.settings.client_id, plan.config
+        split = plan.partition.clients[self.settings.partition_id]
+        index = self.settings.partition_id
+        x = torch.from_numpy(plan.client_images(index, split.member_indices)).to(device)
+        y = torch.from_numpy(plan.dataset.labels[split.member_indices]).to(device)
+        client = Client(client_id=cid, index=index, x=x, y=y, ledger=self._ledger(plan),
+                        source=self.source)
+        strategy.init_client(client, self.source.child("personal-init").torch_generator())
+        if client.model is not None:
+            client.model.to(device)
+            client.optimizer = torch.optim.Adam(client.model.parameters(), lr=cfg.training.lr)
+        if strategy.uses_noised_data:
+            client.x_shared, client.y_shared = self._noised(plan, client)
+            client.x_shared, client.y_shared = client.x_shared.to(device), client.y_shared.to(device)
+        return client
+
+    def _ledger(self, plan: Plan) -> PrivacyLedger:
+        path = self.dir / "ledger.json"
+        if path.exists():
+            return PrivacyLedger.from_dict(read_json(path))
+        budget = self.settings.max_epsilon
+        cfg = plan.config
+        self.dir.mkdir(parents=True, exist_ok=True)
+        ledger = PrivacyLedger(client_id=self.settings.client_id, budget_epsilon=budget,
+                               delta=cfg.privacy.delta, accountant=cfg.privacy.accountant)
+        atomic_write_json(path, ledger.to_dict())
+        return ledger
+
+    def _noised(self, plan: Plan, client: Client) -> tuple[torch.Tensor, torch.Tensor]:
+        """x~ once per data set, ever: the ledger is written before x~ is; a ledger that
+        records the noising without the file refuses to train (never re-noises)."""
+        cfg, data_id = plan.config, _members_id(client.client_id)
+        path, meta_path = self.dir / "noised-data.safetensors", self.dir / "noised-data.json"
+        want = {"t0": plan.t0, "clip_norm": cfg.privacy.clip_norm, "labels": cfg.privacy.labels,
+                "members": client.num_members, "dataset": plan.dataset.name}
+        if data_id in client.ledger.noised_data_ids():
+            if not meta_path.exists():
+                raise CheckpointError(f"{self.dir}: the ledger records the forward noise of "
+                                      f"{data_id} but the noised data is missing; it is never "
+                                      "re-noised (use a new state-dir and a new data set)")
+            meta = read_json(meta_path)
+            if meta["params"] != want:
+                raise ConfigError(f"{self.dir} holds data noised with {meta['params']}, the run "
+                                  f"asks for {want}; data is noised once, ever")
+            tensors = load_tensors(path, expected_sha256=meta["sha256"])
+            return tensors["x_noised"], tensors["y_shared"]
+        x_tilde = noise_once(client.x.cpu().double(), clip_norm=cfg.privacy.clip_norm, t0=plan.t0,
+                             abar=plan.schedule.abar, source=client.source.child("forward-noise"),
+                             ledger=client.ledger, data_id=data_id).float()
+        labels = client.y.cpu().numpy()
+        if cfg.privacy.labels == "randomized-response":
+            labels = randomized_response(labels, epsilon=cfg.privacy.label_epsilon,
+                                         num_classes=plan.dataset.num_classes,
+                                         source=client.source.child("label-rr"),
+                                         ledger=client.ledger)
+        atomic_write_json(self.dir / "ledger.json", client.ledger.to_dict())  # write-ahead
+        y_shared = torch.as_tensor(labels, dtype=torch.int64)
+        digest = save_tensors(path, {"x_noised": x_tilde, "y_shared": y_shared})
+        atomic_write_json(meta_path, {"params": want, "sha256": digest})
+        return x_tilde, y_shared
+
+
+def _clip(update: np.ndarray, bound: float) -> np.ndarray:
+    """federation.update_clip, as the in-process runner applies it."""
+    norm = float(np.linalg.norm(update))
+    return update * (bound / norm) if bound > 0 and norm > bound else update
+
+
+def _headline(ledger: PrivacyLedger) -> float | None:
+    eps = [ledger.epsilon(a) for a in {e.artefact for e in ledger.events}]
+    return max(eps) if eps and all(math.isfinite(e) for e in eps) else None
+
+
+def update_source(state_dir: Path, client_id: str):
+    """The `InputSource` of a training node: the update its last `train` left."""
+
+    def source(setup: RoundSetup) -> ClientInput:
+        path = Path(state_dir) / "update.safetensors"
+        if not path.exists():
+            raise ProtocolAbort(f"{client_id}: no trained update for round {setup.round_index}")
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="np") as fh:
+            meta = fh.metadata() or {}
+            vector = fh.get_tensor("update")
+        if int(meta.get("round", -1)) != setup.round_index or vector.size != setup.vector.length:
+            raise ProtocolAbort(f"{client_id}: the trained update is not round "
+                                f"{setup.round_index}'s ({setup.vector.length} values)")
+        return ClientInput(vector=vector.astype(setup.vector.dtype), weight=float(meta["weight"]))
+
+    return source
