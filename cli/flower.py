@@ -66,17 +66,51 @@ def supernode_cmd(
     auth_key: Annotated[
         Path | None, typer.Option("--auth-key", help="SuperNode authentication key (needs TLS).")
     ] = None,
+    state_dir: Annotated[
+        Path | None, typer.Option("--state-dir", help="Node-local directory for this node's "
+                                  "ledger, noised data and personal model (training runs).")
+    ] = None,
+    dataset: Annotated[str, typer.Option("--dataset", help="digits, colored-digits, mnist-idx, "
+                                         "fashion-mnist-idx or medmnist-npz.")] = "digits",
+    data_path: Annotated[
+        Path | None, typer.Option("--data-path", help="This organisation's data: an MNIST-format "
+                                  "IDX directory or a MedMNIST .npz file.")] = None,
+    partition_id: Annotated[int, typer.Option("--partition-id", help="This node's share of the "
+                                              "dataset (0-based).")] = 0,
+    num_partitions: Annotated[int, typer.Option("--num-partitions", help="How many shares the "
+                                                "dataset is cut into (1: all of it).")] = 1,
+    max_epsilon: Annotated[float, typer.Option("--max-epsilon", help="Refuse runs whose forward "
+                                               "noise costs more per record.")] = 10.0,
+    test_vectors: Annotated[bool, typer.Option("--test-vectors", help="Only aggregate the "
+                                               "insecure test mode's vectors (no training, "
+                                               "NOT PRIVATE).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command only.")] = False,
 ) -> None:
-    """Start this organisation's flower-supernode with its node config."""
+    """Start this organisation's flower-supernode with its node config: by default a
+    training node on its own data (--state-dir required)."""
+    from securediff.errors import ConfigError
     from securediff.flower.keys import supernode_command
 
+    extra: dict[str, str | int | float] = {}
     with handle_errors():
+        if not test_vectors:
+            if state_dir is None:
+                raise ConfigError("--state-dir is required for a training node "
+                                  "(or --test-vectors)")
+            if dataset in ("mnist-idx", "fashion-mnist-idx", "medmnist-npz") and data_path is None:
+                raise ConfigError(f"--data-path is required for --dataset {dataset}")
+            if not 0 <= partition_id < num_partitions:
+                raise ConfigError("--partition-id must be in [0, --num-partitions)")
+            extra = {"state-dir": str(state_dir.resolve()), "dataset": dataset,
+                     "partition-id": partition_id, "num-partitions": num_partitions,
+                     "max-epsilon": max_epsilon}
+            if data_path is not None:
+                extra["data-path"] = str(data_path.resolve())
         cmd = supernode_command(
             client_id=client_id, identity_key=str(identity_key.resolve()),
             roster=str(roster.resolve()), superlink=superlink, port=port,
             root_certificates=None if root_certificates is None else str(root_certificates),
-            auth_key=None if auth_key is None else str(auth_key))
+            auth_key=None if auth_key is None else str(auth_key), extra=extra)
     if dry_run:
         print(shlex.join(cmd))
         return

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from protocols.errors import RosterError
@@ -58,13 +58,17 @@ def make_roster(pub_files: Sequence[str | os.PathLike[str]], *, aggregator: str,
 
 def supernode_command(*, client_id: str, identity_key: str, roster: str, superlink: str,
                       port: int, root_certificates: str | None,
-                      auth_key: str | None = None) -> list[str]:
-    """The `flower-supernode` command line of one organisation's node."""
-    if any("'" in str(v) for v in (client_id, identity_key, roster)):
+                      auth_key: str | None = None,
+                      extra: Mapping[str, str | int | float | bool] | None = None) -> list[str]:
+    """The `flower-supernode` command line of one organisation's node; `extra`:
+    further node-config entries (the data and state settings of a training node)."""
+    entries = {"client-id": client_id, "identity-key": identity_key, "roster": roster,
+               **(extra or {})}
+    if any("'" in str(v) for v in entries.values()):
         raise RosterError("paths and ids in the node config cannot contain a single quote")
     node_config = " ".join(
-        f"{k}='{v}'" for k, v in (("client-id", client_id), ("identity-key", identity_key),
-                     ("roster", roster))
+        f"{k}={str(v).lower() if isinstance(v, bool) else v}" if isinstance(v, int | float)
+        else f"{k}='{v}'" for k, v in entries.items()
     )
     cmd = ["flower-supernode", "--superlink", superlink, "--port", str(port),
            "--node-config", node_config]

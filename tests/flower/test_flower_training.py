@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -163,3 +164,20 @@ def test_a_node_refuses_what_it_did_not_allow(deployment, tmp_path):
     with pytest.raises(ConfigError, match="state-dir"):
         handle_request({k: v for k, v in node.items() if k != "state-dir"}, run_config, {},
                        dict(describe))
+
+
+def test_supernode_command_is_a_training_node_by_default(tmp_path):
+    base = ["flower", "supernode", "--client-id", "client-01", "--identity-key", "k.key",
+            "--roster", "roster.json", "--superlink", "127.0.0.1:9092", "--dry-run"]
+    runner = CliRunner()
+    refused = runner.invoke(app, base)
+    assert refused.exit_code == 2 and "--state-dir" in refused.output
+    ok = runner.invoke(app, [*base, "--state-dir", str(tmp_path / "st"), "--partition-id", "1",
+                             "--num-partitions", "3"])
+    assert ok.exit_code == 0, ok.output
+    argv = shlex.split(ok.output)
+    node_config = argv[argv.index("--node-config") + 1]
+    assert f"state-dir='{tmp_path / 'st'}'" in node_config
+    assert "partition-id=1 num-partitions=3" in node_config
+    assert runner.invoke(app, [*base, "--dataset", "mnist-idx", "--state-dir", "s"]).exit_code == 2
+    assert "state-dir" not in runner.invoke(app, [*base, "--test-vectors"]).output
