@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import save_file
 
-from protocols.errors import ProtocolAbort, ProtocolError
+from protocols.errors import ProtocolAbort, ProtocolError, ProtocolInputError
 from protocols.hazmat.keyfile import read_key_file
 from protocols.hazmat.signing import verify_signature
 from protocols.registry import make_protocol
@@ -158,12 +158,18 @@ def run_aggregator(settings: AggregatorSettings, exchange: GridExchange) -> dict
                 log = {"selected": selected, "training": log,
                        "train_seconds": time.perf_counter() - t0}
             try:
-                if not participants:
-                    raise ProtocolAbort(f"round {r}: no sampled node trained an update")
-                res = run_remote_round(
-                    protocol, round_index=r, participants=participants,
-                    vector_spec=VectorSpec(length, "float32"), identities=me,
-                    transcript=transcript, exchange=exchange, random_bytes=rb)
+                try:
+                    if not participants:
+                        raise ProtocolInputError(f"round {r}: no sampled node trained an update")
+                    res = run_remote_round(
+                        protocol, round_index=r, participants=participants,
+                        vector_spec=VectorSpec(length, "float32"), identities=me,
+                        transcript=transcript, exchange=exchange, random_bytes=rb)
+                except ProtocolInputError as exc:
+                    # Too few nodes trained for the protocol (secagg needs 3): the round is
+                    # closed as aborted before any message, and nothing is released.
+                    _close_unstarted(transcript, r, participants, str(exc))
+                    raise ProtocolAbort(str(exc)) from None
             except ProtocolAbort as exc:
                 rounds.append({"round": r, "outcome": "aborted", "reason": str(exc),
                                "seconds": time.perf_counter() - t0, **log})
@@ -206,3 +212,12 @@ def shared_model_server(settings: AggregatorSettings, exchange: GridExchange) ->
               else RandomSource.insecure_from_seed(settings.insecure_seed))
     return SharedModelServer(config, exchange=exchange, source=source,
                              train_timeout=settings.train_timeout)
+
+
+def _close_unstarted(transcript: SignedRecordWriter, round_index: int,
+                     participants: list[str], reason: str) -> None:
+    statement, _ = transcript.round_statement(
+        round_index=round_index, survivors=(),
+        dropped=[(c, "in the round when it aborted") for c in participants],
+        aggregate_digest=None, reason=reason)
+    transcript.close_with_cosigs(statement, {})

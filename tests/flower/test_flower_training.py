@@ -181,3 +181,17 @@ def test_supernode_command_is_a_training_node_by_default(tmp_path):
     assert "partition-id=1 num-partitions=3" in node_config
     assert runner.invoke(app, [*base, "--dataset", "mnist-idx", "--state-dir", "s"]).exit_code == 2
     assert "state-dir" not in runner.invoke(app, [*base, "--test-vectors"]).output
+
+
+def test_a_node_that_refuses_the_run_is_left_out_and_too_few_abort_the_round(deployment):
+    node_configs, run_config = deployment
+    node_configs[12]["max-epsilon"] = 2.0  # the run's forward noise costs more
+    run_config = {**run_config, "rounds": 1, "min-nodes": 2}
+    summary = run_aggregator(AggregatorSettings.from_run_config(run_config),
+                             DirectExchange(node_configs, run_config))
+    (log,) = summary["rounds"]
+    assert log["selected"] == CLIENTS[:2]  # client-02 did not describe its data
+    assert log["outcome"] == "aborted" and "at least 3 clients" in log["reason"]
+    verify = CliRunner().invoke(app, ["transcript", "verify", run_config["run-dir"], "--json"])
+    assert verify.exit_code == 0, verify.output
+    assert json.loads(verify.output)["aborted_rounds"] == 1
