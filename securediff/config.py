@@ -40,8 +40,14 @@ class RunConfig:
     # Insecure deterministic test mode: every random stream is derived from this
     # recorded seed and every artefact says "not private". None = private.
     insecure_seed: int | None = None
+    # Clients trained at once, each on one intra-op thread (0 = one per CPU core,
+    # at most the number of clients). On this 2-core machine two clients side by
+    # side beat one client on two threads, which collapses when anything else
+    # runs (docs/performance.md).
+    workers: int = 0
 
     def validate(self) -> None:
+        _check(self.workers >= 0, "run.workers", "an integer >= 0 (0 = one per CPU core)", self.workers)
         _check(bool(self.name) and "/" not in self.name and not self.name.startswith("."),
                "run.name", "a non-empty name without '/' that does not start with '.'", self.name)
         _check(self.device in ("auto", "cpu", "cuda"), "run.device", "auto, cpu or cuda", self.device)

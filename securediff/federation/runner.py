@@ -43,6 +43,7 @@ from securediff.federation.clipping import (
     next_update_clip,
     quantile_plan,
 )
+from securediff.federation.parallel import Serialized, map_clients, resolve_workers
 from securediff.federation.setup import Plan
 from securediff.federation.strategies import (
     STRATEGY_CLASSES,
@@ -201,8 +202,9 @@ class FederatedRun:
         self.plan = plan
         self.cfg = plan.config
         self.run_dir = run_dir
-        self.progress = progress or _silent
+        self.progress = Serialized(progress or _silent)
         self.device = resolve_device(self.cfg.run.device)
+        self.workers = resolve_workers(self.cfg.run.workers, device=self.device)
         self.source = make_source(self.cfg)
         self.state: TrainingState | None = None
 
@@ -515,10 +517,13 @@ class FederatedRun:
         inputs, norms = {}, {}
         adaptive = self.cfg.privacy.clipping == "adaptive"
         clip = s.update_clip
-        for client in selected:
+
+        def shared_update(client: Client) -> np.ndarray:
             self.progress("client_start", {"round": r, "client": client.client_id, "phase": "shared"})
-            dp = self._dp_plans.get(f"{client.client_id}/shared")
-            update = strategy.local_update(client, r, dp)
+            return strategy.local_update(client, r, self._dp_plans.get(f"{client.client_id}/shared"))
+
+        updates = map_clients(shared_update, selected, workers=self.workers)
+        for client, update in zip(selected, updates, strict=True):
             # Adaptive: the bits ride behind the update through the same protocol.
             update, bits = clip_with_bits(update, clip) if adaptive else (self._clip_update(update), [])
             norms[client.client_id] = float(np.linalg.norm(update))
@@ -566,11 +571,12 @@ class FederatedRun:
                 strategy.finish_round(s.clients)
         if isinstance(strategy, Centralized):
             strategy.train_round(self.source.child(f"centralized/round-{r}").torch_generator())
-        for client in s.clients:
-            if client.model is None:
-                continue
+
+        def personal(client: Client) -> None:
             self.progress("client_start", {"round": r, "client": client.client_id, "phase": "personal"})
             strategy.personal_train(client, r, self._dp_plans.get(f"{client.client_id}/personal"))
+
+        map_clients(personal, [c for c in s.clients if c.model is not None], workers=self.workers)
         return RoundLog(round=r, clients=[c.client_id for c in selected], survivors=survivors,
                         contributors=contributors, update_norms=norms, bytes_up=bytes_up,
                         bytes_down=bytes_down, seconds=0.0, protocol_stats=stats,
