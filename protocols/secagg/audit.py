@@ -229,6 +229,9 @@ def _threshold_rules(
                                    f"mask key were revealed, {t} needed"))
     if len(included) < t:
         problems.append((line, f"threshold: {len(included)} included clients, {t} needed"))
+    if len(included) < params.min_contributors:
+        problems.append((line, f"noise floor: {len(included)} included clients, "
+                               f"{params.min_contributors} needed"))
     if not is_connected(included, graph):
         problems.append((line, "the included clients' graph is disconnected"))
     if params.consistency_check and 2 * len(included) <= len(ids):

@@ -297,6 +297,9 @@ def receive_unmask_request(
             raise _refuse(st, f"{owner} must be either included or dropped, exactly one")
     if len(included) < st.ctx.threshold:
         raise _refuse(st, f"{len(included)} included is below the threshold {st.ctx.threshold}")
+    if len(included) < st.ctx.min_contributors:
+        raise _refuse(st, f"{len(included)} included is below the noise floor of "
+                          f"{st.ctx.min_contributors} contributors")
     if not is_connected(included, st.graph):
         raise _refuse(st, "the included clients' graph is disconnected: unmasking would "
                           "reveal the sums of its parts")

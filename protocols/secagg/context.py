@@ -20,6 +20,7 @@ class RoundContext:
     dtype: str
     integer: bool
     length: int  # the vector length plus the weight and clipped-count coordinates
+    min_contributors: int = 0  # distributed DP's noise floor (SecAggParams)
 
     @property
     def threshold(self) -> int:
@@ -43,4 +44,5 @@ def round_context(
         dtype=dtype,
         integer=dtype == "int64",
         length=length + EXTRA_COORDINATES,
+        min_contributors=params.min_contributors,
     )

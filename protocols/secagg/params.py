@@ -64,9 +64,13 @@ class SecAggParams:
     correctness_bits: int = 20
     collusion_fraction: float = 0.0
     security_bits: int = 40
+    # Distributed DP: each client adds noise for this many contributors, so an
+    # aggregate of fewer would carry less noise than the ledger planned for.
+    # Honest clients refuse to unmask such a round; 0 = no floor.
+    min_contributors: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("degree", "threshold", "value_bits", "weight_frac_bits"):
+        for name in ("degree", "threshold", "value_bits", "weight_frac_bits", "min_contributors"):
             if type(getattr(self, name)) is not int or getattr(self, name) < 0:
                 raise ProtocolInputError(f"secagg: {name} must be an int >= 0")
         if self.degree == 1:

@@ -230,6 +230,9 @@ def unmask_request(
     if not is_connected(included, data.graph):
         why = why or (f"round {ctx.round_index}: the included clients' graph is disconnected; "
                       "unmasking would reveal partial sums")
+    if len(included) < ctx.min_contributors:
+        why = why or (f"round {ctx.round_index}: {len(included)} contributors is below the noise "
+                      f"floor of {ctx.min_contributors}; the sum would carry less DP noise than planned")
     if why is not None:
         return data, (), why
     fields = dict(
