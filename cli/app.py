@@ -10,6 +10,7 @@ import typer
 
 from cli.audit import audit_app
 from cli.common import EXIT_USAGE, JsonFlag, console, fail, handle_errors, print_json
+from cli.experiment import experiment_app
 from cli.flower import flower_app
 from cli.privacy import privacy_app
 from cli.progress import RunProgress
@@ -29,6 +30,7 @@ app.add_typer(transcript_app, name="transcript")
 app.add_typer(audit_app, name="audit")
 app.add_typer(tee_app, name="tee")
 app.add_typer(flower_app, name="flower")
+app.add_typer(experiment_app, name="experiment")
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 InsecureOpt = Annotated[
