@@ -177,17 +177,24 @@ def _forward_epsilons(run_dir: Path) -> dict[str, Any]:
 
 def run_suite(suite: Suite, *, root: Path, methods: tuple[Method, ...], seeds: int, quick: bool,
               audit: SharedAudit | None, say: Say) -> list[CellOutcome]:
-    """Every (method, seed) cell, method by method; returns what happened to each."""
-    meta = open_suite_dir(root, suite, quick=quick, seeds=seeds)
+    """Every (method, seed) cell, seed by seed; returns what happened to each."""
+    open_suite_dir(root, suite, quick=quick, seeds=seeds)
     started, wall = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.perf_counter()
     outcomes: list[CellOutcome] = []
+    runnable = []
     for method in methods:
-        for seed in range(seeds):
+        reason = unregistered_reason(method)
+        if reason:  # the same reason holds for every seed
+            outcomes.append(CellOutcome(method.name, 0, "missing", reason))
+            say(describe(outcomes[-1]))
+        else:
+            runnable.append(method)
+    # Seed by seed, so that a cut suite leaves whole seeds of paired comparisons.
+    for seed in range(seeds):
+        for method in runnable:
             outcome = run_cell(suite, method, seed=seed, root=root, quick=quick, audit=audit, say=say)
             outcomes.append(outcome)
             say(describe(outcome))
-            if outcome.status == "missing":
-                break  # the same reason holds for every seed
     meta = read_suite(root)
     meta.setdefault("invocations", []).append({
         "started": started, "seconds": time.perf_counter() - wall,
