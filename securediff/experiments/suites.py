@@ -118,9 +118,11 @@ CORE_METHODS: tuple[Method, ...] = (
     _pfdm("pfdm-classic-eps10", 10.0, "classic", CORE_SETTING),
     Method("layer-split-dpsgd-eps10", "layer-split", "dp-sgd", 10.0,
            {"privacy": {"dpsgd_shared": True, "dpsgd_epsilon": 10.0}}, CORE_SETTING),
-    # Distributed DP-SGD through secure aggregation + personal fine-tuning (issue 11).
+    # Distributed DP-SGD through secure aggregation + personal fine-tuning (issue 11);
+    # its config requires secagg. Which epsilon key it calibrates to is the strategy's call.
     Method("hybrid-eps10", "hybrid", "distributed dp-sgd", 10.0,
-           {"privacy": {"target_epsilon": 10.0, "dpsgd_epsilon": 10.0}}, CORE_SETTING),
+           {"federation": {"protocol": "secagg"},
+            "privacy": {"target_epsilon": 10.0, "dpsgd_epsilon": 10.0}}, CORE_SETTING),
     Method("centralized", "centralized", "none", None, setting=CORE_SETTING),
 )
 
