@@ -21,6 +21,7 @@ from securediff.privacy.forward import (
 )
 from securediff.privacy.labels import LabelPolicy, randomized_response
 from securediff.privacy.ledger import (
+    DistributedSkellamEvent,
     DPSGDEvent,
     ForwardNoiseEvent,
     PrivacyLedger,
@@ -32,6 +33,7 @@ __all__ = [
     "DPSGD",
     "AccountantUnsupportedError",
     "DPSGDEvent",
+    "DistributedSkellamEvent",
     "ForwardNoiseEvent",
     "LabelPolicy",
     "PrivacyLedger",

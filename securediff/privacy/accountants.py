@@ -19,6 +19,13 @@ Randomized response is pure eps-DP under replace-one; the PLD accountant
 composes it exactly, the others add its epsilon (basic composition with
 (eps, 0)-DP, sound and tight for a single release).
 
+Distributed Skellam events (the Poisson-subsampled multi-dimensional Skellam
+mechanism, add/remove) have no PLD or PRV here: only ``"rdp"`` composes them,
+with the paper's RDP bound under Zhu & Wang's Poisson-subsampling bound
+(`skellam_accounting`), at integer orders, together with any Gaussians of the
+same part (Opacus' RDP at the same integer orders); the other accountants raise
+AccountantUnsupportedError for them.
+
 Relations. Events that share one relation compose under it. dp_accounting's
 PLD supports Poisson sampling only under add/remove, so a mix is handled by
 converting the add/remove part to replace-one by group privacy (a replacement
@@ -31,7 +38,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -113,10 +121,20 @@ class _Gaussian:
     steps: int
 
 
+@dataclass(frozen=True)
+class _Skellam:
+    l1: float  # integer-domain sensitivities
+    l2: float
+    variance: float  # the noise variance that reached the aggregate
+    q: float
+    steps: int
+
+
 @dataclass
 class _Part:
     gaussians: list[_Gaussian]
     rr: list[tuple[float, int]]  # (epsilon, num_classes)
+    skellams: list[_Skellam] = field(default_factory=list)
 
 
 def _split(events: Sequence[Any]) -> dict[str, _Part]:
@@ -131,6 +149,11 @@ def _split(events: Sequence[Any]) -> dict[str, _Part]:
             )
         elif kind == "quantile_count":  # a count with sensitivity 1
             parts[ev.relation].gaussians.append(_Gaussian(ev.noise_std, 1.0, ev.steps))
+        elif kind == "distributed_skellam":
+            parts[ev.relation].skellams.append(
+                _Skellam(ev.l1_sensitivity, ev.l2_sensitivity, ev.noise_variance, ev.sample_rate,
+                         ev.steps)
+            )
         elif kind == "randomized_response":
             parts[ev.relation].rr.append((ev.epsilon, ev.num_classes))
         else:
@@ -142,6 +165,8 @@ def _eps_of_delta(part: _Part, *, relation: str, accountant: str) -> Callable[[f
     """Build the accountant once; return delta -> epsilon for this part."""
     pure = math.fsum(eps for eps, _ in part.rr)
     gs = part.gaussians
+    if part.skellams:
+        return _rdp_with_skellam(part, accountant=accountant, pure=pure)
     if accountant == "pld":
         return _pld(part, relation=relation)
     if not gs:
@@ -175,6 +200,38 @@ def _eps_of_delta(part: _Part, *, relation: str, accountant: str) -> Callable[[f
         mu = math.sqrt(math.fsum(g.steps / g.z**2 for g in gs))
         return lambda d: gaussian_epsilon(mu=mu, delta=d) + pure
     raise ConfigError(f"unknown accountant {accountant!r}; expected one of {ACCOUNTANTS}")
+
+
+@lru_cache(maxsize=256)
+def _skellam_step_rdp(l1: float, l2: float, variance: float, q: float) -> np.ndarray:
+    """Per-step RDP at SKELLAM_ORDERS; cached because a ledger re-composes its
+    events at every charge."""
+    from securediff.privacy.skellam_accounting import SKELLAM_ORDERS, subsampled_skellam_rdp
+
+    rdp = subsampled_skellam_rdp(l1=l1, l2=l2, variance=variance, sample_rate=q,
+                                 orders=SKELLAM_ORDERS)
+    rdp.setflags(write=False)
+    return rdp
+
+
+def _rdp_with_skellam(part: _Part, *, accountant: str, pure: float) -> Callable[[float], float]:
+    """RDP composition of Skellam events with the part's Gaussians, at integer orders."""
+    if accountant != "rdp":
+        raise AccountantUnsupportedError(
+            f"the {accountant} accountant cannot analyse distributed Skellam events; "
+            "use the rdp accountant (Skellam RDP bound, Zhu-Wang Poisson subsampling)"
+        )
+    from opacus.accountants.analysis.rdp import compute_rdp
+
+    from securediff.privacy.skellam_accounting import SKELLAM_ORDERS, rdp_to_epsilon
+
+    orders = [float(a) for a in SKELLAM_ORDERS]
+    rdp = np.zeros(len(orders))
+    for sk in part.skellams:
+        rdp = rdp + sk.steps * _skellam_step_rdp(sk.l1, sk.l2, sk.variance, sk.q)
+    for g in part.gaussians:
+        rdp = rdp + np.asarray(compute_rdp(q=g.q, noise_multiplier=g.z, steps=g.steps, orders=orders))
+    return lambda d: rdp_to_epsilon(rdp, SKELLAM_ORDERS, d) + pure
 
 
 def _pld(part: _Part, *, relation: str) -> Callable[[float], float]:
@@ -248,8 +305,8 @@ def compose_epsilon(
         return 0.0
     parts = _split(events)
     ro, ar = parts["replace_one"], parts["add_remove"]
-    has_ro = bool(ro.gaussians or ro.rr)
-    has_ar = bool(ar.gaussians or ar.rr)
+    has_ro = bool(ro.gaussians or ro.rr or ro.skellams)
+    has_ar = bool(ar.gaussians or ar.rr or ar.skellams)
     target = relation or ("replace_one" if has_ro else "add_remove")
     if target == "add_remove":
         if has_ro:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, ClassVar, Literal
 
 from securediff.errors import BudgetExceededError, CheckpointError, ConfigError, PrivacyError
@@ -181,10 +181,68 @@ class RandomizedResponseEvent:
         return {"kind": self.kind, **asdict(self)}
 
 
-MechanismEvent = ForwardNoiseEvent | DPSGDEvent | RandomizedResponseEvent | QuantileCountEvent
+@dataclass(frozen=True)
+class DistributedSkellamEvent:
+    """`steps` compositions of the Poisson-subsampled multi-dimensional Skellam
+    mechanism of distributed DP (securediff.privacy.skellam), under add/remove:
+    integer sensitivities (L1, L2), and `noise_variance`, the variance per
+    coordinate that REACHED the aggregate (survivors * share variance; the
+    dropouts' shares are missing). `scale` (gamma) and `min_survivors` (the
+    planned noise floor) are kept for the record; the accountant reads only
+    the sensitivities, the variance, q and steps."""
+
+    l1_sensitivity: float
+    l2_sensitivity: float
+    noise_variance: float
+    sample_rate: float
+    steps: int
+    artefact: Artefact
+    scale: float
+    min_survivors: int
+    relation: Relation = "add_remove"
+    kind: ClassVar[str] = "distributed_skellam"
+
+    def __post_init__(self) -> None:
+        for name in ("l1_sensitivity", "l2_sensitivity", "noise_variance", "scale"):
+            object.__setattr__(self, name, _positive(name, getattr(self, name)))
+        q = float(self.sample_rate)
+        if not 0.0 < q <= 1.0:
+            raise ConfigError(f"sample_rate must be in (0, 1], got {q}")
+        object.__setattr__(self, "sample_rate", q)
+        for name in ("steps", "min_survivors"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        _fixed(self, "relation", "add_remove")
+        _artefact(self.artefact)
+
+    def same_mechanism(self, other: object) -> bool:
+        """True if `other` is this mechanism with possibly another step count."""
+        return isinstance(other, DistributedSkellamEvent) and all(
+            getattr(self, f.name) == getattr(other, f.name) for f in fields(self) if f.name != "steps"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **asdict(self)}
+
+
+MechanismEvent = (
+    ForwardNoiseEvent
+    | DPSGDEvent
+    | RandomizedResponseEvent
+    | QuantileCountEvent
+    | DistributedSkellamEvent
+)
 EVENT_TYPES: dict[str, type[MechanismEvent]] = {
     cls.kind: cls
-    for cls in (ForwardNoiseEvent, DPSGDEvent, RandomizedResponseEvent, QuantileCountEvent)
+    for cls in (
+        ForwardNoiseEvent,
+        DPSGDEvent,
+        RandomizedResponseEvent,
+        QuantileCountEvent,
+        DistributedSkellamEvent,
+    )
 }
 
 
@@ -251,8 +309,15 @@ class PrivacyLedger:
 
     def _with(self, event: MechanismEvent) -> list[MechanismEvent]:
         """The event list after adding `event`: a DP-SGD event merges into the
-        artefact's latest event when that is DP-SGD with the same sigma and q."""
+        artefact's latest event when that is DP-SGD with the same sigma and q, a
+        distributed Skellam event when the latest is the same mechanism."""
         events = list(self._events)
+        if isinstance(event, DistributedSkellamEvent):
+            latest = next((i for i in range(len(events) - 1, -1, -1)
+                           if events[i].artefact == event.artefact), None)
+            if latest is not None and event.same_mechanism(events[latest]):
+                events[latest] = replace(events[latest], steps=events[latest].steps + event.steps)
+                return events
         if isinstance(event, DPSGDEvent):
             for i in range(len(events) - 1, -1, -1):
                 last = events[i]
