@@ -72,18 +72,20 @@ def unregistered_reason(method: Method) -> str | None:
 # accountant calibrates it to each method's epsilon (privacy.accounting).
 # C = 10 (privacy.clip_norm), delta = 1e-5, T = 1000, linear betas 1e-4..0.02.
 # Sized by wall time: with the defaults (30 local steps, 300 personal steps, 50
-# samples per class, 50 DDIM steps) one pfdm cell took 216 s here, which puts the
-# seven non-hybrid methods x 3 seeds near 80 minutes; these settings cut the
-# training steps by a third and the evaluation by about 40%.
+# samples per class, 50 DDIM steps) one pfdm cell took 216 s here; a first
+# attempt at 20 / 200 / 40 / 40 took 230 s for a local cell and 100 s for fedavg
+# while other work shared the cores, which projected about 70 minutes for the
+# seven non-hybrid methods x 3 seeds. These settings halve the training steps of
+# the defaults and cut the evaluation's sampling to about a third.
 CORE_BASE: Overrides = {
     "data": {"dataset": "colored-digits", "num_clients": 10, "partition": "dirichlet", "alpha": 0.1},
     "diffusion": {"T": 1000, "schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02,
-                  "sampler": "ddim", "sample_steps": 40},
+                  "sampler": "ddim", "sample_steps": 30},
     "model": {"base_channels": 32, "channel_mults": [1, 2]},
     "privacy": {"clip_norm": 10.0, "delta": 1e-5, "labels": "public", "accountant": "pld"},
-    "federation": {"protocol": "plain", "rounds": 10, "local_steps": 20},
-    "training": {"batch_size": 64, "lr": 2e-3, "personal_steps": 200, "centralized_steps": 1000},
-    "eval": {"samples_per_class": 40, "evaluator_epochs": 8},
+    "federation": {"protocol": "plain", "rounds": 10, "local_steps": 15},
+    "training": {"batch_size": 64, "lr": 2e-3, "personal_steps": 150, "centralized_steps": 800},
+    "eval": {"samples_per_class": 30, "evaluator_epochs": 8},
     "run": {"workers": 0},
 }
 
