@@ -100,11 +100,11 @@ def measure(mode: str, *, batch: int, k: int, reps: int) -> dict:
 def peak_rss_mib(mode: str, which: str, *, batch: int, k: int) -> float:
     """Peak RSS above the idle baseline of a child that runs only `which` steps."""
     code = (
-        "import resource, sys, torch; sys.path.insert(0, %r); import dpsgd_step as b; torch.set_num_threads(2);"
-        "plain, dp, _ = b.make_steps(%r, batch=%d, k=%d); base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
-        "[(%s)() for _ in range(3)];"
+        "import resource, sys, torch; sys.path.insert(0, {!r}); import dpsgd_step as b; torch.set_num_threads(2);"
+        "plain, dp, _ = b.make_steps({!r}, batch={}, k={}); base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+        "[({})() for _ in range(3)];"
         "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)"
-    ) % (str(Path(__file__).parent), mode, batch, k, "plain" if which == "plain" else "dp")
+    ).format(str(Path(__file__).parent), mode, batch, k, "plain" if which == "plain" else "dp")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
                          env={**os.environ, "OMP_NUM_THREADS": "2"})
     return float(out.stdout.strip().splitlines()[-1])

@@ -257,7 +257,7 @@ def check_against_plain(
         raise ProtocolError("the round released an aggregate with no contributors")
     weights = np.array([inputs[c].weight for c in ids], dtype=np.float64)
     matrix = np.stack([
-        np.asarray(protocol.reference_input(inputs[c].vector.astype(np.float64))) for c in ids
+        np.asarray(protocol.reference_input(inputs[c].vector), dtype=np.float64) for c in ids
     ])
     exact = weights @ matrix
     integer = all(np.issubdtype(inputs[c].vector.dtype, np.integer) for c in ids)

@@ -21,7 +21,7 @@ import tomli_w
 
 from securediff.errors import ConfigError
 
-STRATEGIES = ("pfdm", "layer-split", "fedavg", "local", "centralized")
+STRATEGIES = ("pfdm", "layer-split", "fedavg", "local", "centralized", "hybrid")
 DATASETS = ("digits", "colored-digits", "mnist-idx", "fashion-mnist-idx", "medmnist-npz")
 PARTITIONS = ("iid", "dirichlet", "shards", "quantity")
 ACCOUNTANTS = ("pld", "rdp", "prv")
@@ -145,6 +145,9 @@ class PrivacyConfig:
     clip_quantile: float = 0.5  # target quantile of the norms (Andrew et al.'s default)
     clip_lr: float = 0.2  # geometric learning rate of the clip norm (Andrew et al.'s default)
     clip_quantile_epsilon: float | None = None  # PFDM's private quantile; None: target_epsilon / 20
+    # hybrid (distributed DP-SGD): each client adds noise for this many contributors;
+    # a step with fewer is never unmasked. 0 = 80% of the clients, rounded up.
+    ddp_min_survivors: int = 0
 
     def validate(self) -> None:
         _check(self.target_epsilon > 0 and math.isfinite(self.target_epsilon), "privacy.target_epsilon",
@@ -162,6 +165,8 @@ class PrivacyConfig:
         _check(1 <= self.noise_multiplicity <= 64, "privacy.noise_multiplicity", "an integer in [1, 64]",
                self.noise_multiplicity)
         _check(self.clipping in ("fixed", "adaptive"), "privacy.clipping", "fixed or adaptive", self.clipping)
+        _check(self.ddp_min_survivors >= 0, "privacy.ddp_min_survivors", "an integer >= 0 (0 = 80% of clients)",
+               self.ddp_min_survivors)
         _check(0 < self.clip_quantile < 1, "privacy.clip_quantile", "a number in (0, 1)", self.clip_quantile)
         _check(0 < self.clip_lr <= 10, "privacy.clip_lr", "a number in (0, 10]", self.clip_lr)
         _check(self.clip_quantile_epsilon is None or 0 < self.clip_quantile_epsilon < self.target_epsilon,
@@ -183,8 +188,10 @@ class FederationConfig:
     dropout_stage: str = ""
     rounds: int = 10
     client_fraction: float = 1.0
-    local_steps: int = 30  # shared-model steps per client per round
+    local_steps: int = 30  # shared-model steps per client per round (hybrid: distributed DP-SGD steps)
     update_clip: float = 0.0  # L2 clip of each client's shared update; 0 = off
+    # hybrid: the personal denoiser handles t in [1, personal_t], fine-tuned from the shared one
+    personal_t: int = 300
 
     def validate(self) -> None:
         _check(self.strategy in STRATEGIES, "federation.strategy", f"one of {', '.join(STRATEGIES)}", self.strategy)
@@ -197,6 +204,7 @@ class FederationConfig:
         _check(0 < self.client_fraction <= 1, "federation.client_fraction", "a number in (0, 1]", self.client_fraction)
         _check(self.local_steps >= 1, "federation.local_steps", "an integer >= 1", self.local_steps)
         _check(self.update_clip >= 0, "federation.update_clip", "a number >= 0 (0 = off)", self.update_clip)
+        _check(self.personal_t >= 1, "federation.personal_t", "an integer >= 1 (and < T)", self.personal_t)
 
 
 @dataclass(frozen=True)
@@ -245,7 +253,33 @@ class Config:
         _check_protocol_params(self.federation.protocol, self.protocol)
         t0 = self.privacy.t0
         _check(t0 is None or t0 < self.diffusion.T, "privacy.t0", f"an integer in [1, T-1] (T = {self.diffusion.T})", t0)
+        if self.federation.strategy == "hybrid":
+            self._validate_hybrid()
         return self
+
+    def _validate_hybrid(self) -> None:
+        f, p = self.federation, self.privacy
+        _check(f.protocol == "secagg", "federation.protocol",
+               "secagg for strategy hybrid (distributed DP needs the noise shares summed blindly)", f.protocol)
+        _check(f.client_fraction == 1.0, "federation.client_fraction",
+               "1.0 for strategy hybrid (every client takes part in every step)", f.client_fraction)
+        _check(f.update_clip == 0, "federation.update_clip", "0 for strategy hybrid (records are clipped)",
+               f.update_clip)
+        _check(p.clipping == "fixed", "privacy.clipping", "fixed for strategy hybrid", p.clipping)
+        _check(p.accountant == "rdp", "privacy.accountant",
+               "rdp for strategy hybrid (the Skellam mechanism is analysed by its RDP bound)", p.accountant)
+        _check(not p.dpsgd_personal, "privacy.dpsgd_personal",
+               "false for strategy hybrid (its personal fine-tuning is not accounted yet)", p.dpsgd_personal)
+        _check(not p.dpsgd_shared, "privacy.dpsgd_shared",
+               "false for strategy hybrid (its shared model is already trained by distributed DP-SGD)",
+               p.dpsgd_shared)
+        _check(f.personal_t < self.diffusion.T, "federation.personal_t",
+               f"an integer in [1, T-1] (T = {self.diffusion.T})", f.personal_t)
+        _check(p.ddp_min_survivors <= self.data.num_clients, "privacy.ddp_min_survivors",
+               f"at most data.num_clients = {self.data.num_clients}", p.ddp_min_survivors)
+        for key in ("value_bits", "min_contributors"):
+            _check(key not in self.protocol, f"protocol.{key}",
+                   "left unset for strategy hybrid (the distributed DP plan sets it)", self.protocol.get(key))
 
     @property
     def private(self) -> bool:

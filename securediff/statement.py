@@ -72,6 +72,9 @@ def privacy_statement(
         "fedavg": "none: the whole model is trained on raw data without DP",
         "local": "not shared (no collaboration)",
         "centralized": "none: pooled raw data (an upper bound, not a deployable option)",
+        "hybrid": (f"distributed DP-SGD, record level over all clients' records (add/remove): Skellam noise "
+                   f"shares summed by {protocol_name}, {_eps(shared_epsilon)} from the noise that reached "
+                   f"each released sum ({accountant}, delta = {delta:g}); {label_note}"),
     }[strategy]
     if adaptive_quantile is not None and strategy in ("pfdm", "layer-split", "fedavg"):
         shared_text += ("; updates clipped at a norm that tracks their "

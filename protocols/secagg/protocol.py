@@ -172,6 +172,10 @@ class SecAggProtocol(AggregationProtocol):
         return Aggregate(weighted_sum=decoded.weighted_sum, total_weight=decoded.total_weight)
 
     def reference_input(self, vector: np.ndarray) -> np.ndarray:
+        # Integer inputs (distributed DP) are clipped to the levels, floats to the range.
+        if np.issubdtype(vector.dtype, np.integer):
+            q = self.config.fixed.levels
+            return np.clip(vector, -q, q)
         r = self.config.clip_range
         return np.clip(vector, -r, r)
 

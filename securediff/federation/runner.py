@@ -43,12 +43,22 @@ from securediff.federation.clipping import (
     next_update_clip,
     quantile_plan,
 )
+from securediff.federation.distributed import (
+    ClientGradients,
+    DistributedPlan,
+    apply_noisy_sum,
+    client_share,
+    decode_sum,
+    plan_distributed,
+    skellam_event,
+)
 from securediff.federation.parallel import Serialized, map_clients, resolve_workers
 from securediff.federation.setup import Plan
 from securediff.federation.strategies import (
     STRATEGY_CLASSES,
     Centralized,
     DPPlan,
+    Hybrid,
     Strategy,
     TrainSettings,
 )
@@ -147,6 +157,9 @@ def build_strategy(plan: Plan) -> Strategy:
     kwargs: dict[str, Any] = dict(spec=plan.spec, schedule=plan.schedule, t0=plan.t0, settings=settings)
     if cls is Centralized:
         kwargs.update(centralized_steps=cfg.training.centralized_steps, rounds=cfg.federation.rounds)
+    if cls is Hybrid:
+        kwargs.update(rounds=cfg.federation.rounds, personal_t=cfg.federation.personal_t,
+                      personal_steps=cfg.training.personal_steps)
     return cls(**kwargs)
 
 
@@ -207,6 +220,7 @@ class FederatedRun:
         self.workers = resolve_workers(self.cfg.run.workers, device=self.device)
         self.source = make_source(self.cfg)
         self.state: TrainingState | None = None
+        self._ddp: DistributedPlan | None = None  # hybrid: the distributed DP-SGD plan
 
     # -- set-up -----------------------------------------------------------------------
     def _ledger(self, client_id: str) -> PrivacyLedger:
@@ -241,11 +255,21 @@ class FederatedRun:
                     trial.charge(DPSGDEvent(dp.noise_multiplier, dp.sample_rate,
                                             steps * cfg.federation.rounds, artefact,
                                             count_noise=dp.count_noise))
+            if strategy == "hybrid":
+                ddp = self._distributed_plan(sizes)
+                trial.charge(skellam_event(ddp, survivors=ddp.skellam.min_survivors,
+                                           steps=ddp.steps_per_round * cfg.federation.rounds))
             for artefact in ("shared", "personal"):
                 if any(e.artefact == artefact for e in trial.events):
                     budget = max(budget, trial.epsilon(artefact))
         # Nothing planned (no DP anywhere): the ledgers stay empty; any charge is refused.
         return (budget * (1 + 1e-9) if budget > 0 else cfg.privacy.target_epsilon), plans
+
+    def _distributed_plan(self, sizes: list[int]) -> DistributedPlan:
+        if self._ddp is None:
+            dim = sum(p.numel() for p in self._strategy.global_model.parameters() if p.requires_grad)
+            self._ddp = plan_distributed(self.cfg, sizes=sizes, dim=dim)
+        return self._ddp
 
     def _personal_steps(self) -> int:
         steps = personal_steps_per_round(self.cfg)
@@ -280,6 +304,7 @@ class FederatedRun:
             self._choose_forward_clip()
         plan, cfg = self.plan, self.cfg
         strategy = build_strategy(plan)
+        self._strategy = strategy
         init_gen = self.source.child("init").torch_generator()
         strategy.init_global(init_gen)
         if strategy.global_model is not None:
@@ -344,7 +369,7 @@ class FederatedRun:
         modules, optimizers = {}, {}
         if s.strategy.global_model is not None:
             modules["global"] = s.strategy.global_model
-        if isinstance(s.strategy, Centralized):
+        if isinstance(s.strategy, Centralized | Hybrid):
             optimizers["global"] = s.strategy.optimizer
         for c in s.clients:
             if c.model is not None:
@@ -448,6 +473,9 @@ class FederatedRun:
                          else self._personal_steps())
                 trial.charge(DPSGDEvent(dp.noise_multiplier, dp.sample_rate,
                                         steps * remaining, artefact, count_noise=dp.count_noise))
+        if self.state.strategy.distributed and remaining > 0:
+            trial.charge(skellam_event(self._ddp, survivors=self._ddp.skellam.min_survivors,
+                                       steps=self._ddp.steps_per_round * remaining))
         return max(self._budget, max(trial.epsilon(a) for a in {e.artefact for e in trial.events}
                                      ) * (1 + 1e-9))
 
@@ -488,11 +516,17 @@ class FederatedRun:
         s, cfg = self.state, self.cfg
         strategy = s.strategy
         identities = Identities.generate([c.client_id for c in s.clients])
-        protocol = make_protocol(cfg.federation.protocol, **cfg.protocol).bind(identities)
+        params = dict(cfg.protocol)
+        # Distributed DP: one protocol round per step, and the plan fixes the ring and the floor.
+        per_round = self._ddp.steps_per_round if strategy.distributed else 1
+        if strategy.distributed:
+            params.update(value_bits=self._ddp.skellam.secagg_value_bits,
+                          min_contributors=self._ddp.skellam.min_survivors)
+        protocol = make_protocol(cfg.federation.protocol, **params).bind(identities)
         self._append_roster(identities)
         transcript = TranscriptWriter.open(
             self.run_dir.file("transcript.jsonl"), identities=identities, protocol=protocol,
-            planned_rounds=(s.rounds_done, cfg.federation.rounds)
+            planned_rounds=(s.rounds_done * per_round, cfg.federation.rounds * per_round)
             if s.rounds_done < cfg.federation.rounds else None,
         ) if strategy.federated else None
         try:
@@ -513,6 +547,8 @@ class FederatedRun:
     def _round(self, r: int, protocol, identities, transcript) -> RoundLog:
         s = self.state
         strategy = s.strategy
+        if strategy.distributed:
+            return self._distributed_round(r, protocol, identities, transcript)
         selected = self._select(r) if strategy.federated else []
         inputs, norms = {}, {}
         adaptive = self.cfg.privacy.clipping == "adaptive"
@@ -581,6 +617,104 @@ class FederatedRun:
                         contributors=contributors, update_norms=norms, bytes_up=bytes_up,
                         bytes_down=bytes_down, seconds=0.0, protocol_stats=stats,
                         update_clip=clip if adaptive else None, unclipped_fraction=fraction)
+
+    def _distributed_round(self, r: int, protocol, identities, transcript) -> RoundLog:
+        """`steps_per_round` distributed DP-SGD steps, one protocol round each.
+
+        Write-ahead: every client's ledger is charged the round's steps at the
+        noise floor (min_survivors shares) before any share leaves. After the
+        round the reservation is replaced by what reached each aggregate (the
+        contributors' shares, never fewer than the floor: secagg refuses to
+        unmask below it); an aborted step keeps its floor charge.
+        """
+        s, cfg, plan = self.state, self.cfg, self._ddp
+        strategy = s.strategy
+        steps = plan.steps_per_round
+        reservation = skellam_event(plan, survivors=plan.skellam.min_survivors, steps=steps)
+        before = {c.client_id: c.ledger.events for c in s.clients}
+        for client in s.clients:
+            client.ledger.charge(reservation)
+        self._write_ledgers()
+        shared = [p for p in strategy.global_model.parameters() if p.requires_grad]
+        workers = {c.client_id: ClientGradients(strategy.global_model) for c in s.clients}
+        contributors_per_step: list[int] = []
+        survivors: set[str] = set()
+        bytes_up = bytes_down = 0
+        aborted: list[str] = []
+        try:
+            for step in range(steps):
+                index = r * steps + step
+                for grads in workers.values():
+                    grads.load(shared)
+
+                def share(client: Client, index: int = index) -> np.ndarray:
+                    stream = client.private_stream("ddp", index)
+                    return client_share(
+                        workers[client.client_id], plan, x=client.x, y=client.y,
+                        clip=cfg.privacy.max_grad_norm, multiplicity=cfg.privacy.noise_multiplicity,
+                        schedule=self.plan.schedule, null_label=self.plan.spec.null_label,
+                        label_dropout=cfg.diffusion.label_dropout, sampling_source=stream.child("poisson"),
+                        noise_source=stream.child("skellam"), generator=client.generator("ddp-loss", index))
+
+                shares = map_clients(share, s.clients, workers=self.workers)
+                inputs = {c.client_id: ClientInput(vector=v, weight=1.0)
+                          for c, v in zip(s.clients, shares, strict=True)}
+                try:
+                    result = run_round(
+                        protocol, round_index=index, inputs=inputs, identities=identities,
+                        transcript=transcript, dropouts=self._dropouts(index, protocol, list(inputs)),
+                        random_bytes=self.source.child(f"protocol/round-{index}").random_bytes)
+                except ProtocolAbort as exc:
+                    aborted.append(str(exc))
+                    self.progress("round_aborted", {"round": index, "reason": str(exc)})
+                    continue
+                check = check_against_plain(protocol, inputs, result)
+                if not check["ok"]:
+                    raise ProtocolError(f"step {index}: the {protocol.name} aggregate differs from the "
+                                        f"plain sum by {check['max_abs_error']:.3g}")
+                total = np.rint(np.asarray(result.weighted_sum, dtype=np.float64)).astype(np.int64)
+                noisy_sum = decode_sum(total, plan.skellam)
+                apply_noisy_sum(strategy.global_model, strategy.optimizer, noisy_sum, plan.expected_batch)
+                contributors_per_step.append(len(result.contributors))
+                survivors.update(result.survivors)
+                bytes_up += int(result.bytes_up)
+                bytes_down += int(result.bytes_down)
+        finally:
+            for grads in workers.values():
+                grads.close()
+        self._settle_distributed(before, contributors_per_step, aborted=len(aborted))
+
+        def personal(client: Client) -> None:
+            self.progress("client_start", {"round": r, "client": client.client_id, "phase": "personal"})
+            strategy.personal_train(client, r, None)
+
+        map_clients(personal, s.clients, workers=self.workers)
+        stats = {"steps": steps, "aborted_steps": len(aborted), "abort_reasons": sorted(set(aborted)),
+                 "contributors_per_step": contributors_per_step,
+                 "noise_multiplier_at_floor": plan.skellam.noise_multiplier,
+                 "wrap_probability": plan.skellam.wrap_probability}
+        return RoundLog(round=r, clients=[c.client_id for c in s.clients], survivors=sorted(survivors),
+                        contributors=sorted(survivors), update_norms={}, bytes_up=bytes_up,
+                        bytes_down=bytes_down, seconds=0.0, protocol_stats=stats)
+
+    def _settle_distributed(self, before: dict[str, tuple], contributors_per_step: list[int], *,
+                            aborted: int) -> None:
+        """Replace each ledger's floor reservation by the noise that actually reached
+        each released sum (more contributors, more noise, a smaller epsilon).
+        `before`: each ledger's events before the reservation."""
+        counts: dict[int, int] = {}
+        for n in contributors_per_step:
+            counts[n] = counts.get(n, 0) + 1
+        realized = [skellam_event(self._ddp, survivors=n, steps=k) for n, k in sorted(counts.items())]
+        if aborted:
+            realized.append(skellam_event(self._ddp, survivors=self._ddp.skellam.min_survivors, steps=aborted))
+        for client in self.state.clients:
+            ledger = PrivacyLedger(client_id=client.client_id, budget_epsilon=client.ledger.budget_epsilon,
+                                   delta=client.ledger.delta, accountant=client.ledger.accountant,
+                                   events=before[client.client_id])
+            for event in realized:  # each costs at most the reservation it replaces
+                ledger.charge(event)
+            client.ledger = ledger
 
     def _append_roster(self, identities: Identities) -> None:
         # Each session (a start or a resume) pins its own roster; earlier ones stay.

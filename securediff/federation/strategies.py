@@ -10,6 +10,11 @@ which denoiser handles which timesteps when a client samples.
 - `fedavg`: the whole model is averaged (no DP); every client ends with it.
 - `local`: no collaboration; each client trains a full model alone.
 - `centralized`: pooled member data, one model (an upper bound, not deployable).
+- `hybrid`: the shared denoiser (all timesteps) is trained by distributed
+  DP-SGD through secure aggregation (securediff/federation/distributed.py);
+  after the last round each client copies it and fine-tunes the copy on its
+  own raw data for t in [1, personal_t]. Sampling uses the shared denoiser
+  above personal_t and the personal one below.
 """
 
 from __future__ import annotations
@@ -76,6 +81,7 @@ def load_flat(params: list[torch.Tensor], vector: np.ndarray) -> None:
 class Strategy:
     name = "base"
     federated = True
+    distributed = False  # True: the runner trains the shared model by distributed DP-SGD
     # Timestep segment the shared model learns, and where its data lives.
     uses_noised_data = False
 
@@ -247,8 +253,46 @@ class Local(Strategy):
         return [Segment(client.model, 0, self.schedule.T)]
 
 
+class Hybrid(Strategy):
+    """Shared denoiser by distributed DP-SGD (the runner drives its steps through
+    the protocol); personal fine-tuning at low timesteps after the last round."""
+
+    name = "hybrid"
+    distributed = True
+
+    def __init__(self, *, rounds: int, personal_t: int, personal_steps: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.rounds = rounds
+        self.personal_t = personal_t
+        self.personal_steps = personal_steps
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    def init_global(self, generator: torch.Generator) -> None:
+        super().init_global(generator)
+        self.optimizer = torch.optim.Adam(self.global_model.parameters(), lr=self.settings.lr)
+
+    def init_client(self, client: Client, generator: torch.Generator) -> None:
+        # Overwritten with the shared weights before the client's fine-tuning.
+        client.model = self.new_model(generator)
+        client.optimizer = torch.optim.Adam(client.model.parameters(), lr=self.settings.lr)
+
+    def personal_train(self, client: Client, round_index: int, dp: DPPlan | None) -> None:
+        if round_index != self.rounds - 1:
+            return
+        client.model.load_state_dict(self.global_model.state_dict())
+        client.optimizer = torch.optim.Adam(client.model.parameters(), lr=self.settings.lr)
+        self._train(client.model, client.optimizer, client, x=client.x, y=client.y,
+                    steps=self.personal_steps, start=0, end=self.personal_t,
+                    generator=client.generator("personal", round_index), dp=dp, artefact="personal",
+                    purpose="personal", round_index=round_index)
+
+    def segments(self, client: Client) -> list[Segment]:
+        return [Segment(self.global_model, self.personal_t, self.schedule.T),
+                Segment(client.model, 0, self.personal_t)]
+
+
 STRATEGY_CLASSES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (PFDM, FedAvg, LayerSplit, Local)
+    cls.name: cls for cls in (PFDM, FedAvg, LayerSplit, Local, Hybrid)
 }
 
 
