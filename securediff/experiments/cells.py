@@ -190,11 +190,21 @@ def run_suite(suite: Suite, *, root: Path, methods: tuple[Method, ...], seeds: i
         else:
             runnable.append(method)
     # Seed by seed, so that a cut suite leaves whole seeds of paired comparisons.
-    for seed in range(seeds):
-        for method in runnable:
-            outcome = run_cell(suite, method, seed=seed, root=root, quick=quick, audit=audit, say=say)
-            outcomes.append(outcome)
-            say(describe(outcome))
+    # One intra-op thread outside the runner's client workers (which set their own):
+    # on the shared 2 cores, evaluation sampling on two threads collapsed while another
+    # process ran (a local cell spent 290 s outside its 154 s of training rounds).
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for seed in range(seeds):
+            for method in runnable:
+                outcome = run_cell(suite, method, seed=seed, root=root, quick=quick, audit=audit, say=say)
+                outcomes.append(outcome)
+                say(describe(outcome))
+    finally:
+        torch.set_num_threads(saved)
     meta = read_suite(root)
     meta.setdefault("invocations", []).append({
         "started": started, "seconds": time.perf_counter() - wall,
