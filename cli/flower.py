@@ -84,6 +84,12 @@ def supernode_cmd(
     test_vectors: Annotated[bool, typer.Option("--test-vectors", help="Only aggregate the "
                                                "insecure test mode's vectors (no training, "
                                                "NOT PRIVATE).")] = False,
+    protocols: Annotated[str | None, typer.Option("--protocols", help="Comma-separated "
+                                                  "protocols this node takes part in "
+                                                  "(default: all), e.g. secagg,ckks,tee.")] = None,
+    tee_allow: Annotated[str | None, typer.Option("--tee-allow", help="Comma-separated enclave "
+                                                  "measurements this node accepts (default: "
+                                                  "the one of its own code).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command only.")] = False,
 ) -> None:
     """Start this organisation's flower-supernode with its node config: by default a
@@ -106,6 +112,9 @@ def supernode_cmd(
                      "max-epsilon": max_epsilon}
             if data_path is not None:
                 extra["data-path"] = str(data_path.resolve())
+        # The node's own protocol policy (securediff/flower/policy.py).
+        extra.update({k: v for k, v in (("protocols", protocols), ("tee-allow", tee_allow))
+                      if v})
         cmd = supernode_command(
             client_id=client_id, identity_key=str(identity_key.resolve()),
             roster=str(roster.resolve()), superlink=superlink, port=port,

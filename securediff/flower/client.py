@@ -2,7 +2,9 @@
 
 Node config (`flower-supernode --node-config`): `client-id` (as the roster
 names it), `identity-key` (this organisation's key file, never sent anywhere),
-`roster` (the pinned roster, obtained out of band); for training runs (run
+`roster` (the pinned roster, obtained out of band); the protocol policy of
+`policy.py` (`protocols`, `min-survivors`, `ckks-min-flood-bits`, `tee-allow`,
+`tee-min-svn`, `tee-production`); for training runs (run
 config `inputs = "train"`, the default) also `state-dir` and the data settings
 of `trainer.py`.
 """
@@ -18,6 +20,7 @@ from protocols.roster import load_rosters
 from securediff.errors import ConfigError
 from securediff.flower.inputs import seeded_vectors
 from securediff.flower.node import ClientNode
+from securediff.flower.policy import NodePolicy
 from securediff.flower.trainer import NodeSettings, NodeTrainer, update_source
 
 
@@ -31,15 +34,16 @@ def node_from_config(node_config: Mapping[str, Any], run_config: Mapping[str, An
                                  key=read_key_file(str(node_config["identity-key"])))
     seed = int(run_config.get("insecure-seed", -1))
     inputs = run_config.get("inputs", "train")
+    policy = NodePolicy.from_node_config(node_config)
     if inputs == "train":
         settings = NodeSettings.from_configs(cid, node_config, run_config)
         return ClientNode(identities=identities, inputs=update_source(settings.state_dir, cid),
-                          state=state, insecure_seed=settings.insecure_seed)
+                          state=state, insecure_seed=settings.insecure_seed, policy=policy)
     if inputs != "test-vectors" or seed < 0:
         raise ConfigError("run config inputs must be train, or test-vectors with "
                           "insecure-seed >= 0 (the insecure deterministic test mode)")
     return ClientNode(identities=identities, inputs=seeded_vectors(seed, cid), state=state,
-                      insecure_seed=seed)
+                      insecure_seed=seed, policy=policy)
 
 
 def handle_request(node_config: Mapping[str, Any], run_config: Mapping[str, Any],

@@ -33,6 +33,7 @@ from protocols.registry import make_protocol
 from protocols.remote import PartyChain, PartyIdentities
 from protocols.stages import AggregationProtocol, ClientInput, ClientState, RoundSetup
 from securediff.flower.exchange import HELLO_DOMAIN, Reply, Request, parse_setup, read_head
+from securediff.flower.policy import NodePolicy
 
 # (round set-up) -> this client's input for the round
 InputSource = Callable[[RoundSetup], ClientInput]
@@ -53,6 +54,7 @@ class ClientNode:
     inputs: InputSource
     state: dict[str, Any]
     insecure_seed: int | None = None
+    policy: NodePolicy = NodePolicy()  # what the node accepts of the round's parameters
 
     @property
     def client_id(self) -> str:
@@ -105,7 +107,8 @@ class ClientNode:
             raise ProtocolAbort(f"{self.client_id}: not a participant of this round")
         if setup.aggregator_id != self.identities.aggregator_id:
             raise ProtocolAbort(f"{self.client_id}: the round names another aggregator")
-        protocol = make_protocol(name, **params).bind(self.identities)
+        protocol = self.policy.apply(self.client_id,
+                                     make_protocol(name, **params).bind(self.identities))
         if protocol.threshold(len(setup.participants)) != setup.threshold:
             raise ProtocolAbort(f"{self.client_id}: the round's threshold is not the protocol's")
         if self.state.get("setup") != request["setup"]:

@@ -1,0 +1,101 @@
+"""What a node accepts of the protocol parameters the aggregator sends.
+
+In process one config sets the protocol for every party. Across machines the
+aggregator names the protocol and its parameters in each round's set-up, so a
+node must not let those parameters decide its own security checks: an
+aggregator could otherwise allowlist its own enclave code (tee), switch CKKS
+noise flooding off, or release sums of a single client. A node therefore
+
+- takes part only in the protocols its node config lists (`protocols`, default
+  every protocol; a node may leave out `plain`, which shows its update);
+- refuses a round whose minimum number of survivors (ckks, tee) is below its
+  own `min-survivors` (default 2, the protocols' default);
+- refuses ckks rounds whose flooding is weaker than `ckks-min-flood-bits`
+  (default 40, the protocol's default: statistical distance 2^-40);
+- verifies tee quotes against its OWN attestation policy: the allowlist
+  `tee-allow` (comma-separated SHA-384 measurements; default: the measurement
+  of the aggregator code this node itself runs, which `securediff tee measure`
+  prints), `tee-min-svn` (default 1) and `tee-production` (default false:
+  refuse every simulated quote when true). The aggregator's `allow`,
+  `min_svn` and `production` parameters are ignored by the node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from protocols.errors import ProtocolAbort
+from protocols.registry import protocol_names
+from protocols.stages import AggregationProtocol
+from protocols.tee.protocol import _allowlist
+from protocols.tee.verify import AttestationPolicy
+from securediff.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class NodePolicy:
+    protocols: tuple[str, ...] = protocol_names()
+    min_survivors: int = 2
+    ckks_min_flood_bits: int = 40
+    tee_allow: tuple[str, ...] | None = None  # None: this node's own measurement
+    tee_min_svn: int = 1
+    tee_production: bool = False
+
+    @classmethod
+    def from_node_config(cls, node_config: Mapping[str, Any]) -> NodePolicy:
+        try:
+            names = node_config.get("protocols")
+            protocols = (tuple(p.strip() for p in str(names).split(",") if p.strip())
+                         if names else protocol_names())
+            policy = cls(
+                protocols=protocols,
+                min_survivors=int(node_config.get("min-survivors", 2)),
+                ckks_min_flood_bits=int(node_config.get("ckks-min-flood-bits", 40)),
+                tee_allow=_allowlist(node_config.get("tee-allow") or None),
+                tee_min_svn=int(node_config.get("tee-min-svn", 1)),
+                tee_production=_flag(node_config.get("tee-production", False)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"node config: bad protocol policy ({exc})") from None
+        unknown = sorted(set(policy.protocols) - set(protocol_names()))
+        if unknown or not policy.protocols:
+            raise ConfigError(f"node config protocols: unknown {unknown} (known: "
+                              f"{', '.join(protocol_names())})")
+        if policy.min_survivors < 1:
+            raise ConfigError("node config min-survivors must be >= 1")
+        return policy
+
+    def apply(self, client_id: str, protocol: AggregationProtocol) -> AggregationProtocol:
+        """`protocol` (built from the aggregator's parameters) with this node's checks
+        in place; `ProtocolAbort` if its parameters are weaker than the node accepts."""
+        name = protocol.name
+        if name not in self.protocols:
+            raise ProtocolAbort(f"{client_id}: this node does not take part in {name} rounds "
+                                f"(node config protocols = {','.join(self.protocols)})")
+        # plain shows every update anyway; secagg's threshold comes from its own analysis.
+        survivors = protocol.min_survivors if name in ("ckks", "tee") else None
+        if survivors is not None and survivors < self.min_survivors:
+            raise ProtocolAbort(f"{client_id}: {name} with min_survivors = {survivors}, below "
+                                f"this node's min-survivors = {self.min_survivors}")
+        if name == "ckks" and protocol.ckks.flood_bits < self.ckks_min_flood_bits:
+            raise ProtocolAbort(f"{client_id}: ckks flooding of {protocol.ckks.flood_bits} bits, "
+                                f"below this node's ckks-min-flood-bits = "
+                                f"{self.ckks_min_flood_bits}")
+        if name == "tee":
+            # The measurement the node computes from its own copy of the aggregator
+            # code, not whatever the aggregator allowlists for itself.
+            protocol.policy = AttestationPolicy(
+                allowed_measurements=self.tee_allow or (protocol.measurement,),
+                min_svn=self.tee_min_svn, production=self.tee_production)
+        return protocol
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text not in ("true", "false", "1", "0"):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return text in ("true", "1")
