@@ -21,8 +21,7 @@ from securediff.errors import ConfigError
 from securediff.models.unet import UNetSpec
 
 # Strategies a node can run: the shared model's update needs nothing from other
-# clients. Adaptive clipping (a quantile over all clients) and DP-SGD (its
-# budget plan) are wired only in process for now.
+# clients (hybrid's distributed DP-SGD runs one secagg round per step: in process only).
 FLOWER_STRATEGIES = ("pfdm", "fedavg")
 
 
@@ -39,9 +38,12 @@ def check_supported(config: Config) -> Config:
     if f.strategy not in FLOWER_STRATEGIES:
         raise ConfigError(f"federation.strategy = {f.strategy!r}: across machines only "
                           f"{', '.join(FLOWER_STRATEGIES)} train on the nodes")
-    if p.clipping != "fixed" or p.dpsgd_shared or p.dpsgd_personal:
-        raise ConfigError("adaptive clipping and DP-SGD are not wired into runs across machines "
-                          "yet: use privacy.clipping = fixed without DP-SGD, or securediff train")
+    if p.clipping != "fixed":
+        # Its clip norm C is a private quantile over every client's image norms, and its
+        # update clip moves with bits only the aggregate carries: state across nodes.
+        raise ConfigError("privacy.clipping = adaptive needs state shared by all clients (a "
+                          "quantile over every node's data) and runs only in securediff train; "
+                          "use privacy.clipping = fixed across machines")
     return config
 
 

@@ -12,8 +12,11 @@ Node config (`flower-supernode --node-config`, besides the keys of `client.py`):
   of the dataset this node holds, cut exactly as `securediff train` cuts it
   (`partition`, `alpha`, `shards-per-client`, `quantity-sigma`, `partition-seed`,
   `holdout-fraction`, `test-fraction` override the run config's [data]).
-- `max-epsilon` (default 10.0): the node refuses a run whose forward noise
-  (plus randomized-response labels) would cost more than this per record.
+- `max-epsilon` (default 10.0): the node refuses a run whose planned mechanisms
+  (forward noise, randomized-response labels, DP-SGD on the shared and/or
+  personal denoiser), composed with what its ledger already holds, would cost
+  more than this per record; it is also the ledger's budget, so no charge past
+  it is ever made.
 - `allow-insecure-seed` (default false): only then may the run config's
   `insecure-seed` drive this node's randomness (a NOT PRIVATE test run);
   otherwise its noise comes from the OS and the key is never written.
@@ -40,13 +43,23 @@ from protocols.stages import ClientInput, RoundSetup
 from securediff.errors import CheckpointError, ConfigError, PrivacyError
 from securediff.federation.checkpoint import load_round_state, save_round_state
 from securediff.federation.clients import Client
-from securediff.federation.runner import build_strategy, resolve_device
+from securediff.federation.runner import (
+    _dp_plan,
+    build_strategy,
+    personal_steps_per_round,
+    resolve_device,
+)
 from securediff.federation.setup import Plan, plan_run
-from securediff.federation.strategies import Strategy
+from securediff.federation.strategies import DPPlan, Strategy
 from securediff.flower.plan import decode_weights, parse_config, weights_digest
 from securediff.privacy.forward import forward_sigma, noise_once
 from securediff.privacy.labels import randomized_response
-from securediff.privacy.ledger import ForwardNoiseEvent, PrivacyLedger, RandomizedResponseEvent
+from securediff.privacy.ledger import (
+    DPSGDEvent,
+    ForwardNoiseEvent,
+    PrivacyLedger,
+    RandomizedResponseEvent,
+)
 from securediff.rng import RandomSource
 from securediff.storage import atomic_write_json, load_tensors, read_json, save_tensors
 
@@ -112,51 +125,93 @@ class NodeTrainer:
 
     # -- requests -------------------------------------------------------------------
     def handle(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        plan = self._plan(str(request["config"]))
+        training = request["kind"] == "train"
+        progress = self._progress(str(request["run"])) if training else {"rounds": []}
+        plan = self._plan(str(request["config"]), progress)
         if request["kind"] == "describe":
             c, h, _ = plan.dataset.image_shape
             split = plan.partition.clients[self.settings.partition_id]
             return {"in_channels": c, "image_size": h, "num_classes": plan.dataset.num_classes,
                     "t0": plan.t0, "members": len(split.member_indices),
                     "private": self.settings.private}
-        return self._train(plan, request)
+        return self._train(plan, request, progress)
 
-    def _plan(self, config_text: str) -> Plan:
+    def _plan(self, config_text: str, progress: dict[str, Any]) -> Plan:
+        """The run's plan, refused if it would take this node past its max-epsilon."""
         config = parse_config(config_text)
-        run = {"insecure_seed": self.settings.insecure_seed}
-        config = config.replace(data=self.settings.data, run=run)
+        config = config.replace(data=self.settings.data,
+                                run={"insecure_seed": self.settings.insecure_seed})
         plan = plan_run(config)
-        planned = self._planned_ledger(plan)
-        eps = max(planned.epsilon(a) for a in {e.artefact for e in planned.events})
+        planned = self._planned_ledger(plan, self._dp_plans(plan, progress),
+                                       rounds_left=config.federation.rounds - len(progress["rounds"]))
+        eps = max((planned.epsilon(a) for a in {e.artefact for e in planned.events}), default=0.0)
         if eps > self.settings.max_epsilon * (1 + 1e-9):
-            raise PrivacyError(f"{self.settings.client_id}: the run's forward noise costs epsilon "
-                               f"{eps:.3f} per record, above this node's max-epsilon "
+            raise PrivacyError(f"{self.settings.client_id}: the run's planned mechanisms (forward "
+                               f"noise, labels, DP-SGD) and this node's ledger compose to "
+                               f"epsilon {eps:.3f} per record, above its max-epsilon "
                                f"{self.settings.max_epsilon}")
         return plan
 
-    def _planned_ledger(self, plan: Plan) -> PrivacyLedger:
+    def _members(self, plan: Plan) -> int:
+        return len(plan.partition.clients[self.settings.partition_id].member_indices)
+
+    def _dp_plans(self, plan: Plan, progress: dict[str, Any]) -> dict[str, DPPlan]:
+        """DP-SGD calibrated as the in-process runner calibrates it for this client
+        (its own member count, the run's steps and target); kept in the run's
+        progress, so a run keeps one plan and calibrates once."""
+        if "dp_plans" in progress:
+            return {k: DPPlan(**v) for k, v in progress["dp_plans"].items()}
+        cfg = plan.config
+        on = {"shared": cfg.privacy.dpsgd_shared and cfg.federation.strategy == "pfdm",
+              "personal": cfg.privacy.dpsgd_personal and cfg.federation.strategy == "pfdm"}
+        steps = {"shared": cfg.federation.local_steps,
+                 "personal": personal_steps_per_round(cfg)}
+        plans = {a: _dp_plan(cfg, n=self._members(plan), steps_per_round=steps[a])
+                 for a in ("shared", "personal") if on[a] and steps[a] > 0}
+        progress["dp_plans"] = {k: vars(v) for k, v in plans.items()}
+        return plans
+
+    def _planned_ledger(self, plan: Plan, dp_plans: Mapping[str, DPPlan], *,
+                        rounds_left: int) -> PrivacyLedger:
+        """What the node's ledger will hold at the end of the run: what it holds now
+        (or the forward noise it will charge once), plus the DP-SGD steps of the
+        rounds still to train."""
         cfg, cid = plan.config, self.settings.client_id
         ledger = PrivacyLedger(client_id=cid, budget_epsilon=1e12, delta=cfg.privacy.delta,
                                accountant=cfg.privacy.accountant)
-        if cfg.federation.strategy == "pfdm":
+        path = self.dir / "ledger.json"
+        held = PrivacyLedger.from_dict(read_json(path)).events if path.exists() else []
+        for event in held:
+            ledger.charge(event)
+        if cfg.federation.strategy == "pfdm" and _members_id(cid) not in ledger.noised_data_ids():
             ledger.charge(ForwardNoiseEvent(
                 sigma=forward_sigma(float(plan.schedule.abar[plan.t0])),
                 clip_norm=cfg.privacy.clip_norm, t0=plan.t0, data_id=_members_id(cid)))
             if cfg.privacy.labels == "randomized-response":
                 ledger.charge(RandomizedResponseEvent(epsilon=cfg.privacy.label_epsilon,
                                                       num_classes=plan.dataset.num_classes))
+        for artefact, dp in dp_plans.items():
+            if rounds_left > 0:
+                ledger.charge(DPSGDEvent(dp.noise_multiplier, dp.sample_rate,
+                                         dp.steps_per_round * rounds_left, artefact,
+                                         count_noise=dp.count_noise))
         return ledger
 
-    def _train(self, plan: Plan, request: Mapping[str, Any]) -> dict[str, Any]:
-        r, run = int(request["round"]), str(request["run"])
+    def _progress(self, run: str) -> dict[str, Any]:
         if not run.isalnum():
             raise ConfigError("the run id must be alphanumeric")
+        path = self.dir / "runs" / run / "progress.json"
+        return read_json(path) if path.exists() else {"rounds": []}
+
+    def _train(self, plan: Plan, request: Mapping[str, Any],
+               progress: dict[str, Any]) -> dict[str, Any]:
+        r, run = int(request["round"]), str(request["run"])
         run_dir = self.dir / "runs" / run
         run_dir.mkdir(parents=True, exist_ok=True)
         progress_path = run_dir / "progress.json"
-        progress = read_json(progress_path) if progress_path.exists() else {"rounds": []}
         if progress["rounds"] and r <= max(progress["rounds"]):
             raise ProtocolAbort(f"{self.settings.client_id}: round {r} of this run was trained")
+        dp_plans = self._dp_plans(plan, progress)
         device = resolve_device(plan.config.run.device)
         strategy = build_strategy(plan)
         client = self._client(plan, strategy, device)
@@ -174,14 +229,18 @@ class NodeTrainer:
             strategy.init_global(self.source.child("shared-init").torch_generator())
             strategy.global_model.to(device)
             strategy.apply_global(decode_weights(data, length=strategy.global_vector().size))
-            update = _clip(strategy.local_update(client, r, None),
+            update = _clip(strategy.local_update(client, r, dp_plans.get("shared")),
                            plan.config.federation.update_clip)
+            # Write-ahead: the DP-SGD steps just charged are on disk before the update
+            # can leave this node.
+            self._write_ledger(client.ledger)
             save_tensors(self.dir / "update.safetensors",
                          {"update": torch.from_numpy(update.astype(np.float32))},
                          {"round": str(r), "run": run, "weight": repr(weight)})
             reply.update(length=int(update.size), update_norm=float(np.linalg.norm(update)))
         if client.model is not None:
-            strategy.personal_train(client, r, None)
+            strategy.personal_train(client, r, dp_plans.get("personal"))
+            self._write_ledger(client.ledger)
             progress["personal_sha256"] = save_round_state(
                 run_dir / "personal.safetensors", modules={"personal": client.model},
                 optimizers={"personal": client.optimizer}, round_index=r)
@@ -211,14 +270,19 @@ class NodeTrainer:
     def _ledger(self, plan: Plan) -> PrivacyLedger:
         path = self.dir / "ledger.json"
         if path.exists():
-            return PrivacyLedger.from_dict(read_json(path))
+            ledger = PrivacyLedger.from_dict(read_json(path))
+            ledger.budget_epsilon = self.settings.max_epsilon  # the node's cap, as configured now
+            return ledger
         budget = self.settings.max_epsilon
         cfg = plan.config
         self.dir.mkdir(parents=True, exist_ok=True)
         ledger = PrivacyLedger(client_id=self.settings.client_id, budget_epsilon=budget,
                                delta=cfg.privacy.delta, accountant=cfg.privacy.accountant)
-        atomic_write_json(path, ledger.to_dict())
+        self._write_ledger(ledger)
         return ledger
+
+    def _write_ledger(self, ledger: PrivacyLedger) -> None:
+        atomic_write_json(self.dir / "ledger.json", ledger.to_dict())
 
     def _noised(self, plan: Plan, client: Client) -> tuple[torch.Tensor, torch.Tensor]:
         """x~ once per data set, ever: the ledger is written before x~ is; a ledger that
