@@ -29,8 +29,6 @@ from typing import Any
 from protocols.errors import ProtocolAbort
 from protocols.registry import protocol_names
 from protocols.stages import AggregationProtocol
-from protocols.tee.protocol import _allowlist
-from protocols.tee.verify import AttestationPolicy
 from securediff.errors import ConfigError
 
 
@@ -53,7 +51,7 @@ class NodePolicy:
                 protocols=protocols,
                 min_survivors=int(node_config.get("min-survivors", 2)),
                 ckks_min_flood_bits=int(node_config.get("ckks-min-flood-bits", 40)),
-                tee_allow=_allowlist(node_config.get("tee-allow") or None),
+                tee_allow=_tee_allowlist(node_config.get("tee-allow") or None),
                 tee_min_svn=int(node_config.get("tee-min-svn", 1)),
                 tee_production=_flag(node_config.get("tee-production", False)),
             )
@@ -84,12 +82,21 @@ class NodePolicy:
                                 f"below this node's ckks-min-flood-bits = "
                                 f"{self.ckks_min_flood_bits}")
         if name == "tee":
+            from protocols.tee.verify import AttestationPolicy
+
             # The measurement the node computes from its own copy of the aggregator
             # code, not whatever the aggregator allowlists for itself.
             protocol.policy = AttestationPolicy(
                 allowed_measurements=self.tee_allow or (protocol.measurement,),
                 min_svn=self.tee_min_svn, production=self.tee_production)
         return protocol
+
+
+def _tee_allowlist(value: Any) -> tuple[str, ...] | None:
+    # Imported here: a ClientApp process (one per message) loads tee only for tee rounds.
+    from protocols.tee.protocol import _allowlist
+
+    return _allowlist(value)
 
 
 def _flag(value: Any) -> bool:
