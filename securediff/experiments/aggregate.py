@@ -105,6 +105,8 @@ def aggregate(root: Path, suite: Suite) -> dict[str, Any]:
         "hyperparameters": meta.get("base", {}),
         "methods_table": [m.to_dict() for m in suite.methods],
         "rows": rows, "missing": missing,
+        "cells_finished": sum(len(c) for c in by_method.values()),
+        "cells_expected": int(meta["seeds"]) * sum(unregistered_reason(m) is None for m in suite.methods),
         "wall_seconds": {"cells_total": seconds,
                          "invocations_total": sum(i.get("seconds", 0.0) for i in invocations),
                          "invocations": invocations},

@@ -100,11 +100,13 @@ def markdown_block(results: dict[str, Any], *, md_path: Path, figures: dict[str,
         out.append("Mode: **NOT PRIVATE** (`--quick`: insecure test seeds, a tiny config with "
                    "fewer clients; the setting names describe the full suite).")
     wall = results["wall_seconds"]
+    runs = (f"{wall['invocations_total'] / 60:.1f} min over {len(wall['invocations'])} finished "
+            "invocation(s) of `securediff experiment run`" if wall["invocations"]
+            else "no invocation of `securediff experiment run` has finished yet")
     out += ["", f"Seeds: {results['seeds']} (repetition N uses partition seed N for every method: "
-            "paired comparisons). Wall time on this machine: "
-            f"{wall['cells_total'] / 60:.1f} min of cells (train + evaluate + audit), "
-            f"{wall['invocations_total'] / 60:.1f} min over {len(wall['invocations'])} "
-            "invocation(s) of `securediff experiment run`.", ""]
+            f"paired comparisons). Cells finished: {results['cells_finished']} of "
+            f"{results['cells_expected']} (registered methods x seeds). Wall time on this machine: "
+            f"{wall['cells_total'] / 60:.1f} min of cells (train + evaluate + audit); {runs}.", ""]
     out += ["### Hyperparameters (fixed before the runs, sized by wall time, not tuned on the data)", ""]
     hp = results["hyperparameters"]
     out += _table(["section", "values"], [[s, ", ".join(f"{k} = {v}" for k, v in sorted(vals.items()))]
