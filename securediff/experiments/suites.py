@@ -121,10 +121,11 @@ CORE_METHODS: tuple[Method, ...] = (
     Method("layer-split-dpsgd-eps10", "layer-split", "dp-sgd", 10.0,
            {"privacy": {"dpsgd_shared": True, "dpsgd_epsilon": 10.0}}, CORE_SETTING),
     # Distributed DP-SGD through secure aggregation + personal fine-tuning (issue 11);
-    # its config requires secagg. Which epsilon key it calibrates to is the strategy's call.
-    Method("hybrid-eps10", "hybrid", "distributed dp-sgd", 10.0,
+    # its config requires secagg and the RDP accountant (the Skellam bound).
+    Method("hybrid-eps10", "hybrid", "distributed dp-sgd (rdp)", 10.0,
            {"federation": {"protocol": "secagg"},
-            "privacy": {"target_epsilon": 10.0, "dpsgd_epsilon": 10.0}}, CORE_SETTING),
+            "privacy": {"target_epsilon": 10.0, "dpsgd_epsilon": 10.0, "accountant": "rdp"}},
+           CORE_SETTING),
     Method("centralized", "centralized", "none", None, setting=CORE_SETTING),
 )
 
