@@ -66,7 +66,8 @@ def cell_overrides(suite: Suite, method: Method, *, seed: int, quick: bool, out_
     run: dict[str, Any] = {"name": RUN_NAME, "out_dir": str(out_dir)}
     if quick:
         run["insecure_seed"] = seed
-    return merge(suite.base, QUICK_BASE if quick else {}, method.overrides,
+    # --quick shrinks every method alike, so its sizes come after the method's own.
+    return merge(suite.base, method.overrides, QUICK_BASE if quick else {},
                  {"federation": {"strategy": method.strategy}, "data": {"partition_seed": seed},
                   "run": run})
 
