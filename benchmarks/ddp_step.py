@@ -18,8 +18,8 @@ demo's 10 clients holding ~1,078 member records between them (digits, 25% test,
 Repetitions alternate the two so load on this shared machine hits both alike;
 the figure is the ratio of medians.
 
-    .venv/bin/python benchmarks/ddp_step.py            # 10 clients, batch 256
-    .venv/bin/python benchmarks/ddp_step.py --reps 3 --clients 5
+    .venv/bin/python benchmarks/ddp_step.py                        # both settings below
+    .venv/bin/python benchmarks/ddp_step.py --configs 16:1078 --reps 3   # the core suite's hybrid only
 """
 
 from __future__ import annotations
@@ -48,16 +48,16 @@ from securediff.rng import RandomSource
 MEMBERS = 1078  # the demo's member records over 10 clients
 
 
-def build(clients: int, batch: int):
+def build(clients: int, batch: int, base_channels: int):
     cfg = Config().model
-    spec = UNetSpec(base_channels=cfg.base_channels, channel_mults=cfg.channel_mults)
+    spec = UNetSpec(base_channels=base_channels, channel_mults=cfg.channel_mults)
     schedule = make_schedule("linear", T=1000)
     source = RandomSource.insecure_from_seed(0)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(MEMBERS, 1, 8, 8, generator=gen)
     y = torch.randint(0, 10, (MEMBERS,), generator=gen)
     parts = np.array_split(np.arange(MEMBERS), clients)
-    q = batch / MEMBERS
+    q = min(1.0, batch / MEMBERS)
     shared = UNet(spec)
     shared_opt = torch.optim.Adam(shared.parameters(), 1e-3)
     params = [p for p in shared.parameters() if p.requires_grad]
@@ -107,18 +107,11 @@ def build(clients: int, batch: int):
                                                    "min_survivors": plan.min_survivors, "q": q}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--clients", type=int, default=10)
-    parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--reps", type=int, default=6)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "ddp_step.json")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    distributed_step, pooled_step, timing, info = build(args.clients, args.batch)
+def measure(clients: int, batch: int, base_channels: int, reps: int) -> dict:
+    distributed_step, pooled_step, timing, info = build(clients, batch, base_channels)
     times: dict[str, list[float]] = {"distributed": [], "pooled": []}
     parts: dict[str, list[float]] = {"clients_s": [], "secagg_s": [], "server_s": []}
-    for i in range(args.reps + 1):
+    for i in range(reps + 1):
         for name, fn in (("distributed", distributed_step), ("pooled", pooled_step)):
             t = time.perf_counter()
             fn()
@@ -128,16 +121,33 @@ def main() -> None:
                     for k in parts:
                         parts[k].append(timing[k])
     d, p = statistics.median(times["distributed"]), statistics.median(times["pooled"])
-    row = {"clients": args.clients, "expected_batch": args.batch, "distributed_s": d, "pooled_s": p,
-           "ratio": d / p, **{k: statistics.median(v) for k, v in parts.items()},
-           "per_client_s": statistics.median(parts["clients_s"]) / args.clients, **info}
-    print(f"{args.clients} clients, expected batch {args.batch}: distributed {d:.3f} s "
+    row = {"clients": clients, "expected_batch": batch, "base_channels": base_channels, "distributed_s": d,
+           "pooled_s": p, "ratio": d / p, **{k: statistics.median(v) for k, v in parts.items()},
+           "per_client_s": statistics.median(parts["clients_s"]) / clients, **info}
+    print(f"{clients} clients, base {base_channels}, expected batch {batch}: distributed {d:.3f} s "
           f"(clients {row['clients_s']:.3f}, secagg {row['secagg_s']:.3f}, server {row['server_s']:.3f}) "
           f"vs pooled DP-SGD {p:.3f} s: ratio {d / p:.2f}", flush=True)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clients", type=int, default=10)
+    parser.add_argument("--configs", default="32:256,16:1078",
+                        help="base_channels:expected_batch pairs (default: the library default model at "
+                             "batch 256, and the core suite's hybrid)")
+    parser.add_argument("--reps", type=int, default=6)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "ddp_step.json")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    rows = []
+    for pair in args.configs.split(","):
+        base, batch = (int(v) for v in pair.split(":"))
+        rows.append(measure(args.clients, batch, base, args.reps))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "benchmark": "ddp_step", "when": datetime.now().isoformat(timespec="seconds"),
-        "load_avg_1m": os.getloadavg()[0], "cpus": os.cpu_count(), "torch_threads": 1, "rows": [row],
+        "load_avg_1m": os.getloadavg()[0], "cpus": os.cpu_count(), "torch_threads": 1, "rows": rows,
     }, indent=2) + "\n")
 
 
