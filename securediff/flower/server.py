@@ -8,7 +8,8 @@ weight, seconds) and `aggregates.safetensors` (each released weighted sum).
 With `inputs = "train"` (the default) the nodes train on their own data and the
 aggregator holds the shared model (`shared_model.py`); it also writes
 `config.toml` (the securediff config the nodes were sent) and
-`shared-model.safetensors` after each round. With `inputs = "test-vectors"` the
+`shared-model.safetensors` after each round; at the end of the run,
+`flower-manifest.json` (manifest.py) pins the final shared model. With `inputs = "test-vectors"` the
 nodes aggregate the insecure deterministic test mode's vectors.
 """
 
@@ -38,6 +39,7 @@ from securediff.errors import ConfigError, RunDirectoryError
 from securediff.flower.apps import GridExchange, wait_for_nodes, write_json
 from securediff.flower.driver import run_remote_round
 from securediff.flower.exchange import HELLO_DOMAIN
+from securediff.flower.manifest import write_manifest
 from securediff.flower.node import stream
 from securediff.flower.shared_model import SharedModelServer
 from securediff.rng import RandomSource
@@ -198,6 +200,9 @@ def run_aggregator(settings: AggregatorSettings, exchange: GridExchange) -> dict
     if model is not None:
         summary["run_id"] = model.run_id
     write_json(run_dir / "flower.json", summary)
+    # Last: a manifest exists only for a run that ended, and pins what it released.
+    write_manifest(run_dir, run_id=summary.get("run_id"), protocol=protocol.name,
+                   mode=summary["mode"], rounds=rounds, planned_rounds=settings.rounds)
     return summary
 
 
