@@ -11,7 +11,8 @@ import typer
 
 from cli.common import JsonFlag, console, handle_errors, print_json
 
-flower_app = typer.Typer(help="Run across machines on Flower: keys, roster, SuperNodes.",
+flower_app = typer.Typer(help="Run across machines on Flower: keys, roster, SuperNodes, "
+                         "final models.",
                          no_args_is_help=True)
 
 
@@ -124,3 +125,74 @@ def supernode_cmd(
         print(shlex.join(cmd))
         return
     os.execvp(cmd[0], cmd)  # noqa: S606 (the user's own command, by design)
+
+
+ManifestOpt = Annotated[Path, typer.Option(
+    "--manifest", help="The run's flower-manifest.json (or the aggregator's run directory).")]
+SharedOpt = Annotated[Path, typer.Option(
+    "--shared", help="The run's shared-model.safetensors; refused unless the manifest pins it.")]
+PersonalOpt = Annotated[Path, typer.Option(
+    "--personal", help="This node's STATE-DIR/runs/RUN-ID/personal.safetensors (or that "
+    "directory).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+
+
+@flower_app.command("sample")
+def sample_cmd(
+    manifest: ManifestOpt,
+    shared: SharedOpt,
+    personal: PersonalOpt,
+    per_class: Annotated[int, typer.Option("--per-class", min=1)] = 8,
+    out: Annotated[Path, typer.Option("--out", help="PNG to write (rows: classes).")] = Path(
+        "samples.png"),
+    device: DeviceOpt = "auto",
+    as_json: JsonFlag = False,
+) -> None:
+    """On a node: sample its final pipeline (the run's shared model, its personal model)
+    and print the privacy statement of its artefacts."""
+    from securediff.flower.final_models import node_statement, open_node_models, sample_node
+
+    with handle_errors():
+        models = open_node_models(manifest=manifest, shared=shared, node_run=personal,
+                                  device=device)
+        written = sample_node(models, per_class=per_class, out=out)
+        statement = node_statement(models)
+    if as_json:
+        print_json({"samples": str(written), "run_id": models.manifest["run_id"],
+                    "privacy_statement": statement})
+        return
+    from cli.render import statement_table
+
+    console.print(f"samples written to [bold]{written}[/]")
+    console.print(statement_table(statement))
+
+
+@flower_app.command("evaluate")
+def evaluate_cmd(
+    manifest: ManifestOpt,
+    shared: SharedOpt,
+    personal: PersonalOpt,
+    device: DeviceOpt = "auto",
+    as_json: JsonFlag = False,
+) -> None:
+    """On a node: evaluate its final pipeline on the test split of the data it holds
+    (the metrics of `securediff evaluate`)."""
+    from securediff.flower.final_models import evaluate_node, open_node_models
+
+    with handle_errors():
+        models = open_node_models(manifest=manifest, shared=shared, node_run=personal,
+                                  device=device)
+        # The evaluator is trained on this node's data: its cache stays in the state-dir.
+        result = evaluate_node(models, cache_dir=_state_dir(personal) / "cache")
+    if as_json:
+        print_json(result)
+        return
+    from cli.render import summary_table
+
+    console.print(summary_table(result["clients"], result["summary"]))
+
+
+def _state_dir(personal: Path) -> Path:
+    """STATE-DIR, from STATE-DIR/runs/RUN-ID[/personal.safetensors]."""
+    run_dir = personal.parent if personal.is_file() else personal
+    return run_dir.parent.parent

@@ -3,8 +3,9 @@
 Node config (`flower-supernode --node-config`, besides the keys of `client.py`):
 
 - `state-dir` (required): a node-local directory for the ledger, the once-noised
-  data, the personal model of each run and the pending shared update. Nothing
-  in it leaves the node.
+  data, the pending shared update and, per run, `runs/RUN-ID/` (the personal
+  model, the config the node trained with, its progress). Nothing in it leaves
+  the node.
 - `dataset` (default: the run config's `data.dataset`, else digits) and
   `data-path` (MNIST-format IDX directory or MedMNIST `.npz` file for
   `mnist-idx`, `fashion-mnist-idx`, `medmnist-npz`).
@@ -61,7 +62,13 @@ from securediff.privacy.ledger import (
     RandomizedResponseEvent,
 )
 from securediff.rng import RandomSource
-from securediff.storage import atomic_write_json, load_tensors, read_json, save_tensors
+from securediff.storage import (
+    atomic_write_json,
+    atomic_write_text,
+    load_tensors,
+    read_json,
+    save_tensors,
+)
 
 # node-config key -> [data] key of the securediff config
 _DATA_KEYS = {"dataset": "dataset", "data-path": "path", "num-partitions": "num_clients",
@@ -209,6 +216,11 @@ class NodeTrainer:
         run_dir = self.dir / "runs" / run
         run_dir.mkdir(parents=True, exist_ok=True)
         progress_path = run_dir / "progress.json"
+        if not (run_dir / "config.toml").exists():
+            # What `securediff flower sample/evaluate` rebuilds this node's models from.
+            atomic_write_text(run_dir / "config.toml", plan.config.to_toml())
+            atomic_write_json(run_dir / "node.json", {"client_id": self.settings.client_id,
+                                                      "partition_id": self.settings.partition_id})
         if progress["rounds"] and r <= max(progress["rounds"]):
             raise ProtocolAbort(f"{self.settings.client_id}: round {r} of this run was trained")
         dp_plans = self._dp_plans(plan, progress)

@@ -10,12 +10,18 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
 
+from cli.app import app
 from protocols.messages import sha256_hex
 from securediff.errors import CheckpointError
+from securediff.flower.final_models import open_node_models
 from securediff.flower.keys import keygen, make_roster
 from securediff.flower.manifest import MANIFEST_NAME, read_manifest, write_manifest
 from securediff.flower.server import AggregatorSettings, run_aggregator
+from securediff.storage import load_tensors
 
 from .test_flower_training import CLIENTS, TINY, DirectExchange
 
@@ -91,3 +97,80 @@ def test_a_shared_model_written_after_the_last_round_is_refused(finished_run, tm
         write_manifest(tmp_path, run_id=summary["run_id"], protocol="secagg",
                        mode=summary["mode"], rounds=summary["rounds"], planned_rounds=ROUNDS)
     assert not (tmp_path / MANIFEST_NAME).exists()
+
+
+def _node_run(root: Path, summary: dict, cid: str = "client-01") -> Path:
+    return root / "node" / cid / "runs" / summary["run_id"]
+
+
+def test_a_node_reopens_the_shared_model_and_its_own_personal_model(finished_run):
+    root, run_dir, summary, _ = finished_run
+    node_run = _node_run(root, summary)
+    models = open_node_models(manifest=run_dir, shared=run_dir / "shared-model.safetensors",
+                              node_run=node_run / "personal.safetensors", device="cpu")
+    shared = load_tensors(run_dir / "shared-model.safetensors")
+    personal = load_tensors(node_run / "personal.safetensors")
+    for key, value in models.strategy.global_model.state_dict().items():
+        assert torch.equal(value, shared[key]), key
+    for key, value in models.client.model.state_dict().items():
+        assert torch.equal(value, personal[f"model.personal.{key}"]), key
+    # pfdm's segments: the run's shared model above t0, the node's personal one below.
+    high, low = models.strategy.segments(models.client)
+    assert high.model is models.strategy.global_model and low.model is models.client.model
+    assert (low.start, low.end, high.end) == (0, models.plan.t0, models.plan.schedule.T)
+    assert high.start == models.plan.t0
+    assert models.client.client_id == "client-01" and models.personal_round == ROUNDS - 1
+
+
+def test_flower_sample_draws_every_class_and_states_each_artefacts_guarantee(finished_run,
+                                                                             tmp_path):
+    root, run_dir, summary, _ = finished_run
+    out = tmp_path / "grid.png"
+    result = CliRunner().invoke(app, [
+        "flower", "sample", "--manifest", str(run_dir / MANIFEST_NAME),
+        "--shared", str(run_dir / "shared-model.safetensors"),
+        "--personal", str(_node_run(root, summary) / "personal.safetensors"),
+        "--per-class", "2", "--out", str(out), "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    reply = json.loads(result.stdout)
+    assert reply["samples"] == str(out) and reply["run_id"] == summary["run_id"]
+    # save_sample_grid: 10 rows (classes) x 2 columns of 8x8 images at scale 4, pad 1.
+    assert Image.open(out).size == (2 * 33 + 1, 10 * 33 + 1)
+    rows = {r["artefact"]: r["guarantee"] for r in reply["privacy_statement"]["rows"]}
+    assert "epsilon" in rows["noised data x~"] and "secagg" in json.dumps(reply)
+
+
+def test_a_shared_model_the_manifest_does_not_pin_is_refused_in_one_line(finished_run,
+                                                                          tmp_path):
+    root, run_dir, summary, _ = finished_run
+    tampered = tmp_path / "shared-model.safetensors"
+    data = bytearray((run_dir / "shared-model.safetensors").read_bytes())
+    data[-1] ^= 1  # one bit of one weight
+    tampered.write_bytes(bytes(data))
+    args = ["flower", "sample", "--manifest", str(run_dir), "--shared", str(tampered),
+            "--personal", str(_node_run(root, summary)), "--out", str(tmp_path / "x.png")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 3
+    assert result.output.count("\n") == 1 and "differs from the manifest" in result.output
+    assert not (tmp_path / "x.png").exists()
+    other_run = tmp_path / "runs" / "0123abcd"
+    other_run.mkdir(parents=True)
+    args[args.index("--shared") + 1] = str(run_dir / "shared-model.safetensors")
+    args[args.index("--personal") + 1] = str(other_run)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 3 and "run 0123abcd" in result.output
+
+
+def test_flower_evaluate_reports_the_nodes_metrics(finished_run):
+    root, run_dir, summary, _ = finished_run
+    result = CliRunner().invoke(app, [
+        "flower", "evaluate", "--manifest", str(run_dir),
+        "--shared", str(run_dir / "shared-model.safetensors"),
+        "--personal", str(_node_run(root, summary, "client-02")), "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    reply = json.loads(result.stdout)
+    (row,) = reply["clients"]
+    assert row["client_id"] == "client-02"
+    assert reply["summary"]["run_id"] == summary["run_id"]
+    assert reply["summary"]["shared_model_round"] == ROUNDS - 1
+    assert 0.0 <= row["accuracy"] <= 1.0
