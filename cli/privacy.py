@@ -191,7 +191,8 @@ def _split(ledgers: dict[str, Any]) -> dict[str, Any]:
 
 def _split_table(split: dict[str, Any]) -> Table:
     table = Table(title="where the budget goes: each mechanism on its own "
-                  "(composition is sub-additive; the claim above composes them)")
+                  "(composition is sub-additive; the claim above composes them, except that "
+                  "DP-SGD on PFDM's noised data is a second view and the smaller one counts)")
     for col in ("client", "artefact", "mechanism", "steps", "epsilon alone"):
         table.add_column(col, justify="right" if col in ("steps", "epsilon alone") else "left")
     for cid, by_artefact in split.items():

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -175,6 +175,11 @@ def _dp_plan(cfg: Config, *, n: int, steps_per_round: int) -> DPPlan:
                   count_noise=count)
 
 
+def _dpsgd_input(strategy: str, artefact: str) -> str:
+    """What a planned DP-SGD event trains on (DPSGDEvent.input): PFDM's shared model x~."""
+    return "noised" if strategy == "pfdm" and artefact == "shared" else "raw"
+
+
 def _stale_events(at_checkpoint, now) -> list | None:
     """What `now` holds beyond `at_checkpoint` (DP-SGD steps merged into a recorded
     event count as an event of the extra steps), or None if `now` holds less."""
@@ -183,13 +188,11 @@ def _stale_events(at_checkpoint, now) -> list | None:
     stale = []
     for old, new in zip(at_checkpoint, now, strict=False):
         if isinstance(old, DPSGDEvent) and isinstance(new, DPSGDEvent) and (
-            (old.noise_multiplier, old.sample_rate, old.artefact, old.count_noise)
-            == (new.noise_multiplier, new.sample_rate, new.artefact, new.count_noise)
+            (old.noise_multiplier, old.sample_rate, old.artefact, old.count_noise, old.input)
+            == (new.noise_multiplier, new.sample_rate, new.artefact, new.count_noise, new.input)
         ) and new.steps >= old.steps:
             if new.steps > old.steps:
-                stale.append(DPSGDEvent(new.noise_multiplier, new.sample_rate,
-                                        new.steps - old.steps, new.artefact,
-                                        count_noise=new.count_noise))
+                stale.append(replace(new, steps=new.steps - old.steps))
         elif old != new:
             return None
     return stale + list(now[len(at_checkpoint):])
@@ -254,14 +257,15 @@ class FederatedRun:
                     plans[f"{cid}/{artefact}"] = dp
                     trial.charge(DPSGDEvent(dp.noise_multiplier, dp.sample_rate,
                                             steps * cfg.federation.rounds, artefact,
-                                            count_noise=dp.count_noise))
+                                            count_noise=dp.count_noise,
+                                            input=_dpsgd_input(strategy, artefact)))
             if strategy == "hybrid":
                 ddp = self._distributed_plan(sizes)
                 trial.charge(skellam_event(ddp, survivors=ddp.skellam.min_survivors,
                                            steps=ddp.steps_per_round * cfg.federation.rounds))
             for artefact in ("shared", "personal"):
                 if any(e.artefact == artefact for e in trial.events):
-                    budget = max(budget, trial.epsilon(artefact))
+                    budget = max(budget, trial.peak_epsilon(artefact))
         # Nothing planned (no DP anywhere): the ledgers stay empty; any charge is refused.
         return (budget * (1 + 1e-9) if budget > 0 else cfg.privacy.target_epsilon), plans
 
@@ -472,11 +476,12 @@ class FederatedRun:
                 steps = (self.cfg.federation.local_steps if artefact == "shared"
                          else self._personal_steps())
                 trial.charge(DPSGDEvent(dp.noise_multiplier, dp.sample_rate,
-                                        steps * remaining, artefact, count_noise=dp.count_noise))
+                                        steps * remaining, artefact, count_noise=dp.count_noise,
+                                        input=_dpsgd_input(self.cfg.federation.strategy, artefact)))
         if self.state.strategy.distributed and remaining > 0:
             trial.charge(skellam_event(self._ddp, survivors=self._ddp.skellam.min_survivors,
                                        steps=self._ddp.steps_per_round * remaining))
-        return max(self._budget, max(trial.epsilon(a) for a in {e.artefact for e in trial.events}
+        return max(self._budget, max(trial.peak_epsilon(a) for a in {e.artefact for e in trial.events}
                                      ) * (1 + 1e-9))
 
     # -- the round loop -----------------------------------------------------------------------

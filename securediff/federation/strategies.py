@@ -143,6 +143,8 @@ class Strategy:
             ledger=None if adaptive else client.ledger,
             noise_multiplicity=self.settings.noise_multiplicity, sample_rate=dp.sample_rate,
             artefact=artefact, secure_noise=self.settings.secure_noise,
+            # PFDM's shared model sees only x~: its DP-SGD is a second view (ledger.artefact_epsilon).
+            input_data="noised" if artefact == "shared" and self.uses_noised_data else "raw",
         )
         if adaptive:  # the wrapper charges the joint event and moves the norm each step
             dpsgd = AdaptiveClipDPSGD(

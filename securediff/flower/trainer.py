@@ -46,6 +46,7 @@ from securediff.federation.checkpoint import load_round_state, save_round_state
 from securediff.federation.clients import Client
 from securediff.federation.runner import (
     _dp_plan,
+    _dpsgd_input,
     build_strategy,
     personal_steps_per_round,
     resolve_device,
@@ -151,7 +152,7 @@ class NodeTrainer:
         plan = plan_run(config)
         planned = self._planned_ledger(plan, self._dp_plans(plan, progress),
                                        rounds_left=config.federation.rounds - len(progress["rounds"]))
-        eps = max((planned.epsilon(a) for a in {e.artefact for e in planned.events}), default=0.0)
+        eps = max((planned.peak_epsilon(a) for a in {e.artefact for e in planned.events}), default=0.0)
         if eps > self.settings.max_epsilon * (1 + 1e-9):
             raise PrivacyError(f"{self.settings.client_id}: the run's planned mechanisms (forward "
                                f"noise, labels, DP-SGD) and this node's ledger compose to "
@@ -201,7 +202,8 @@ class NodeTrainer:
             if rounds_left > 0:
                 ledger.charge(DPSGDEvent(dp.noise_multiplier, dp.sample_rate,
                                          dp.steps_per_round * rounds_left, artefact,
-                                         count_noise=dp.count_noise))
+                                         count_noise=dp.count_noise,
+                                         input=_dpsgd_input(cfg.federation.strategy, artefact)))
         return ledger
 
     def _progress(self, run: str) -> dict[str, Any]:

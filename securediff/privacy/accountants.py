@@ -188,7 +188,12 @@ def _eps_of_delta(part: _Part, *, relation: str, accountant: str) -> Callable[[f
             acc = PRVAccountant()
             acc.history = [(g.z, g.q, g.steps) for g in gs]
             with np.errstate(divide="ignore", invalid="ignore"):  # log(1 - q) at q = 1
-                return float(acc.get_epsilon(d)) + pure
+                try:
+                    return float(acc.get_epsilon(d)) + pure
+                except ValueError:
+                    # Opacus' PRV refuses deltas below its floating-point floor (as group
+                    # privacy asks for): no certificate there, which is what inf says.
+                    return math.inf
 
         return prv
     if accountant == "exact":

@@ -122,7 +122,8 @@ class AdaptiveClipDPSGD:
 
     def reserve(self, steps: int) -> float:
         eps = self.ledger.charge(DPSGDEvent(self.noise_multiplier, self.sample_rate, steps,
-                                            self.artefact, count_noise=self.count_noise))
+                                            self.artefact, count_noise=self.count_noise,
+                                            input=self.inner.input_data))
         self.reserved_steps += steps
         return eps
 

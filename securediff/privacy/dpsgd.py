@@ -84,6 +84,7 @@ class DPSGD:
         artefact: Artefact = "shared",
         secure_noise: bool = False,
         per_sample: str = "fused",
+        input_data: str = "raw",
     ) -> None:
         if not (max_grad_norm > 0.0 and math.isfinite(max_grad_norm)):
             raise ConfigError(f"max_grad_norm must be positive, got {max_grad_norm}")
@@ -125,6 +126,7 @@ class DPSGD:
         self.ledger = ledger
         self.sample_rate = sample_rate
         self.artefact = artefact
+        self.input_data = input_data  # "noised": trains on PFDM's x~ only (DPSGDEvent.input)
         self.reserved_steps = 0
 
     def close(self) -> None:
@@ -147,6 +149,7 @@ class DPSGD:
                 sample_rate=float(self.sample_rate),  # type: ignore[arg-type]
                 steps=steps,
                 artefact=self.artefact,
+                input=self.input_data,
             )
         )
         self.reserved_steps += steps

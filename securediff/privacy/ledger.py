@@ -99,6 +99,9 @@ class DPSGDEvent:
     artefact: Artefact
     relation: Relation = "add_remove"
     count_noise: float | None = None
+    # "noised": the steps trained on PFDM's once-noised data x~ only, never on raw
+    # records, so the artefact is ALSO a post-processing of x~ (PrivacyLedger.epsilon).
+    input: str = "raw"
     kind: ClassVar[str] = "dpsgd"
 
     def __post_init__(self) -> None:
@@ -114,6 +117,8 @@ class DPSGDEvent:
         object.__setattr__(self, "steps", int(self.steps))
         _fixed(self, "relation", "add_remove")
         _artefact(self.artefact)
+        if self.input not in ("raw", "noised"):
+            raise ConfigError(f"input must be 'raw' or 'noised', got {self.input!r}")
         if self.count_noise is not None:
             count = _positive("count_noise", self.count_noise)
             if not 2.0 * count > self.noise_multiplier:
@@ -127,6 +132,8 @@ class DPSGDEvent:
         data = {"kind": self.kind, **asdict(self)}
         if self.count_noise is None:  # fixed clipping: the format as before
             del data["count_noise"]
+        if self.input == "raw":  # the format as before
+            del data["input"]
         return data
 
 
@@ -261,6 +268,30 @@ def event_from_dict(data: dict[str, Any]) -> MechanismEvent:
         raise CheckpointError(f"invalid {cls.__name__}: {exc}") from None
 
 
+def artefact_epsilon(events: list[MechanismEvent], *, delta: float, accountant: str) -> float:
+    """Epsilon of one artefact from its events.
+
+    Usually the composition of all of them. When DP-SGD trained on PFDM's noised
+    data x~ only (`DPSGDEvent.input == "noised"`), the artefact is a post-processing
+    of two different views, and each bounds it on its own, so the smaller counts:
+    (1) the mechanisms that made x~ and the labels (everything but those DP-SGD
+    steps), and (2) those DP-SGD steps with whatever else was released (everything
+    but the forward noise and the randomized labels, which are only ever read by
+    the steps: for any fixed draw of that noise, neighbouring records give
+    neighbouring x~, and divergences of mixtures are bounded by the worst draw).
+    Both views are taken under the relation of the whole set (replace-one when
+    forward noise is there), so the claim names one relation."""
+    on_noised = [e for e in events if isinstance(e, DPSGDEvent) and e.input == "noised"]
+    if not on_noised:
+        return compose_epsilon(events, delta=delta, accountant=accountant)
+    relation = "replace_one" if any(e.relation == "replace_one" for e in events) else "add_remove"
+    made_x = [e for e in events if not (isinstance(e, DPSGDEvent) and e.input == "noised")]
+    trained = [e for e in events if not isinstance(e, ForwardNoiseEvent | RandomizedResponseEvent)]
+    views = [compose_epsilon(v, delta=delta, accountant=accountant, relation=relation)
+             for v in (made_x, trained) if v]
+    return min(views)
+
+
 class PrivacyLedger:
     """The mechanisms one client has run, per artefact, against one budget.
 
@@ -287,6 +318,10 @@ class PrivacyLedger:
         self.delta = float(delta)
         self.accountant = check_accountant(accountant)
         self._events: list[MechanismEvent] = []
+        # The largest epsilon each artefact reached at any charge: with DP-SGD on
+        # noised data a later charge can LOWER the claim (artefact_epsilon), so a
+        # plan's budget must cover every state on the way, not only the last.
+        self._peak: dict[str, float] = {}
         for event in events:
             self._check_new(event)
             self._events.append(event)
@@ -328,14 +363,9 @@ class PrivacyLedger:
                     and last.noise_multiplier == event.noise_multiplier
                     and last.sample_rate == event.sample_rate
                     and last.count_noise == event.count_noise
+                    and last.input == event.input
                 ):
-                    events[i] = DPSGDEvent(
-                        last.noise_multiplier,
-                        last.sample_rate,
-                        last.steps + event.steps,
-                        last.artefact,
-                        count_noise=last.count_noise,
-                    )
+                    events[i] = replace(last, steps=last.steps + event.steps)
                     return events
                 break
         events.append(event)
@@ -346,7 +376,7 @@ class PrivacyLedger:
         epsilon. Raises BudgetExceededError (ledger unchanged) past the budget."""
         self._check_new(event)
         candidate = self._with(event)
-        eps = compose_epsilon(
+        eps = artefact_epsilon(
             [e for e in candidate if e.artefact == event.artefact],
             delta=self.delta,
             accountant=self.accountant,
@@ -358,7 +388,13 @@ class PrivacyLedger:
                 f"(delta={self.delta:g}, {self.accountant})"
             )
         self._events = candidate
+        self._peak[event.artefact] = max(self._peak.get(event.artefact, 0.0), eps)
         return eps
+
+    def peak_epsilon(self, artefact: str) -> float:
+        """The largest epsilon `artefact` reached over this object's charges, or its
+        current epsilon if larger (events given to the constructor were not charged)."""
+        return max(self._peak.get(artefact, 0.0), self.epsilon(artefact))
 
     def epsilon(self, artefact: str, *, accountant: str | None = None) -> float:
         """Epsilon at the ledger's delta for `artefact`. An artefact without
@@ -367,7 +403,7 @@ class PrivacyLedger:
         events = [e for e in self._events if e.artefact == artefact]
         if not events:
             return math.inf
-        return compose_epsilon(
+        return artefact_epsilon(
             events, delta=self.delta, accountant=check_accountant(accountant or self.accountant)
         )
 

@@ -75,3 +75,18 @@ def test_colored_digits_run(tmp_path, tiny_args):
     result = runner.invoke(app, ["train", "--insecure-deterministic", "2", "--json", "--run.name", "c",
                                  "--data.dataset", "colored-digits", *tiny_args])
     assert result.exit_code == 0, result.output
+
+
+def test_pfdm_with_shared_dpsgd_claims_the_smaller_view(tmp_path, tiny_args):
+    """DP-SGD on PFDM's noised data at its default epsilon 10: the composition by group
+    privacy has no finite bound, but the shared model is a post-processing of x~ alone,
+    so the run proceeds and claims the forward noise's epsilon."""
+    result = runner.invoke(app, ["train", "--insecure-deterministic", "2", "--json", "--run.name", "pd",
+                                 "--privacy.dpsgd_shared", "true", *tiny_args])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    ledgers = read_json(tmp_path / "runs" / "pd" / "ledger.json")
+    for led in ledgers.values():
+        dpsgd = [e for e in led["events"] if e["kind"] == "dpsgd"]
+        assert dpsgd and all(e["input"] == "noised" and e["artefact"] == "shared" for e in dpsgd)
+    assert 9.0 < out["summary"]["epsilon_shared_max"] <= 10.0 + 1e-6

@@ -101,10 +101,15 @@ def test_a_node_refuses_a_dpsgd_run_past_its_max_epsilon(deployment):
     node_configs, run_config = deployment
     node = node_configs[10]
     describe = {"kind": "describe", "round": "describe", "config": DPSGD}
-    # Forward noise alone fits in 10; with shared DP-SGD composed by group privacy it does not.
+    # Forward noise alone fits in 10, and so does shared DP-SGD on its noised data (the
+    # smaller view counts); personal DP-SGD at epsilon 20 on raw records does not.
+    # (PLD here: RDP's forward-noise epsilon alone is 10.7 at this t0.)
+    pld = DPSGD.replace('accountant = "rdp"', 'accountant = "pld"')
     assert handle_request(node, run_config, {}, {**describe, "config": training.TINY})
+    assert handle_request(node, run_config, {}, {**describe, "config": pld})
     with pytest.raises(PrivacyError, match="DP-SGD.*max-epsilon 10"):
-        handle_request(node, run_config, {}, dict(describe))
+        handle_request(node, run_config, {}, {**describe, "config": pld.replace("dpsgd_epsilon = 2.0",
+                                                                               "dpsgd_epsilon = 20.0")})
     adaptive = DPSGD.replace('accountant = "rdp"', 'accountant = "rdp"\nclipping = "adaptive"')
     with pytest.raises(ConfigError, match="adaptive needs state shared by all clients"):
         handle_request(node, run_config, {}, {**describe, "config": adaptive})
