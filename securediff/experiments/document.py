@@ -107,7 +107,7 @@ def markdown_block(results: dict[str, Any], *, md_path: Path, figures: dict[str,
             f"paired comparisons). Cells finished: {results['cells_finished']} of "
             f"{results['cells_expected']} (registered methods x seeds). Wall time on this machine: "
             f"{wall['cells_total'] / 60:.1f} min of cells (train + evaluate + audit); {runs}.", ""]
-    out += ["### Hyperparameters (fixed before the runs, sized by wall time, not tuned on the data)", ""]
+    out += ["### Hyperparameters (fixed before the runs; securediff/experiments/suites.py says which, if any, were tuned on the data)", ""]
     hp = results["hyperparameters"]
     out += _table(["section", "values"], [[s, ", ".join(f"{k} = {v}" for k, v in sorted(vals.items()))]
                                          for s, vals in sorted(hp.items())])
