@@ -94,6 +94,47 @@ def load_tensors(path: Path, *, expected_sha256: str | None = None) -> dict[str,
         raise CheckpointError(f"checkpoint {path} is corrupt: {exc}") from None
 
 
+def staged_path(path: Path) -> Path:
+    """Where the next version of a checkpoint waits until its digest is committed."""
+    path = Path(path)
+    return path.with_name(path.name + ".staged")
+
+
+def promote_staged(path: Path) -> None:
+    """Make the staged version of `path` the current one (after its digest was committed)."""
+    path = Path(path)
+    os.replace(staged_path(path), path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def resolve_committed(path: Path, sha256: str, *, roll_forward: bool) -> Path:
+    """The version of a checkpoint whose digest the progress file committed.
+
+    A checkpoint and the progress file that records its digest are two files, and
+    a process can die between any two renames. So the writer stages the new
+    checkpoint (`save_tensors(staged_path(p))`), commits its digest in the progress
+    file, and only then promotes it over `p`. Whatever the point of death, one of
+    `p` and its staged version carries the committed digest. `roll_forward`
+    finishes an interrupted promotion (the writer, on resume); a reader leaves
+    the directory alone. With neither matching, `p` is returned and the load
+    reports the mismatch.
+    """
+    path = Path(path)
+    if path.exists() and sha256_file(path) == sha256:
+        return path
+    staged = staged_path(path)
+    if staged.exists() and sha256_file(staged) == sha256:
+        if roll_forward:
+            promote_staged(path)
+            return path
+        return staged
+    return path
+
+
 class RunDirectory:
     """The directory of one run, staged under a `.incomplete` name until finished."""
 
@@ -131,6 +172,10 @@ class RunDirectory:
         final = path.parent / path.name[: -len(INCOMPLETE_SUFFIX)]
         if final.exists():
             raise RunDirectoryError(f"{final} already exists; cannot finish {path} into it")
+        # Half-written temporaries of a killed atomic write: never read, and they
+        # would otherwise end up in the finished run's manifest.
+        for tmp in path.rglob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
         return cls(path, final)
 
     def file(self, *parts: str) -> Path:

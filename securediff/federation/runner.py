@@ -78,8 +78,11 @@ from securediff.storage import (
     RunDirectory,
     atomic_write_json,
     load_tensors,
+    promote_staged,
     read_json,
+    resolve_committed,
     save_tensors,
+    staged_path,
 )
 
 Progress = Callable[[str, dict[str, Any]], None]
@@ -384,7 +387,10 @@ class FederatedRun:
     def _checkpoint(self) -> None:
         modules, optimizers = self._modules()
         path = self.run_dir.file("checkpoints", "state.safetensors")
-        digest = save_round_state(path, modules=modules, optimizers=optimizers, round_index=self.state.rounds_done)
+        # Staged, committed by progress.json, then promoted (see resolve_committed):
+        # a kill between any two of these leaves a state that matches its record.
+        digest = save_round_state(staged_path(path), modules=modules, optimizers=optimizers,
+                                  round_index=self.state.rounds_done)
         atomic_write_json(self.run_dir.file("checkpoints", "progress.json"), {
             "rounds_done": self.state.rounds_done, "state_sha256": digest,
             "noised_sha256": getattr(self, "_noised_sha256", None), "round_logs": self.state.round_logs,
@@ -396,6 +402,7 @@ class FederatedRun:
             "update_clip": self.state.update_clip,
             "sample_clip": {c.client_id: c.sample_clip for c in self.state.clients if c.sample_clip},
         })
+        promote_staged(path)
 
     def _restore(self) -> None:
         progress = read_json(self.run_dir.file("checkpoints", "progress.json"))
@@ -406,8 +413,10 @@ class FederatedRun:
             client.ledger = PrivacyLedger.from_dict(ledgers[client.client_id])
         self._settle_stale_reservations(progress)
         modules, optimizers = self._modules()
-        load_round_state(self.run_dir.file("checkpoints", "state.safetensors"), modules=modules,
-                         optimizers=optimizers, expected_sha256=progress["state_sha256"])
+        state_path = resolve_committed(self.run_dir.file("checkpoints", "state.safetensors"),
+                                       progress["state_sha256"], roll_forward=True)
+        load_round_state(state_path, modules=modules, optimizers=optimizers,
+                         expected_sha256=progress["state_sha256"])
         if self.state.strategy.uses_noised_data:
             self._noised_sha256 = progress["noised_sha256"]
             tensors = load_tensors(self.run_dir.file("checkpoints", "noised-data.safetensors"),

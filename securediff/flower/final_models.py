@@ -31,7 +31,7 @@ from securediff.flower.manifest import read_manifest
 from securediff.privacy.ledger import PrivacyLedger
 from securediff.rng import RandomSource
 from securediff.statement import privacy_statement
-from securediff.storage import load_tensors, read_json, sha256_file
+from securediff.storage import load_tensors, read_json, resolve_committed, sha256_file
 
 
 @dataclass
@@ -78,7 +78,9 @@ def open_node_models(*, manifest: Path, shared: Path, node_run: Path,
     if client.model is not None:
         if not progress.get("personal_sha256"):
             raise CheckpointError(f"{node_run}: this node has no personal model of the run")
-        load_round_state(node_run / "personal.safetensors", modules={"personal": client.model},
+        personal = resolve_committed(node_run / "personal.safetensors", progress["personal_sha256"],
+                                     roll_forward=False)
+        load_round_state(personal, modules={"personal": client.model},
                          optimizers={"personal": client.optimizer},
                          expected_sha256=progress["personal_sha256"])
         client.model.to(dev)

@@ -67,8 +67,11 @@ from securediff.storage import (
     atomic_write_json,
     atomic_write_text,
     load_tensors,
+    promote_staged,
     read_json,
+    resolve_committed,
     save_tensors,
+    staged_path,
 )
 
 # node-config key -> [data] key of the securediff config
@@ -230,7 +233,9 @@ class NodeTrainer:
         strategy = build_strategy(plan)
         client = self._client(plan, strategy, device)
         if client.model is not None and progress.get("personal_sha256"):
-            load_round_state(run_dir / "personal.safetensors", modules={"personal": client.model},
+            personal = resolve_committed(run_dir / "personal.safetensors", progress["personal_sha256"],
+                                         roll_forward=True)
+            load_round_state(personal, modules={"personal": client.model},
                              optimizers={"personal": client.optimizer},
                              expected_sha256=progress["personal_sha256"])
         weight = float(client.num_members)
@@ -255,11 +260,14 @@ class NodeTrainer:
         if client.model is not None:
             strategy.personal_train(client, r, dp_plans.get("personal"))
             self._write_ledger(client.ledger)
+            # Staged, committed by progress.json, then promoted (see resolve_committed).
             progress["personal_sha256"] = save_round_state(
-                run_dir / "personal.safetensors", modules={"personal": client.model},
+                staged_path(run_dir / "personal.safetensors"), modules={"personal": client.model},
                 optimizers={"personal": client.optimizer}, round_index=r)
         progress["rounds"].append(r)
         atomic_write_json(progress_path, progress)
+        if client.model is not None:
+            promote_staged(run_dir / "personal.safetensors")
         reply["epsilon"] = _headline(client.ledger)
         return reply
 

@@ -7,7 +7,9 @@ from securediff.storage import (
     atomic_write_json,
     load_tensors,
     read_json,
+    resolve_committed,
     save_tensors,
+    staged_path,
 )
 
 
@@ -58,3 +60,38 @@ def test_read_json_errors(tmp_path):
     (tmp_path / "bad.json").write_text("{nope")
     with pytest.raises(CheckpointError):
         read_json(tmp_path / "bad.json")
+
+
+# -- a checkpoint and the progress file that commits its digest ------------------------
+
+def _stage(path, value: float) -> str:
+    return save_tensors(staged_path(path), {"w": torch.full((3,), value)})
+
+
+def test_a_staged_checkpoint_is_not_current_until_its_digest_is_committed(tmp_path):
+    path = tmp_path / "state.safetensors"
+    old = save_tensors(path, {"w": torch.zeros(3)})
+    _stage(path, 1.0)  # died before progress.json recorded the new digest
+    assert resolve_committed(path, old, roll_forward=True) == path
+    assert load_tensors(path, expected_sha256=old)["w"].eq(0).all()
+
+
+def test_a_committed_checkpoint_is_found_when_the_promotion_did_not_happen(tmp_path):
+    path = tmp_path / "state.safetensors"
+    save_tensors(path, {"w": torch.zeros(3)})
+    new = _stage(path, 1.0)  # progress.json recorded `new`; died before the promotion
+    reader = resolve_committed(path, new, roll_forward=False)
+    assert reader == staged_path(path) and load_tensors(reader, expected_sha256=new)["w"].eq(1).all()
+    assert load_tensors(path)["w"].eq(0).all()  # a reader leaves the directory alone
+    assert resolve_committed(path, new, roll_forward=True) == path
+    assert not staged_path(path).exists()
+    assert load_tensors(path, expected_sha256=new)["w"].eq(1).all()
+
+
+def test_no_version_with_the_committed_digest_is_reported_by_the_load(tmp_path):
+    path = tmp_path / "state.safetensors"
+    save_tensors(path, {"w": torch.zeros(3)})
+    _stage(path, 1.0)
+    assert resolve_committed(path, "0" * 64, roll_forward=True) == path
+    with pytest.raises(CheckpointError, match="does not match the digest"):
+        load_tensors(path, expected_sha256="0" * 64)

@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 from cli.app import app
 from securediff.federation import runner as runner_module
 from securediff.privacy.ledger import PrivacyLedger
+from securediff.reopen import check_manifest
 from securediff.storage import load_tensors, read_json
 
 cli = CliRunner()
@@ -178,3 +179,47 @@ def test_a_finished_run_with_an_edited_file_is_refused(tmp_path, tiny_args):
         assert not (run_dir / "sampled.png").exists()  # nothing written from a doubtful run
         path.write_bytes(original)
     assert cli.invoke(app, ["sample", str(run_dir), "--per-class", "1"]).exit_code == 0
+
+
+@pytest.mark.parametrize("death", ["staged, not committed", "committed, not promoted"])
+def test_a_kill_inside_a_checkpoint_resumes_to_the_uninterrupted_run(tmp_path, tiny_args, monkeypatch, death):
+    """The state file and progress.json are two renames; a kill between them (seen in
+    CI as 'does not match the digest recorded') must leave a resumable run."""
+    args = ["train", "--insecure-deterministic", "5", "--json", *tiny_args, "--federation.rounds", "2"]
+    assert cli.invoke(app, [*args, "--run.name", "whole"]).exit_code == 0
+    calls = {"n": 0}
+    if death == "staged, not committed":
+        original = runner_module.atomic_write_json
+
+        def die(path, obj):
+            if path.name == "progress.json":
+                calls["n"] += 1
+                if calls["n"] == 2:  # round 1's checkpoint: its state is staged
+                    raise Crash("killed")
+            original(path, obj)
+
+        monkeypatch.setattr(runner_module, "atomic_write_json", die)
+    else:
+        original = runner_module.promote_staged
+
+        def die(path):
+            calls["n"] += 1
+            if calls["n"] == 2:  # round 1's progress.json is written
+                raise Crash("killed")
+            original(path)
+
+        monkeypatch.setattr(runner_module, "promote_staged", die)
+    result = cli.invoke(app, [*args, "--run.name", "cut"])
+    assert isinstance(result.exception, Crash)
+    staging = tmp_path / "runs" / "cut.incomplete"
+    assert (staging / "checkpoints" / "state.safetensors.staged").exists()
+    monkeypatch.undo()
+
+    resumed = cli.invoke(app, ["train", "--resume", str(staging), "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    done = tmp_path / "runs" / "cut"
+    assert not (done / "checkpoints" / "state.safetensors.staged").exists()
+    a = load_tensors(tmp_path / "runs" / "whole" / "checkpoints" / "state.safetensors")
+    b = load_tensors(done / "checkpoints" / "state.safetensors")
+    assert all(a[k].equal(b[k]) for k in a), "resumed run differs from the uninterrupted one"
+    check_manifest(done)  # every file the finished run holds matches its digest
