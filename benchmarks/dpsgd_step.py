@@ -14,7 +14,8 @@ noise, and `ew` fails on nn.Embedding (FACTS.md): neither fits DPSGD.
 Measurements alternate plain and DP steps so load on this shared machine hits
 both alike; the figure is the ratio of medians. Peak memory: each
 configuration runs again in a child process that does only those steps, and
-reports its peak RSS above the imported-but-idle baseline.
+reports its peak RSS above its RSS before the steps (Linux: the high-water
+mark is reset first).
 
     .venv/bin/python benchmarks/dpsgd_step.py                 # all modes, B 64 and 256, K 1 and 4
     .venv/bin/python benchmarks/dpsgd_step.py --modes fused --batch 256 --multiplicity 1
@@ -97,13 +98,27 @@ def measure(mode: str, *, batch: int, k: int, reps: int) -> dict:
             "dpsgd_s": d, "params": params}
 
 
+def _status_kib(key: str) -> int:
+    text = Path("/proc/self/status").read_text()
+    return int(next(line.split()[1] for line in text.splitlines() if line.startswith(key + ":")))
+
+
+def step_peak_mib(step, reps: int = 3) -> float:
+    """Peak RSS of `reps` calls of `step` above the RSS before them. The kernel's
+    high-water mark is reset first (clear_refs 5): ru_maxrss alone would keep
+    the peak of the imports and set-up, which hid the steps' own (read as 0)."""
+    Path("/proc/self/clear_refs").write_text("5")
+    base = _status_kib("VmRSS")
+    for _ in range(reps):
+        step()
+    return (_status_kib("VmHWM") - base) / 1024
+
+
 def peak_rss_mib(mode: str, which: str, *, batch: int, k: int) -> float:
-    """Peak RSS above the idle baseline of a child that runs only `which` steps."""
+    """Peak RSS of a child that runs only `which` steps, above its RSS before them."""
     code = (
-        "import resource, sys, torch; sys.path.insert(0, {!r}); import dpsgd_step as b; torch.set_num_threads(2);"
-        "plain, dp, _ = b.make_steps({!r}, batch={}, k={}); base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
-        "[({})() for _ in range(3)];"
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)"
+        "import sys, torch; sys.path.insert(0, {!r}); import dpsgd_step as b; torch.set_num_threads(2);"
+        "plain, dp, _ = b.make_steps({!r}, batch={}, k={}); print(b.step_peak_mib({}))"
     ).format(str(Path(__file__).parent), mode, batch, k, "plain" if which == "plain" else "dp")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
                          env={**os.environ, "OMP_NUM_THREADS": "2"})

@@ -192,6 +192,10 @@ class FederationConfig:
     update_clip: float = 0.0  # L2 clip of each client's shared update; 0 = off
     # hybrid: the personal denoiser handles t in [1, personal_t], fine-tuned from the shared one
     personal_t: int = 300
+    # hybrid: also release PFDM's once-noised x~ at privacy.t0; each distributed
+    # DP-SGD step then adds, unnoised, the gradients on x~ for t > t0 and takes
+    # the raw records' (noised) gradients for t <= t0 only
+    hybrid_forward: bool = False
 
     def validate(self) -> None:
         _check(self.strategy in STRATEGIES, "federation.strategy", f"one of {', '.join(STRATEGIES)}", self.strategy)
@@ -255,6 +259,9 @@ class Config:
         _check(t0 is None or t0 < self.diffusion.T, "privacy.t0", f"an integer in [1, T-1] (T = {self.diffusion.T})", t0)
         if self.federation.strategy == "hybrid":
             self._validate_hybrid()
+        _check(not self.federation.hybrid_forward or self.federation.strategy == "hybrid",
+               "federation.hybrid_forward", "false unless federation.strategy = hybrid",
+               self.federation.hybrid_forward)
         return self
 
     def _validate_hybrid(self) -> None:
@@ -280,6 +287,10 @@ class Config:
         for key in ("value_bits", "min_contributors"):
             _check(key not in self.protocol, f"protocol.{key}",
                    "left unset for strategy hybrid (the distributed DP plan sets it)", self.protocol.get(key))
+        if f.hybrid_forward:
+            _check(p.t0 is not None, "privacy.t0",
+                   "set for federation.hybrid_forward (the forward noise's share of the budget is "
+                   "fixed by t0; the distributed DP-SGD noise is calibrated for the rest)", p.t0)
 
     @property
     def private(self) -> bool:

@@ -97,6 +97,7 @@ def _finish(run: FederatedRun, started: float) -> RunResult:
         shared_epsilon=shared_eps, personal_epsilon=personal_eps, accountant=cfg.privacy.accountant,
         labels=cfg.privacy.labels, label_epsilon=cfg.privacy.label_epsilon,
         adaptive_quantile=cfg.privacy.clip_quantile if cfg.privacy.clipping == "adaptive" else None,
+        hybrid_forward=cfg.federation.hybrid_forward,
     )
     seconds = time.perf_counter() - started
     summary = {**summary, "strategy": cfg.federation.strategy, "protocol": cfg.federation.protocol,

@@ -42,6 +42,7 @@ def privacy_statement(
     labels: str,
     label_epsilon: float,
     adaptive_quantile: float | None = None,
+    hybrid_forward: bool = False,
 ) -> dict[str, Any]:
     """Rows of the statement and the run's headline epsilon (max over clients).
     `adaptive_quantile`: the target quantile of adaptive clipping, None if fixed."""
@@ -56,7 +57,7 @@ def privacy_statement(
         else f"aggregator ({protocol_name}, INSECURE: sees every client's update)"
     )
     rows: list[StatementRow] = []
-    if strategy == "pfdm":
+    if strategy == "pfdm" or hybrid_forward:
         rows.append(StatementRow(
             "noised data x~", "the client's shared-model trainer only",
             f"replace-one Gaussian per record at t0 = {t0}, C = {clip_norm:g}: epsilon = {forward_exact:.3f} "
@@ -76,6 +77,11 @@ def privacy_statement(
                    f"shares summed by {protocol_name}, {_eps(shared_epsilon)} from the noise that reached "
                    f"each released sum ({accountant}, delta = {delta:g}); {label_note}"),
     }[strategy]
+    if hybrid_forward:
+        shared_text = (f"distributed DP-SGD on the raw records for t <= t0 (Skellam noise shares summed by "
+                       f"{protocol_name}) plus unnoised gradients on x~ for t > t0, composed with the forward "
+                       f"noise of x~ (replace-one): {_eps(shared_epsilon)} ({accountant}, delta = {delta:g}); "
+                       f"{label_note}")
     if adaptive_quantile is not None and strategy in ("pfdm", "layer-split", "fedavg"):
         shared_text += ("; updates clipped at a norm that tracks their "
                         f"{adaptive_quantile:g}-quantile from bits aggregated with them "

@@ -11,6 +11,16 @@ clients' sampled records, exactly as if one trusted party had run DP-SGD on
 the union with one dose of noise. The server divides by the expected batch
 q * N (N = all members of all clients) and takes an Adam step: post-processing.
 
+With `federation.hybrid_forward` each client has also released PFDM's x~ (its
+records noised once at t0; ForwardNoiseEvent). A step's share is then the sum
+of two parts: the raw records' clipped gradients for t <= t0 (Poisson sample
+at q), and the clipped gradients on x~ for t > t0 of an INDEPENDENT Poisson
+sample of x~. Given x~, the second part is a fixed shift chosen without the raw
+data, so the step is the same Skellam mechanism on the raw records (sensitivity
+C, add/remove) and adaptive composition with the forward noise covers both; the
+ledger composes them (replace-one, by group privacy for the Skellam part). Both
+parts count toward the modulus: the wrap bound is planned for twice the batch.
+
 Accounting is over the union of records: one record of one client is in a
 step's sum with probability q, and the sum's noise is the survivors' shares.
 Every client adds noise for `min_survivors` contributors; secagg's
@@ -30,14 +40,15 @@ from torch import nn
 from securediff.diffusion.loss import diffusion_loss
 from securediff.diffusion.schedule import NoiseSchedule
 from securediff.errors import ConfigError
+from securediff.privacy.accountants import compose_epsilon
 from securediff.privacy.dpsgd import poisson_sample, validate_for_dp
 from securediff.privacy.ledger import DistributedSkellamEvent
 from securediff.privacy.per_sample import PerSampleClipper
 from securediff.privacy.skellam import SkellamPlan, decode_sum, encode_share, plan_skellam
 from securediff.privacy.skellam_accounting import calibrate_skellam_noise
 
-__all__ = ["ClientGradients", "DistributedPlan", "apply_noisy_sum", "client_share", "decode_sum",
-           "plan_distributed", "skellam_event"]
+__all__ = ["ClientGradients", "DistributedPlan", "NoisedPart", "apply_noisy_sum", "client_share",
+           "decode_sum", "plan_distributed", "skellam_event"]
 
 _CLIP_STABILITY = 1e-6
 
@@ -67,23 +78,42 @@ def min_survivors_for(requested: int, num_clients: int) -> int:
     return max(1, floor)
 
 
-def plan_distributed(cfg, *, sizes: list[int], dim: int) -> DistributedPlan:
+def plan_distributed(cfg, *, sizes: list[int], dim: int, prior_events=()) -> DistributedPlan:
     """The plan of a hybrid run: q from the expected total batch (training.batch_size,
     over all clients), the noise multiplier calibrated so that all planned steps at
-    the noise floor meet privacy.target_epsilon, and the Skellam encoding for it."""
+    the noise floor meet privacy.target_epsilon, and the Skellam encoding for it.
+    `prior_events`: what a client releases besides the steps (hybrid_forward: the
+    forward noise); the steps are calibrated so that all of it composes to the target."""
     total = int(sum(sizes))
     if total < 1:
         raise ConfigError("distributed DP-SGD needs at least one member record")
     q = min(1.0, cfg.training.batch_size / total)
     steps = cfg.federation.local_steps * cfg.federation.rounds
     floor = min_survivors_for(cfg.privacy.ddp_min_survivors, len(sizes))
+    parts = 2 if cfg.federation.hybrid_forward else 1  # raw and x~ records both in the sum
 
     def build(noise_multiplier: float) -> SkellamPlan:
         return plan_skellam(dim=dim, l2_clip=cfg.privacy.max_grad_norm, noise_multiplier=noise_multiplier,
-                            min_survivors=floor, max_clients=len(sizes), expected_batch=q * total)
+                            min_survivors=floor, max_clients=len(sizes), expected_batch=parts * q * total)
+
+    composed = None
+    if prior_events:
+        prior = list(prior_events)
+        alone = compose_epsilon(prior, delta=cfg.privacy.delta, accountant="rdp")
+        if alone >= cfg.privacy.target_epsilon:
+            raise ConfigError(
+                f"the forward noise at privacy.t0 = {cfg.privacy.t0} alone costs epsilon {alone:.3f} "
+                f">= privacy.target_epsilon = {cfg.privacy.target_epsilon}; raise privacy.t0")
+
+        def composed(plan: SkellamPlan) -> float:
+            event = DistributedSkellamEvent(
+                l1_sensitivity=plan.l1_sensitivity, l2_sensitivity=plan.l2_sensitivity,
+                noise_variance=plan.noise_variance, sample_rate=q, steps=steps, artefact="shared",
+                scale=plan.scale, min_survivors=floor)
+            return compose_epsilon([*prior, event], delta=cfg.privacy.delta, accountant="rdp")
 
     z = calibrate_skellam_noise(build, target_epsilon=cfg.privacy.target_epsilon, sample_rate=q,
-                                steps=steps, delta=cfg.privacy.delta)
+                                steps=steps, delta=cfg.privacy.delta, epsilon=composed)
     return DistributedPlan(skellam=build(z), sample_rate=q, steps_per_round=cfg.federation.local_steps,
                            total_members=total)
 
@@ -121,15 +151,18 @@ class ClientGradients:
     def clipped_sum(
         self, x: torch.Tensor, y: torch.Tensor, *, clip: float, multiplicity: int,
         schedule: NoiseSchedule, generator: torch.Generator, null_label: int, label_dropout: float,
+        start: int = 0, end: int | None = None,
     ) -> np.ndarray:
-        """Sum over the batch of each record's clipped gradient, flat, float64."""
+        """Sum over the batch of each record's clipped gradient, flat, float64, for the
+        diffusion loss on timesteps (start, end] (start > 0: x holds x_start, as PFDM's x~)."""
+        end = schedule.T if end is None else end
         b = int(x.shape[0])
         if b == 0:
             return np.zeros(sum(p.numel() for p in self.params), dtype=np.float64)
         self.model.train()
 
         def per_copy_loss(module: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-            return diffusion_loss(module, xb, yb, schedule=schedule, start=0, end=schedule.T,
+            return diffusion_loss(module, xb, yb, schedule=schedule, start=start, end=end,
                                   generator=generator, null_label=null_label, label_dropout=label_dropout)
 
         k = multiplicity
@@ -138,16 +171,36 @@ class ClientGradients:
         return torch.cat([s.reshape(-1) for s in sums]).double().cpu().numpy()
 
 
+@dataclass(frozen=True)
+class NoisedPart:
+    """hybrid_forward: a client's x~ (noised once at t0) and the randomness of its part."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    t0: int
+    sampling_source: object
+    generator: torch.Generator
+
+
 def client_share(
     grads: ClientGradients, plan: DistributedPlan, *, x: torch.Tensor, y: torch.Tensor, clip: float,
     multiplicity: int, schedule: NoiseSchedule, null_label: int, label_dropout: float,
-    sampling_source, noise_source, generator: torch.Generator,
+    sampling_source, noise_source, generator: torch.Generator, noised: NoisedPart | None = None,
 ) -> np.ndarray:
     """What one client sends into secagg for one step: its noisy integer share."""
+    common = dict(clip=clip, multiplicity=multiplicity, schedule=schedule, null_label=null_label,
+                  label_dropout=label_dropout)
     idx = torch.from_numpy(poisson_sample(int(x.shape[0]), sample_rate=plan.sample_rate,
                                           source=sampling_source)).to(x.device)
-    summed = grads.clipped_sum(x[idx], y[idx], clip=clip, multiplicity=multiplicity, schedule=schedule,
-                               generator=generator, null_label=null_label, label_dropout=label_dropout)
+    if noised is None:
+        summed = grads.clipped_sum(x[idx], y[idx], generator=generator, **common)
+    else:
+        summed = grads.clipped_sum(x[idx], y[idx], generator=generator, end=noised.t0, **common)
+        # An independent sample of x~: the shift it adds is a function of x~ alone.
+        jdx = torch.from_numpy(poisson_sample(int(noised.x.shape[0]), sample_rate=plan.sample_rate,
+                                              source=noised.sampling_source)).to(x.device)
+        summed += grads.clipped_sum(noised.x[jdx], noised.y[jdx], generator=noised.generator,
+                                    start=noised.t0, **common)
     return encode_share(summed, plan.skellam, noise_source)
 
 

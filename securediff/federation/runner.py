@@ -46,6 +46,7 @@ from securediff.federation.clipping import (
 from securediff.federation.distributed import (
     ClientGradients,
     DistributedPlan,
+    NoisedPart,
     apply_noisy_sum,
     client_share,
     decode_sum,
@@ -162,7 +163,7 @@ def build_strategy(plan: Plan) -> Strategy:
         kwargs.update(centralized_steps=cfg.training.centralized_steps, rounds=cfg.federation.rounds)
     if cls is Hybrid:
         kwargs.update(rounds=cfg.federation.rounds, personal_t=cfg.federation.personal_t,
-                      personal_steps=cfg.training.personal_steps)
+                      personal_steps=cfg.training.personal_steps, forward=cfg.federation.hybrid_forward)
     return cls(**kwargs)
 
 
@@ -246,7 +247,7 @@ class FederatedRun:
         for cid, n in zip(self.plan.client_ids, sizes, strict=True):
             trial = PrivacyLedger(client_id=cid, budget_epsilon=1e12, delta=cfg.privacy.delta,
                                   accountant=cfg.privacy.accountant)
-            if strategy == "pfdm":
+            if strategy == "pfdm" or cfg.federation.hybrid_forward:
                 if adaptive_forward(cfg):
                     trial.charge(quantile_plan(cfg, self.plan).event(_members_id(cid)))
                 trial.charge(self._planned_forward_event(cid))
@@ -263,7 +264,8 @@ class FederatedRun:
                                             count_noise=dp.count_noise,
                                             input=_dpsgd_input(strategy, artefact)))
             if strategy == "hybrid":
-                ddp = self._distributed_plan(sizes)
+                # hybrid_forward: the noise is calibrated for what the forward noise leaves.
+                ddp = self._distributed_plan(sizes, prior_events=list(trial.events))
                 trial.charge(skellam_event(ddp, survivors=ddp.skellam.min_survivors,
                                            steps=ddp.steps_per_round * cfg.federation.rounds))
             for artefact in ("shared", "personal"):
@@ -272,10 +274,11 @@ class FederatedRun:
         # Nothing planned (no DP anywhere): the ledgers stay empty; any charge is refused.
         return (budget * (1 + 1e-9) if budget > 0 else cfg.privacy.target_epsilon), plans
 
-    def _distributed_plan(self, sizes: list[int]) -> DistributedPlan:
+    def _distributed_plan(self, sizes: list[int], prior_events=()) -> DistributedPlan:
+        """The same for every client: their prior events differ only in data ids."""
         if self._ddp is None:
             dim = sum(p.numel() for p in self._strategy.global_model.parameters() if p.requires_grad)
-            self._ddp = plan_distributed(self.cfg, sizes=sizes, dim=dim)
+            self._ddp = plan_distributed(self.cfg, sizes=sizes, dim=dim, prior_events=prior_events)
         return self._ddp
 
     def _personal_steps(self) -> int:
@@ -663,12 +666,17 @@ class FederatedRun:
 
                 def share(client: Client, index: int = index) -> np.ndarray:
                     stream = client.private_stream("ddp", index)
+                    noised = (NoisedPart(client.x_shared, client.y_shared, self.plan.t0,
+                                         sampling_source=stream.child("poisson-noised"),
+                                         generator=client.generator("ddp-noised-loss", index))
+                              if strategy.uses_noised_data else None)
                     return client_share(
                         workers[client.client_id], plan, x=client.x, y=client.y,
                         clip=cfg.privacy.max_grad_norm, multiplicity=cfg.privacy.noise_multiplicity,
                         schedule=self.plan.schedule, null_label=self.plan.spec.null_label,
                         label_dropout=cfg.diffusion.label_dropout, sampling_source=stream.child("poisson"),
-                        noise_source=stream.child("skellam"), generator=client.generator("ddp-loss", index))
+                        noise_source=stream.child("skellam"), generator=client.generator("ddp-loss", index),
+                        noised=noised)
 
                 shares = map_clients(share, s.clients, workers=self.workers)
                 inputs = {c.client_id: ClientInput(vector=v, weight=1.0)

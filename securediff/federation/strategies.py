@@ -14,7 +14,10 @@ which denoiser handles which timesteps when a client samples.
   DP-SGD through secure aggregation (securediff/federation/distributed.py);
   after the last round each client copies it and fine-tunes the copy on its
   own raw data for t in [1, personal_t]. Sampling uses the shared denoiser
-  above personal_t and the personal one below.
+  above personal_t and the personal one below. With `federation.hybrid_forward`
+  each client also noises its data once at t0 (as PFDM); every step then
+  learns t <= t0 from the raw records (clipped, Skellam-noised) and t > t0 from
+  x~ (clipped, no noise: a post-processing of x~).
 """
 
 from __future__ import annotations
@@ -262,8 +265,11 @@ class Hybrid(Strategy):
     name = "hybrid"
     distributed = True
 
-    def __init__(self, *, rounds: int, personal_t: int, personal_steps: int, **kwargs) -> None:
+    def __init__(self, *, rounds: int, personal_t: int, personal_steps: int, forward: bool = False,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
+        # federation.hybrid_forward: PFDM's x~ at t0 feeds the steps' t > t0 part.
+        self.uses_noised_data = forward
         self.rounds = rounds
         self.personal_t = personal_t
         self.personal_steps = personal_steps

@@ -158,15 +158,20 @@ def calibrate_skellam_noise(
     delta: float,
     rel_tol: float = 1e-4,
     orders: Sequence[int] = SKELLAM_ORDERS,
+    epsilon: Callable[[Any], float] | None = None,
 ) -> float:
     """The smallest noise multiplier z (to `rel_tol`) whose plan `build(z)` (anything
     with l1_sensitivity, l2_sensitivity and noise_variance, e.g. a SkellamPlan) has
-    epsilon <= target. Bisection; returns the upper (safe) end of the bracket."""
+    epsilon <= target. Bisection; returns the upper (safe) end of the bracket.
+    `epsilon(plan)`, if given, replaces the steps' own epsilon (e.g. the steps
+    composed with other releases); it must fall as the noise grows."""
     if not (target_epsilon > 0.0 and math.isfinite(target_epsilon)):
         raise ConfigError(f"target_epsilon must be positive and finite, got {target_epsilon}")
 
     def eps(z: float) -> float:
         plan = build(z)
+        if epsilon is not None:
+            return epsilon(plan)
         return skellam_epsilon(l1=plan.l1_sensitivity, l2=plan.l2_sensitivity,
                                variance=plan.noise_variance, sample_rate=sample_rate, steps=steps,
                                delta=delta, orders=orders)
