@@ -19,7 +19,31 @@ CLIENT_MEANS = ("accuracy", "bias_std", "bias_gap", "fid_all", "fid_majority", "
 
 
 def load_cells(root: Path) -> list[dict[str, Any]]:
-    return [read_json(p) for p in sorted(Path(root).glob(f"cells/*/seed-*/{CELL_FILE}"))]
+    cells = [read_json(p) for p in sorted(Path(root).glob(f"cells/*/seed-*/{CELL_FILE}"))]
+    for cell in cells:
+        cell["relation"], cell["epsilon_replace_one"] = shared_relation_and_replace_one(root, cell)
+    return cells
+
+
+def shared_relation_and_replace_one(root: Path, cell: dict[str, Any]) -> tuple[str | None, float | None]:
+    """The neighbouring relation of the shared artefact's claim, and its epsilon under
+    replace-one (max over clients), recomputed from the run's ledgers. PFDM's forward
+    noise is replace-one; distributed DP-SGD alone is add/remove: the two claims are
+    only comparable once both are stated under the same relation."""
+    from securediff.privacy.accountants import compose_epsilon
+    from securediff.privacy.ledger import PrivacyLedger
+
+    path = Path(root) / str(cell.get("run_dir", "")) / "ledger.json"
+    if not path.is_file():
+        return None, None
+    ledgers = [PrivacyLedger.from_dict(d) for d in read_json(path).values()]
+    shared = [[e for e in led.events if e.artefact == "shared"] for led in ledgers]
+    if not any(shared):
+        return None, None
+    relation = "replace-one" if any(e.relation == "replace_one" for evs in shared for e in evs) else "add/remove"
+    eps = max(compose_epsilon(evs, delta=led.delta, accountant=led.accountant, relation="replace_one")
+              for led, evs in zip(ledgers, shared, strict=True) if evs)
+    return relation, eps
 
 
 def cell_values(cell: dict[str, Any]) -> dict[str, float | None]:
@@ -31,6 +55,7 @@ def cell_values(cell: dict[str, Any]) -> dict[str, float | None]:
     return {
         **{k: mean.get(k) for k in CLIENT_MEANS},
         "epsilon_claimed": cell["summary"].get("epsilon_shared_max"),
+        "epsilon_replace_one": cell.get("epsilon_replace_one"),
         "t0": forward.get("t0"),
         "forward_epsilon_exact": forward.get("exact"),
         "forward_epsilon_classic": forward.get("classic"),
@@ -91,6 +116,7 @@ def aggregate(root: Path, suite: Suite) -> dict[str, Any]:
             **method.to_dict(), "seeds": sorted(cells),
             "metrics": {k: mean_std([v[k] for v in values]) for k in values[0]},
             "private": all(c["private"] for c in cells.values()),
+            "relation": next((c["relation"] for c in cells.values() if c.get("relation")), None),
             "mia_attack": "loss",
         }
         local = _local_of(method, suite)

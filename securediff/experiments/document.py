@@ -130,16 +130,19 @@ def markdown_block(results: dict[str, Any], *, md_path: Path, figures: dict[str,
     body = []
     for r in results["rows"]:
         m = r["metrics"]
-        body.append([r["name"], f"{len(r['seeds'])}", _num(m["epsilon_claimed"], 2), _num(m["accuracy"]),
+        body.append([r["name"], f"{len(r['seeds'])}", _num(m["epsilon_claimed"], 2), r.get("relation") or "n/a",
+                     _num(m.get("epsilon_replace_one"), 2), _num(m["accuracy"]),
                      _num(m["bias_std"]), _num(m["bias_gap"]), _num(m["fid_all"], 2),
                      _num(m["fid_majority"], 2), _num(m["fid_minority"], 2), _num(m["mia_auc"]),
                      _num(m["mia_dp_auc_ceiling"]), _num(m["mia_audit_ceiling"], 2),
                      _num(m["seconds"], 0)])
-    out += _table(["method", "seeds", "claimed eps", "accuracy", "bias std", "bias gap", "FID all",
+    out += _table(["method", "seeds", "claimed eps", "relation", "eps replace-one", "accuracy", "bias std", "bias gap", "FID all",
                    "FID majority", "FID minority", "MIA AUC (loss, shared)", "max AUC at claimed eps",
                    "audit eps ceiling", "cell seconds"], body)
     out += ["", "Claimed eps: the ledger's epsilon for the shared artefact (max over clients), "
-            "n/a without a DP claim. MIA: the loss attack on the shared denoiser, all clients' "
+            "n/a without a DP claim, under the neighbouring relation beside it; `eps replace-one` "
+            "is the same ledger under replace-one (an add/remove claim converted by group privacy), "
+            "the relation on which the rows compare. MIA: the loss attack on the shared denoiser, all clients' "
             "members against their holdout; `max AUC at claimed eps` is the largest AUC any "
             "attack can reach against an (eps, 1e-5)-DP release; `audit eps ceiling` the largest "
             "epsilon lower bound this many records could certify. `local` has no shared model.", ""]
