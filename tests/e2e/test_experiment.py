@@ -78,6 +78,10 @@ def test_quick_suite_cells_resume_and_report(tmp_path, core_with_unregistered):
     missing = {m["method"]: m["reason"] for m in results["missing"]}
     assert "not registered" in missing["nowhere"] and "not run yet" in missing["fedavg"]
     pfdm = next(r for r in results["rows"] if r["name"] == "pfdm-eps10")
+    # PFDM's claim is replace-one already: the comparison column repeats it.
+    assert pfdm["relation"] == "replace-one"
+    assert pfdm["metrics"]["epsilon_replace_one"]["mean"] == pytest.approx(cell["summary"]["epsilon_shared_max"])
+    assert "| relation | eps replace-one |" in text
     assert pfdm["metrics"]["accuracy"]["mean"] == pytest.approx(cell["summary"]["mean"]["accuracy"])
     assert pfdm["vs_local"]["accuracy_points"]["mean"] == pytest.approx(
         100 * (cell["summary"]["mean"]["accuracy"] - local["summary"]["mean"]["accuracy"]))
@@ -116,3 +120,29 @@ def test_dp_auc_ceiling_and_mean_std():
     assert dp_auc_ceiling(epsilon=None, delta=1e-5) is None
     assert mean_std([1.0, 3.0, None]) == {"mean": 2.0, "std": pytest.approx(math.sqrt(2)), "n": 2}
     assert mean_std([None]) == {"mean": None, "std": None, "n": 0}
+
+
+def test_an_add_remove_claim_is_restated_under_replace_one(tmp_path):
+    """A distributed DP-SGD ledger (add/remove) gets its replace-one epsilon by group
+    privacy: larger than the claim, and what the report compares rows on."""
+    from securediff.experiments.aggregate import shared_relation_and_replace_one
+    from securediff.privacy.accountants import compose_epsilon
+    from securediff.privacy.ledger import DistributedSkellamEvent, ForwardNoiseEvent, PrivacyLedger
+
+    steps = DistributedSkellamEvent(l1_sensitivity=400.0, l2_sensitivity=40.0, noise_variance=40.0 ** 2 * 9,
+                                    sample_rate=0.5, steps=20, artefact="shared", scale=30.0, min_survivors=8)
+    forward = ForwardNoiseEvent(sigma=40.0, clip_norm=10.0, t0=850, data_id="client-00/members")
+    for name, events in (("ar", [steps]), ("ro", [forward, steps])):
+        ledger = PrivacyLedger(client_id="client-00", budget_epsilon=1e9, delta=1e-5, accountant="rdp",
+                               events=events)
+        run = tmp_path / name / "run"
+        run.mkdir(parents=True)
+        (run / "ledger.json").write_text(json.dumps({"client-00": ledger.to_dict()}))
+        relation, eps = shared_relation_and_replace_one(tmp_path / name, {"run_dir": "run"})
+        claimed = ledger.epsilon("shared")
+        if name == "ar":
+            assert relation == "add/remove" and eps > claimed
+        else:
+            assert relation == "replace-one" and eps == pytest.approx(claimed)
+        assert eps == pytest.approx(compose_epsilon(events, delta=1e-5, accountant="rdp", relation="replace_one"))
+    assert shared_relation_and_replace_one(tmp_path, {"run_dir": "nowhere"}) == (None, None)
