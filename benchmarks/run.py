@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["dpsgd_step.py", "ckks_tee.py", "secagg_vs_flower.py", "mask_prg.py",
+BENCHMARKS = ["dpsgd_step.py", "dpsgd_profile.py", "ckks_tee.py", "secagg_vs_flower.py", "mask_prg.py",
               "secagg_scaling.py", "demo_time.py", "ddp_step.py"]
 
 if __name__ == "__main__":
