@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import json
 import os
 import statistics
@@ -90,6 +91,23 @@ def profile_rules(batch: int, k: int, reps: int) -> dict:
     }
 
 
+def prefetch_effect(batch: int, k: int, reps: int) -> dict:
+    """The DP-SGD step with its noise drawn in a worker thread during the passes
+    (the default) against drawn afterwards, alternating, each against plain."""
+    plain, with_prefetch, _ = dpsgd_step.make_steps("fused", batch=batch, k=k, prefetch_noise=True)
+    _, without, _ = dpsgd_step.make_steps("fused", batch=batch, k=k, prefetch_noise=False)
+    times: dict[str, list[float]] = {"plain": [], "prefetch": [], "after": []}
+    for i in range(reps + 2):
+        for name, fn in (("plain", plain), ("prefetch", with_prefetch), ("after", without)):
+            ms = _median_ms(fn, 1)
+            if i >= 2:
+                times[name].append(ms)
+    med = {name: statistics.median(v) for name, v in times.items()}
+    return {"batch": batch, "noise_multiplicity": k, "plain_ms": med["plain"],
+            "dpsgd_prefetch_ms": med["prefetch"], "dpsgd_noise_after_ms": med["after"],
+            "ratio_prefetch": med["prefetch"] / med["plain"], "ratio_noise_after": med["after"] / med["plain"]}
+
+
 def _unfold_bmm(m: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, c: torch.Tensor):
     patches = F.unfold(a, m.kernel_size, dilation=m.dilation, padding=m.padding, stride=m.stride)
     per_sample = torch.bmm(g.reshape(g.shape[0], g.shape[1], -1), patches.transpose(1, 2))
@@ -118,8 +136,8 @@ def compare_conv_paths(batch: int, reps: int) -> list[dict]:
         torch.testing.assert_close(s_engine[0].reshape(-1), s_unfold, rtol=1e-3, atol=1e-2)
         engine, unfold = [], []
         for _ in range(reps):
-            engine.append(_median_ms(lambda: _engine_rule(m, a, g, c), 1))
-            unfold.append(_median_ms(lambda: _unfold_bmm(m, a, g, c), 1))
+            engine.append(_median_ms(functools.partial(_engine_rule, m, a, g, c), 1))
+            unfold.append(_median_ms(functools.partial(_unfold_bmm, m, a, g, c), 1))
         rows.append({"cin": cin, "cout": cout, "grid": side,
                      "engine_path": "ghost" if ps._conv_uses_ghost(cin, 3, 3, side * side) else "grouped",
                      "engine_ms": statistics.median(engine), "unfold_bmm_ms": statistics.median(unfold)})
@@ -139,6 +157,9 @@ def main() -> None:
           f"{step['rules_sums_ms']:.1f} ms; rest {step['rest_ms']:.1f} ms")
     for row in step["layers"][:12]:
         print(f"  {row['ms']:7.2f} ms  {row['layer']:16s} {row['input']} -> {row['output']} {row['part']}")
+    prefetch = prefetch_effect(args.batch, args.multiplicity, args.reps)
+    print(f"  noise in a worker thread: {prefetch['ratio_prefetch']:.2f}x plain; drawn after the passes: "
+          f"{prefetch['ratio_noise_after']:.2f}x (plain {prefetch['plain_ms']:.1f} ms)")
     convs = compare_conv_paths(args.batch, args.reps)
     for row in convs:
         print(f"  conv {row['cin']:3d}->{row['cout']:3d} on {row['grid']}x{row['grid']} ({row['engine_path']}): "
@@ -146,7 +167,7 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
         "benchmark": "dpsgd_profile", "torch_threads": torch.get_num_threads(),
-        "load_average": os.getloadavg(), "step": step, "conv_paths": convs,
+        "load_average": os.getloadavg(), "step": step, "noise_prefetch": prefetch, "conv_paths": convs,
         "rows": [{"what": "step", **{k: v for k, v in step.items() if k != "layers"}}],
     }, indent=2) + "\n")
 

@@ -47,7 +47,7 @@ from securediff.rng import RandomSource
 MODES = ("fused", "opacus-hooks", "opacus-functorch")
 
 
-def make_steps(mode: str, *, batch: int, k: int, seed: int = 0):
+def make_steps(mode: str, *, batch: int, k: int, seed: int = 0, prefetch_noise: bool = True):
     """Closures for one plain step and one DP-SGD step on fixed batches."""
     cfg = Config().model
     spec = UNetSpec(base_channels=cfg.base_channels, channel_mults=cfg.channel_mults)
@@ -67,7 +67,7 @@ def make_steps(mode: str, *, batch: int, k: int, seed: int = 0):
         per_sample = "opacus"
     dp = DPSGD(model=wrapped, optimizer=opt, max_grad_norm=1.0, noise_multiplier=1.0,
                expected_batch_size=batch, source=RandomSource.insecure_from_seed(seed), ledger=None,
-               noise_multiplicity=k, per_sample=per_sample)
+               noise_multiplicity=k, per_sample=per_sample, prefetch_noise=prefetch_noise)
 
     def loss_fn(model, xb, yb):
         return diffusion_loss(model, xb, yb, schedule=schedule, start=0, end=1000, generator=gen)

@@ -16,8 +16,10 @@ per-sample gradients; repeating samples for Opacus would clip each copy).
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -60,6 +62,18 @@ def poisson_sample(n: int, *, sample_rate: float, source: RandomSource) -> np.nd
 
 PerCopyLoss = Callable[..., torch.Tensor]
 
+_noise_worker: ThreadPoolExecutor | None = None
+_noise_worker_lock = threading.Lock()
+
+
+def _noise_pool() -> ThreadPoolExecutor:
+    """One thread for every DPSGD's noise: draws run in their submission order."""
+    global _noise_worker
+    with _noise_worker_lock:
+        if _noise_worker is None:
+            _noise_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dpsgd-noise")
+        return _noise_worker
+
 
 class DPSGD:
     """One noisy, clipped optimizer step per Poisson batch.
@@ -85,6 +99,7 @@ class DPSGD:
         secure_noise: bool = False,
         per_sample: str = "fused",
         input_data: str = "raw",
+        prefetch_noise: bool = True,
     ) -> None:
         if not (max_grad_norm > 0.0 and math.isfinite(max_grad_norm)):
             raise ConfigError(f"max_grad_norm must be positive, got {max_grad_norm}")
@@ -127,6 +142,11 @@ class DPSGD:
         self.sample_rate = sample_rate
         self.artefact = artefact
         self.input_data = input_data  # "noised": trains on PFDM's x~ only (DPSGDEvent.input)
+        # The noise does not depend on the data: a worker thread draws it while the
+        # forward and backward passes run (ChaCha20 + Box-Muller, ~11 ms for the
+        # default UNet's 480k parameters, docs/performance.md). The same stream in
+        # the same order: the values are those of drawing it afterwards.
+        self.prefetch_noise = bool(prefetch_noise)
         self.reserved_steps = 0
 
     def close(self) -> None:
@@ -167,6 +187,9 @@ class DPSGD:
             total = total + self.source.normal(shape, dtype=torch.float64, device=device)
         return (total / 2).to(dtype)
 
+    def _standard_noise(self) -> list[torch.Tensor]:
+        return [self._noise(tuple(p.shape), dtype=p.dtype, device=p.device) for p in self.params]
+
     def step(self, per_copy_loss_fn: PerCopyLoss, *batch: torch.Tensor) -> torch.Tensor:
         """One DP-SGD step on a Poisson batch of B samples (B may be 0).
 
@@ -184,11 +207,20 @@ class DPSGD:
         if any(int(t.shape[0]) != b for t in batch):
             raise ConfigError("all batch tensors must share dim 0")
         k = self.noise_multiplicity
-        summed, norms = self._clipped_sum(per_copy_loss_fn, batch, b, k)
+        noisy = self.noise_multiplier > 0.0
+        pending: Future | None = (_noise_pool().submit(self._standard_noise)
+                                  if noisy and self.prefetch_noise else None)
+        try:
+            summed, norms = self._clipped_sum(per_copy_loss_fn, batch, b, k)
+        finally:
+            # Never leave a draw from this DPSGD's stream running behind the caller.
+            noise = pending.result() if pending is not None else None
+        if noisy and noise is None:
+            noise = self._standard_noise()
         std = self.noise_multiplier * self.max_grad_norm
-        for p, g in zip(self.params, summed, strict=True):
-            if std > 0.0:
-                g = g + std * self._noise(tuple(p.shape), dtype=p.dtype, device=p.device)
+        for i, (p, g) in enumerate(zip(self.params, summed, strict=True)):
+            if noisy:
+                g = g + std * noise[i]
             p.grad = g / self.expected_batch_size
         self.optimizer.step()
         if self.ledger is not None:

@@ -290,3 +290,45 @@ def test_secure_noise_is_the_same_gaussian_from_four_draws() -> None:
     expected = (four[0] + four[1] + four[2] + four[3]) / 2 * sigma * clip / ebs
     torch.testing.assert_close(secure[: first.numel()],
                                expected.flatten().to(secure.dtype), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("secure_noise", [False, True])
+def test_noise_drawn_during_the_passes_is_the_noise_drawn_after(secure_noise):
+    """The worker thread draws the same stream in the same order: prefetching
+    changes when the noise is drawn, never its values."""
+    from securediff.diffusion.loss import diffusion_loss
+    from securediff.diffusion.schedule import make_schedule
+    from securediff.models.unet import UNet, UNetSpec
+
+    schedule = make_schedule("linear", T=100)
+    finals = []
+    for prefetch in (True, False):
+        torch.manual_seed(0)
+        model = UNet(UNetSpec(base_channels=8, channel_mults=(1, 2)))
+        dp = DPSGD(model=model, optimizer=torch.optim.Adam(model.parameters(), 1e-3), max_grad_norm=1.0,
+                   noise_multiplier=1.0, expected_batch_size=8, source=RandomSource.insecure_from_seed(4),
+                   ledger=None, prefetch_noise=prefetch, secure_noise=secure_noise)
+        gen = torch.Generator().manual_seed(1)
+        x, y = torch.randn(8, 1, 8, 8, generator=gen), torch.randint(0, 10, (8,), generator=gen)
+        for step in range(3):
+            g = torch.Generator().manual_seed(step)
+            dp.step(lambda m, xb, yb, g=g: diffusion_loss(m, xb, yb, schedule=schedule, start=0, end=100,
+                                                          generator=g), x, y)
+        dp.close()
+        finals.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
+    assert torch.equal(finals[0], finals[1])
+
+
+def test_a_failed_step_reports_its_own_error_with_a_noise_draw_pending():
+    """The clipped sum fails while the worker draws the noise: the step waits for
+    the draw and raises the clipping's error, not the worker's."""
+    model = nn.Sequential(nn.Linear(4, 2))
+    dp = DPSGD(model=model, optimizer=torch.optim.SGD(model.parameters(), 0.1), max_grad_norm=1.0,
+               noise_multiplier=1.0, expected_batch_size=4, source=RandomSource.insecure_from_seed(1),
+               ledger=None)
+
+    def bad_loss(m, xb):
+        return m(xb).sum(dim=1) * float("nan")
+
+    with pytest.raises(PrivacyError, match="not finite"):
+        dp.step(bad_loss, torch.randn(4, 4))
