@@ -90,8 +90,10 @@ def test_dropouts_raise_epsilon_and_below_the_floor_nothing_is_released(tmp_path
     assert all(evs[0]["steps"] == 6 for evs in _events(tmp_path / "runs" / "floor").values())
 
 
-def test_a_cut_hybrid_run_resumes_to_the_same_state(tmp_path, tiny_args, monkeypatch):
-    _train(tiny_args, "whole")
+@pytest.mark.parametrize("forward", [False, True], ids=["hybrid", "hybrid_forward"])
+def test_a_cut_hybrid_run_resumes_to_the_same_state(tmp_path, tiny_args, monkeypatch, forward):
+    extra = ["--federation.hybrid_forward", "true", "--privacy.t0", "850"] if forward else []
+    _train(tiny_args, "whole", *extra)
     original = runner_module.FederatedRun._checkpoint
     calls = {"n": 0}
 
@@ -102,7 +104,8 @@ def test_a_cut_hybrid_run_resumes_to_the_same_state(tmp_path, tiny_args, monkeyp
             raise Crash("simulated crash")
 
     monkeypatch.setattr(runner_module.FederatedRun, "_checkpoint", crash_after_first_round)
-    cut = runner.invoke(app, ["train", "--insecure-deterministic", "5", "--run.name", "cut", *HYBRID, *tiny_args])
+    cut = runner.invoke(app, ["train", "--insecure-deterministic", "5", "--run.name", "cut", *HYBRID, *tiny_args,
+                              *extra])
     assert isinstance(cut.exception, Crash)
     monkeypatch.setattr(runner_module.FederatedRun, "_checkpoint", original)
     result = runner.invoke(app, ["train", "--resume", str(tmp_path / "runs" / "cut.incomplete"), "--json"])
@@ -111,6 +114,9 @@ def test_a_cut_hybrid_run_resumes_to_the_same_state(tmp_path, tiny_args, monkeyp
     b = load_tensors(tmp_path / "runs" / "cut" / "checkpoints" / "state.safetensors")
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
     assert _events(tmp_path / "runs" / "whole") == _events(tmp_path / "runs" / "cut")
+    if forward:  # x~ came back from the checkpoint, never redrawn
+        assert [e["kind"] for e in _events(tmp_path / "runs" / "cut")["client-00"]] == [
+            "forward_noise", "distributed_skellam"]
 
 
 @pytest.mark.parametrize(("flag", "value", "needle"), [
