@@ -11,6 +11,8 @@ import numpy as np
 
 from securediff.experiments.cells import CELL_FILE, read_suite
 from securediff.experiments.suites import Method, Suite, unregistered_reason
+from securediff.privacy.accountants import compose_epsilon
+from securediff.privacy.ledger import PrivacyLedger
 from securediff.storage import read_json
 
 RESULTS_FORMAT = 1
@@ -30,9 +32,6 @@ def shared_relation_and_replace_one(root: Path, cell: dict[str, Any]) -> tuple[s
     replace-one (max over clients), recomputed from the run's ledgers. PFDM's forward
     noise is replace-one; distributed DP-SGD alone is add/remove: the two claims are
     only comparable once both are stated under the same relation."""
-    from securediff.privacy.accountants import compose_epsilon
-    from securediff.privacy.ledger import PrivacyLedger
-
     path = Path(root) / str(cell.get("run_dir", "")) / "ledger.json"
     if not path.is_file():
         return None, None

@@ -106,10 +106,7 @@ def plan_distributed(cfg, *, sizes: list[int], dim: int, prior_events=()) -> Dis
                 f">= privacy.target_epsilon = {cfg.privacy.target_epsilon}; raise privacy.t0")
 
         def composed(plan: SkellamPlan) -> float:
-            event = DistributedSkellamEvent(
-                l1_sensitivity=plan.l1_sensitivity, l2_sensitivity=plan.l2_sensitivity,
-                noise_variance=plan.noise_variance, sample_rate=q, steps=steps, artefact="shared",
-                scale=plan.scale, min_survivors=floor)
+            event = _steps_event(plan, survivors=floor, sample_rate=q, steps=steps, artefact="shared")
             return compose_epsilon([*prior, event], delta=cfg.privacy.delta, accountant="rdp")
 
     z = calibrate_skellam_noise(build, target_epsilon=cfg.privacy.target_epsilon, sample_rate=q,
@@ -121,10 +118,15 @@ def plan_distributed(cfg, *, sizes: list[int], dim: int, prior_events=()) -> Dis
 def skellam_event(plan: DistributedPlan, *, survivors: int, steps: int,
                   artefact: str = "shared") -> DistributedSkellamEvent:
     """The ledger event of `steps` steps whose sums held `survivors` noise shares."""
-    sk = plan.skellam
+    return _steps_event(plan.skellam, survivors=survivors, sample_rate=plan.sample_rate, steps=steps,
+                        artefact=artefact)
+
+
+def _steps_event(sk: SkellamPlan, *, survivors: int, sample_rate: float, steps: int,
+                 artefact: str) -> DistributedSkellamEvent:
     return DistributedSkellamEvent(
         l1_sensitivity=sk.l1_sensitivity, l2_sensitivity=sk.l2_sensitivity,
-        noise_variance=survivors * sk.share_variance, sample_rate=plan.sample_rate, steps=steps,
+        noise_variance=survivors * sk.share_variance, sample_rate=sample_rate, steps=steps,
         artefact=artefact, scale=sk.scale, min_survivors=sk.min_survivors)
 
 
