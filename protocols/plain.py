@@ -56,6 +56,7 @@ class _ClientData:
 class PlainProtocol(AggregationProtocol):
     name = "plain"
     secure = False
+    evidence_stages = ("SubmitUpdate",)
     guarantee = (
         "insecure baseline: the aggregator sees every client's update in the clear; "
         "only the weighted sum goes back to the clients"

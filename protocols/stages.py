@@ -143,6 +143,11 @@ class AggregationProtocol(ABC):
     secure: ClassVar[bool]
     guarantee: ClassVar[str]
     stages: tuple[StageSpec, ...]
+    # Client stages whose messages let the aggregator compute a sum (secagg's share
+    # reveals, ckks' decryptions, the inputs themselves for plain and the simulated
+    # tee). A round index with a record in one of them counts as released: a
+    # verifier audits it closed or not, and no round index may be released twice.
+    evidence_stages: ClassVar[tuple[str, ...]] = ()
 
     @property
     @abstractmethod

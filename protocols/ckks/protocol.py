@@ -106,6 +106,7 @@ def _spec(name: str, sender: str, message: type[Message]) -> StageSpec:
 class CkksProtocol(AggregationProtocol):
     name = "ckks"
     secure = True
+    evidence_stages = ("ReturnDecryption",)
     guarantee = (
         "the aggregator adds CKKS ciphertexts (TenSEAL/SEAL, 128-bit parameters) without any "
         "key and learns only the noise-flooded weighted sum of at least min_survivors clients; "

@@ -75,6 +75,7 @@ _AFTER = (
 class SecAggProtocol(AggregationProtocol):
     name = "secagg"
     secure = True
+    evidence_stages = ("Unmask",)
     guarantee = (
         "pairwise-masked secure aggregation (Bonawitz et al. 2017, SecAgg+ graph of Bell et al. "
         "2020): the aggregator learns only the weighted sum and total weight of the included "

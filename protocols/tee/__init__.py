@@ -3,7 +3,11 @@ a software vendor root and platform certificates (X.509, P-384), quotes and thei
 verification, sealed state, and the enclave aggregator. Nothing here is hardware;
 see docs/ckks_tee.md for what the simulation does and does not show."""
 
-from protocols.tee.errors import (
+# Every output that names a tee round says this (train summary, privacy statement,
+# `transcript show`, `tee verify`): the enclave is software run by the aggregator.
+SIMULATED_NOTICE = "simulated: no confidentiality against the operator of the aggregator"
+
+from protocols.tee.errors import (  # noqa: E402
     ATTESTATION_CHECKS,
     AttestationError,
     CertificateChainError,
@@ -27,7 +31,7 @@ __all__ = [
     "ATTESTATION_CHECKS", "ENCLAVE_FILES", "AttestationError", "AttestationPolicy",
     "CertificateChainError", "DebugEnclaveError", "Evidence", "KeyBindingError",
     "MalformedQuoteError", "MeasurementError", "Quote", "QuoteBody", "QuoteSignatureError",
-    "ReplayCache", "ReplayedNonceError", "SimulatedPlatform", "SimulatedQuoteError",
+    "ReplayCache", "ReplayedNonceError", "SIMULATED_NOTICE", "SimulatedPlatform", "SimulatedQuoteError",
     "SimulatedVendor", "StaleSvnError", "TeeProtocol", "UnsealError", "enclave_config",
     "manifest", "measure", "report_data", "verify_quote",
 ]

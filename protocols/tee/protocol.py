@@ -89,6 +89,7 @@ def _allowlist(value: Any) -> tuple[str, ...] | None:
 class TeeProtocol(AggregationProtocol):
     name = "tee"
     secure = True
+    evidence_stages = ("SubmitSealed",)
     guarantee = (
         "SIMULATED TEE: clients send updates only to an enclave key bound by a verified "
         "quote (measurement allowlist, debug off, minimum svn, fresh nonce), and the enclave "
