@@ -33,6 +33,14 @@ class SimulatedQuoteError(AttestationError):
     check = "production"
 
 
+class SimulatedRootError(SimulatedQuoteError):
+    """A real attestation root is configured (or production is on) and the quote chains
+    to the public simulated root, under which anyone can mint a quote, whatever the
+    quote's own `simulated` flag says."""
+
+    check = "simulated_root"
+
+
 class MeasurementError(AttestationError):
     """The enclave's measurement (or signer) is not on the allowlist."""
 
@@ -64,6 +72,6 @@ class UnsealError(ProtocolError, ValueError):
 
 
 ATTESTATION_CHECKS = (
-    "format", "chain", "signature", "production", "measurement", "debug", "svn", "nonce",
-    "key_binding",
+    "format", "production", "simulated_root", "chain", "signature", "measurement", "debug", "svn",
+    "nonce", "key_binding",
 )

@@ -17,6 +17,11 @@ The host's state holds only blobs sealed to (platform, measurement). Nothing
 here is hardware: the platform and its vendor are software (protocols.tee.vendor)
 and the simulated root key is public, so the guarantee is about the protocol's
 logic, not about isolation; every quote says `simulated: true`.
+
+`attestation_root` (PEM) is the vendor root the clients trust. Left unset it is
+the public simulated root, and every output says SIMULATED_NOTICE. Set to any
+other root (a real vendor's), quotes issued under the simulated root are refused
+(`SimulatedRootError`), so this simulated enclave's rounds all abort.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from protocols.errors import ProtocolAbort, ProtocolInputError
 from protocols.hazmat.kex import PUBLIC_KEY_BYTES
@@ -46,9 +53,16 @@ from protocols.tee.channel import agreement_key, channel_context, seal_to_enclav
 from protocols.tee.enclave import SimulatedEnclave, encode_update, transcript_head
 from protocols.tee.measurement import enclave_config, measure
 from protocols.tee.messages import Attest, BroadcastAggregate, RequestQuote, SubmitSealed
+from protocols.tee.notice import SIMULATED_NOTICE
 from protocols.tee.quote import Quote
 from protocols.tee.vendor import SimulatedPlatform
-from protocols.tee.verify import AttestationPolicy, ReplayCache, verify_quote
+from protocols.tee.verify import (
+    AttestationPolicy,
+    ReplayCache,
+    is_simulated_root,
+    root_fingerprint,
+    verify_quote,
+)
 
 NONCE_BYTES = 32
 _HEX96 = set("0123456789abcdef")
@@ -86,6 +100,18 @@ def _allowlist(value: Any) -> tuple[str, ...] | None:
     return out
 
 
+def _root(value: Any) -> x509.Certificate | None:
+    """The trusted vendor root from its PEM text (a string: parameters are JSON)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ProtocolInputError("attestation_root must be a root certificate in PEM (a string)")
+    try:
+        return x509.load_pem_x509_certificate(value.encode("ascii"))
+    except (UnicodeEncodeError, ValueError) as exc:
+        raise ProtocolInputError(f"attestation_root is not a PEM certificate: {exc}") from None
+
+
 class TeeProtocol(AggregationProtocol):
     name = "tee"
     secure = True
@@ -95,7 +121,7 @@ class TeeProtocol(AggregationProtocol):
         "quote (measurement allowlist, debug off, minimum svn, fresh nonce), and the enclave "
         "releases only the weighted sum of at least min_survivors updates; the enclave, its "
         "platform and the vendor root are software (the simulated root key is public), so "
-        "nothing is isolated from the aggregator's host in fact"
+        "nothing is isolated from the aggregator's host in fact: " + SIMULATED_NOTICE
     )
     stages = (
         StageSpec(name="RequestQuote", sender="client", message_types=(RequestQuote.TYPE_NAME,)),
@@ -114,6 +140,7 @@ class TeeProtocol(AggregationProtocol):
         svn: int = 1,
         debug: bool = False,
         production: bool = False,
+        attestation_root: str | None = None,
         platform: SimulatedPlatform | None = None,
     ) -> None:
         for name, value in (("min_survivors", min_survivors), ("min_svn", min_svn), ("svn", svn)):
@@ -124,6 +151,10 @@ class TeeProtocol(AggregationProtocol):
         self.min_survivors, self.min_svn, self.svn = min_survivors, min_svn, svn
         self.debug, self.production = debug, production
         self.allow = _allowlist(allow)
+        root = _root(attestation_root)
+        # Kept as the certificate's own PEM so that `params` round-trips byte for byte.
+        self.attestation_root = (root.public_bytes(Encoding.PEM).decode("ascii")
+                                 if root is not None else None)
         # The simulated machine the aggregator runs on (fresh keys from the OS).
         self.platform = platform if platform is not None else SimulatedPlatform.create()
         self.measurement = measure(config=enclave_config(min_survivors=min_survivors))
@@ -132,6 +163,7 @@ class TeeProtocol(AggregationProtocol):
         self.policy = AttestationPolicy(
             allowed_measurements=self.allow if self.allow is not None else (self.measurement,),
             min_svn=min_svn, production=production,
+            **({"trusted_root": root} if root is not None else {}),
         )
 
     @property
@@ -143,6 +175,7 @@ class TeeProtocol(AggregationProtocol):
             "svn": self.svn,
             "debug": self.debug,
             "production": self.production,
+            "attestation_root": self.attestation_root,
         }
 
     def threshold(self, n_participants: int) -> int:
@@ -272,5 +305,8 @@ class TeeProtocol(AggregationProtocol):
 
     def round_stats(self, state: ServerState) -> dict[str, Any]:
         """Figures for the round log."""
+        root = self.policy.trusted_root
         return {"measurement": self.measurement, "platform_id": self.platform.platform_id,
-                "simulated": True}
+                "simulated": True, "notice": SIMULATED_NOTICE,
+                "attestation_root_sha256": root_fingerprint(root),
+                "attestation_root_simulated": is_simulated_root(root)}

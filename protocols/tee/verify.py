@@ -1,7 +1,9 @@
 """Verifying a quote, check by check, each failure its own error.
 
-Order: production (simulated quotes are refused outright), certificate chain to
-the trusted root, quote signature by the certified platform key, measurement
+Order: production (simulated quotes are refused outright), the simulated root
+(with a real root configured, or in production, a certificate issued under the
+public simulated root is refused whatever the quote's own `simulated` flag says:
+anyone can mint one), certificate chain to the trusted root, quote signature by the certified platform key, measurement
 and signer against the allowlist, debug off, security version at least the
 minimum, nonce freshness (the quote answers this verifier's fresh nonce, and no
 accepted quote used it before), key binding (report_data = SHA-512(nonce ||
@@ -17,7 +19,9 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from protocols.tee.errors import (
     CertificateChainError,
@@ -28,6 +32,7 @@ from protocols.tee.errors import (
     QuoteSignatureError,
     ReplayedNonceError,
     SimulatedQuoteError,
+    SimulatedRootError,
     StaleSvnError,
 )
 from protocols.tee.quote import QUOTE_VERSION, SIGNER_ID, Quote, QuoteBody, report_data
@@ -38,10 +43,26 @@ def _well_known_root() -> x509.Certificate:
     return SimulatedVendor.well_known().certificate
 
 
+def root_fingerprint(root: x509.Certificate) -> str:
+    """SHA-256 of the root certificate's DER, hex: how outputs name a trusted root."""
+    return root.fingerprint(hashes.SHA256()).hex()
+
+
+def _key_bytes(cert: x509.Certificate) -> bytes:
+    return cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+
+
+def is_simulated_root(root: x509.Certificate) -> bool:
+    """True for any certificate of the simulated root's key: its private key is public,
+    so a re-issued certificate of that key is no more a root of trust."""
+    return _key_bytes(root) == _key_bytes(_well_known_root())
+
+
 @dataclass(frozen=True)
 class AttestationPolicy:
     """What a verifier accepts. `trusted_root` defaults to the simulation's
-    well-known root; `production=True` refuses every simulated quote."""
+    well-known root; any other root is "real": quotes under the simulated root are
+    then refused. `production=True` refuses every simulated quote."""
 
     allowed_measurements: tuple[str, ...]
     min_svn: int = 1
@@ -49,6 +70,10 @@ class AttestationPolicy:
     production: bool = False
     signer_ids: tuple[str, ...] = (SIGNER_ID,)
     trusted_root: x509.Certificate = field(default_factory=_well_known_root)
+
+    @property
+    def simulated_root(self) -> bool:
+        return is_simulated_root(self.trusted_root)
 
 
 class ReplayCache:
@@ -90,6 +115,12 @@ def verify_quote(
         raise MalformedQuoteError(f"quote version {body.version} is not {QUOTE_VERSION}")
     if policy.production and body.simulated:
         raise SimulatedQuoteError("production verification refuses a SIMULATED enclave's quote")
+    if (policy.production or not policy.simulated_root) and _issued_by_simulated_root(quote):
+        raise SimulatedRootError(
+            "the platform certificate is issued under the public simulated root, under which "
+            "anyone can mint a quote; the trusted root is "
+            f"{root_fingerprint(policy.trusted_root)[:16]}... (SHA-256)"
+        )
     _check_chain(quote.certificate, policy.trusted_root,
                  now if now is not None else dt.datetime.now(dt.UTC))
     _check_signature(quote)
@@ -117,6 +148,20 @@ def verify_quote(
     if replay_cache is not None:
         replay_cache.add(ev.nonce)
     return body
+
+
+def _issued_by_simulated_root(quote: Quote) -> bool:
+    """Signed by the simulated root's key, whatever issuer name the certificate gives."""
+    cert = quote.certificate
+    algorithm = cert.signature_hash_algorithm
+    if algorithm is None:
+        return False
+    root_key = _well_known_root().public_key()
+    try:
+        root_key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(algorithm))  # type: ignore[union-attr]
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
 
 
 def _check_chain(cert: x509.Certificate, root: x509.Certificate, now: dt.datetime) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from protocols.errors import ProtocolAbort
 from protocols.tee import (
+    ATTESTATION_CHECKS,
     ENCLAVE_FILES,
     AttestationPolicy,
     CertificateChainError,
@@ -28,6 +29,7 @@ from protocols.tee import (
     ReplayedNonceError,
     SimulatedPlatform,
     SimulatedQuoteError,
+    SimulatedRootError,
     SimulatedVendor,
     StaleSvnError,
     UnsealError,
@@ -177,9 +179,10 @@ def test_production_rejects_simulated_quotes(platform, measurement) -> None:
 def test_every_failure_is_a_protocol_abort_with_a_distinct_check() -> None:
     classes = [MeasurementError, DebugEnclaveError, StaleSvnError, QuoteSignatureError,
                CertificateChainError, ReplayedNonceError, KeyBindingError, SimulatedQuoteError,
-               MalformedQuoteError]
+               SimulatedRootError, MalformedQuoteError]
     assert all(issubclass(c, ProtocolAbort) for c in classes)
     assert len({c.check for c in classes}) == len(classes)
+    assert [c.check for c in classes if c.check not in ATTESTATION_CHECKS] == []
 
 
 @pytest.mark.parametrize("doc", [b"", b"{}", b"[1]", b"\xff", b'{"v":1}', b"x" * 70000])
