@@ -67,6 +67,7 @@ def quote_cmd(
 ) -> None:
     """Make a quote from a SIMULATED enclave running this installation's aggregator
     on a fresh simulated platform (for trying `tee verify`; proves nothing)."""
+    from protocols.tee import SIMULATED_NOTICE
     from protocols.tee.enclave import SimulatedEnclave
     from protocols.tee.measurement import enclave_config, measure
     from protocols.tee.vendor import SimulatedPlatform
@@ -82,10 +83,12 @@ def quote_cmd(
     out.write_bytes(quote.to_json() + b"\n")
     if json_output:
         print_json({"path": str(out), "measurement": measurement, "nonce": challenge.hex(),
-                    "enclave_public_key": quote.evidence.enclave_public_key.hex()})
+                    "enclave_public_key": quote.evidence.enclave_public_key.hex(),
+                    "notice": SIMULATED_NOTICE})
     else:
         console.print(f"wrote a SIMULATED quote to {out} (measurement {measurement[:16]}...)",
                       highlight=False, soft_wrap=True)
+        _print_notice()
 
 
 @tee_app.command("verify")
@@ -97,18 +100,27 @@ def verify_cmd(
     enclave_key: Annotated[str | None, typer.Option(help="The enclave key you will use, hex.")] = None,
     transcript_head: Annotated[str | None, typer.Option(help="The expected transcript head, hex.")] = None,
     replay_cache: Annotated[Path | None, typer.Option(help="JSON file of accepted nonces (updated).")] = None,
-    root: Annotated[Path | None, typer.Option(help="Trusted vendor root, PEM (default: the simulation's).")] = None,
+    root: Annotated[Path | None, typer.Option(
+        help="Trusted vendor root, PEM (default: the simulation's public one). Any other root "
+             "refuses quotes issued under the simulated root.")] = None,
     production: Annotated[bool, typer.Option("--production", help="Refuse simulated quotes.")] = False,
     allow_debug: Annotated[bool, typer.Option("--allow-debug", help="Accept debug enclaves.")] = False,
     json_output: JsonFlag = False,
 ) -> None:
-    """Verify a quote: chain, signature, measurement, debug, svn, nonce, key binding.
-    Exit 0 verified, 1 a check failed (named), 2 bad usage."""
+    """Verify a quote: simulated root, chain, signature, measurement, debug, svn, nonce,
+    key binding. Exit 0 verified, 1 a check failed (named), 2 bad usage."""
     from cryptography import x509
 
+    from protocols.tee import SIMULATED_NOTICE
     from protocols.tee.errors import AttestationError
     from protocols.tee.quote import Quote
-    from protocols.tee.verify import AttestationPolicy, ReplayCache, verify_quote
+    from protocols.tee.verify import (
+        AttestationPolicy,
+        ReplayCache,
+        is_simulated_root,
+        root_fingerprint,
+        verify_quote,
+    )
 
     expected = {"nonce": _hex(nonce, "--nonce"), "enclave_public_key": _hex(enclave_key, "--enclave-key"),
                 "transcript_head": _hex(transcript_head, "--transcript-head")}
@@ -123,28 +135,46 @@ def verify_cmd(
     if trusted is not None:
         policy_args["trusted_root"] = trusted
     cache = ReplayCache(seen=seen) if replay_cache is not None else None
-    report: dict = {"ok": True, "check": None, "error": None, "quote": None}
+    policy = AttestationPolicy(**policy_args)
+    report: dict = {"ok": True, "check": None, "error": None, "quote": None,
+                    "root_sha256": root_fingerprint(policy.trusted_root),
+                    "root_simulated": is_simulated_root(policy.trusted_root),
+                    "notice": SIMULATED_NOTICE}
     with handle_errors():
         try:
             quote = Quote.from_json(raw.strip())
             report["quote"] = quote.to_dict()["body"]
-            verify_quote(quote=quote, policy=AttestationPolicy(**policy_args), nonce=expected["nonce"],
+            verify_quote(quote=quote, policy=policy, nonce=expected["nonce"],
                          enclave_public_key=expected["enclave_public_key"],
                          transcript_head=expected["transcript_head"], replay_cache=cache)
         except AttestationError as exc:
             report.update(ok=False, check=exc.check, error=str(exc))
     if cache is not None and report["ok"] and replay_cache is not None:
         replay_cache.write_text(json.dumps({"v": 1, "nonces": [n.hex() for n in cache.nonces()]}) + "\n")
-    if json_output:
-        print_json(report)
-    elif report["ok"]:
+    print_json(report) if json_output else _print_verdict(report)
+    if not report["ok"]:
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+def _print_verdict(report: dict) -> None:
+    if report["ok"]:
         body = report["quote"]
-        console.print(f"[bold green]verified[/] SIMULATED quote: measurement {body['measurement'][:16]}..., "
+        # Under the public root a quote is simulated whatever its own flag claims.
+        kind = "SIMULATED quote" if body["simulated"] or report["root_simulated"] else "quote"
+        console.print(f"[bold green]verified[/] {kind}: measurement {body['measurement'][:16]}..., "
                       f"svn {body['svn']}, platform {body['platform_id']}", highlight=False, soft_wrap=True)
     else:
         console.print(f"[bold red]rejected[/] ({report['check']}): {report['error']}", highlight=False, soft_wrap=True)
-    if not report["ok"]:
-        raise typer.Exit(EXIT_CHECK_FAILED)
+    root = "the public simulated root" if report["root_simulated"] else "a configured root"
+    console.print(f"trusted root: {root} (SHA-256 {report['root_sha256'][:16]}...)",
+                  highlight=False, soft_wrap=True)
+    _print_notice()
+
+
+def _print_notice() -> None:
+    from protocols.tee import SIMULATED_NOTICE
+
+    console.print(f"[bold yellow]{SIMULATED_NOTICE}[/]", highlight=False, soft_wrap=True)
 
 
 def _read_cache(path: Path | None) -> list[bytes]:

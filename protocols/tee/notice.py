@@ -3,7 +3,8 @@ statement, `transcript show`, `tee verify`): the enclave is software that the
 aggregator's operator runs, and the simulated root's private key is public, so
 anyone (that operator first) can mint a quote that verifies under it.
 
-A module of its own so that the protocol, the CLI and the statement import it
-without loading the package's heavier modules (or importing it circularly)."""
+A module of its own so that the package's own modules (the protocol) import it
+without importing the package circularly; everyone else takes it from
+`protocols.tee`."""
 
 SIMULATED_NOTICE = "simulated: no confidentiality against the operator of the aggregator"

@@ -13,7 +13,14 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from typer.testing import CliRunner
 
 from cli.tee import tee_app
-from protocols.tee import SimulatedPlatform, SimulatedVendor, enclave_config, measure
+from protocols.tee import (
+    SIMULATED_NOTICE,
+    SimulatedPlatform,
+    SimulatedVendor,
+    enclave_config,
+    measure,
+    root_fingerprint,
+)
 from protocols.tee.enclave import SimulatedEnclave
 
 runner = CliRunner()
@@ -61,6 +68,13 @@ def test_quote_then_verify(tmp_path: Path, measurement) -> None:
     code, report = _verify(path, measurement, "--nonce", NONCE.hex(), "--enclave-key", key,
                            "--transcript-head", HEAD.hex())
     assert code == 0 and report["ok"] and report["quote"]["simulated"] is True
+    assert report["notice"] == SIMULATED_NOTICE and report["root_simulated"] is True
+    assert json.loads(made.stdout)["notice"] == SIMULATED_NOTICE
+    text = runner.invoke(tee_app, ["verify", str(path), "--allow", measurement])
+    assert text.exit_code == 0 and "verified" in text.stdout and SIMULATED_NOTICE in text.stdout
+    assert "public simulated root" in text.stdout
+    written = runner.invoke(tee_app, ["quote", "--out", str(tmp_path / "q2.json")])
+    assert written.exit_code == 0 and SIMULATED_NOTICE in written.stdout
 
 
 @pytest.mark.parametrize(
@@ -109,6 +123,22 @@ def test_another_trusted_root_from_a_pem_file(tmp_path: Path, measurement) -> No
     pem = tmp_path / "root.pem"
     pem.write_bytes(rogue.certificate.public_bytes(Encoding.PEM))
     assert _verify(_write(tmp_path, quote), measurement, "--root", str(pem))[0] == 0
+
+
+def test_a_real_root_refuses_the_simulated_root_with_the_notice(tmp_path: Path, measurement) -> None:
+    """The same quote that the default (public) root accepts."""
+    real = SimulatedVendor.generate(name="a real vendor root (test)")
+    pem = tmp_path / "root.pem"
+    pem.write_bytes(real.certificate.public_bytes(Encoding.PEM))
+    path = _write(tmp_path, _make(measurement)[0])
+    assert _verify(path, measurement)[0] == 0
+    code, report = _verify(path, measurement, "--root", str(pem))
+    assert code == 1 and report["check"] == "simulated_root" and report["root_simulated"] is False
+    assert report["root_sha256"] == root_fingerprint(real.certificate)
+    assert report["notice"] == SIMULATED_NOTICE
+    text = runner.invoke(tee_app, ["verify", str(path), "--allow", measurement, "--root", str(pem)])
+    assert text.exit_code == 1 and "rejected (simulated_root)" in text.stdout
+    assert SIMULATED_NOTICE in text.stdout
 
 
 def test_bad_input_and_usage(tmp_path: Path, measurement) -> None:
