@@ -6,14 +6,22 @@ shares a client revealed), so these rules need no payloads:
 - the aggregator routed one key list and one graph (degree, threshold as the
   analysis fixes them for n) to every client; shares went only to neighbours;
 - every client was sent the same survivor lists (an aggregator listing a client
-  as included to some and dropped to others is caught here);
-- the both-shares rule: no client revealed both shares of one owner, and no
-  owner had shares of both kinds revealed in the round; shares only of
-  neighbours (or one's own);
+  as included to some and dropped to others is caught here); with the
+  consistency round, the unmasking request names the list that was signed, and
+  a quorum of signers (`signer_quorum`);
+- Bonawitz et al.'s check per neighbourhood: every client that revealed shares
+  had been forwarded the shares of each of its neighbours on the list (so it
+  masked with them);
+- the reveal rule: each client revealed exactly the self-mask shares of the
+  owners it held on the list and the key shares of those it held off it; so no
+  client revealed both shares of one owner, and no owner had shares of both
+  kinds revealed in the round;
 - threshold conditions of an aggregated round: t shares of every included
   client's self-mask seed and of every dropped client's mask key, at least t
-  included, a connected included graph, a majority of signers with the
-  consistency round, every survivor included.
+  included, a connected included graph, every survivor included.
+
+A round left open (no round_close: `view.statement` is None) that holds reveals
+is audited by every rule above that does not need the close.
 
 Where payloads are stored, the auditor also replays the unmasking (the same
 function the aggregator runs) and checks that the released aggregate is the
@@ -22,8 +30,9 @@ unmasked sum and is what the survivors co-signed.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from protocols.errors import ProtocolError
@@ -45,7 +54,7 @@ from protocols.secagg.messages import (
     Unmask,
     UnmaskRequest,
 )
-from protocols.secagg.params import SecAggParams, plan_graph
+from protocols.secagg.params import SecAggParams, lowest_threshold, plan_graph, signer_quorum
 from protocols.secagg.unmask import from_wire, unmask_total, wire_matches
 from protocols.stages import Aggregate
 
@@ -68,7 +77,8 @@ def transcript_meta(message: Message) -> dict[str, Any] | None:
     if isinstance(message, ConsistencyRequest):
         return {"masked_senders": list(message.masked_senders)}
     if isinstance(message, UnmaskRequest):
-        return {"included": list(message.included), "dropped": list(message.dropped)}
+        return {"included": list(message.included), "dropped": list(message.dropped),
+                "signers": list(message.signers)}
     if isinstance(message, Unmask):
         return {"b": list(message.b_owners), "sk": list(message.sk_owners)}
     if isinstance(message, Release):
@@ -81,7 +91,7 @@ _META_KEYS = {
     "ShareKeys": {"receivers"},
     "ForwardShares": {"senders"},
     "ConsistencyRequest": {"masked_senders"},
-    "UnmaskRequest": {"included", "dropped"},
+    "UnmaskRequest": {"included", "dropped", "signers"},
     "Unmask": {"b", "sk"},
     "Release": {"included"},
 }
@@ -118,40 +128,46 @@ def audit_round(params: SecAggParams, view: Any) -> Problems:
             problems.append((rec.line, f"malformed secagg meta for stage {rec.stage}"))
             return problems
         by_stage[rec.stage].append(rec)
-    st = view.statement
-    aggregated = st["outcome"] == "aggregated"
+    st = view.statement  # None: a round left open
+    line = view.close_line if st is not None else view.records[-1].line if view.records else 0
+    aggregated = st is not None and st["outcome"] == "aggregated"
     route = _same(problems, by_stage["RouteKeys"], "the routed key list")
     if route is None:
-        if aggregated:
-            problems.append((view.close_line, "an aggregated secagg round without routed keys"))
-        return problems
-    n = len(st["survivors"]) + len(st["dropped"])
-    try:
-        plan = plan_graph(n, params)
-    except ProtocolError as exc:
-        problems.append((view.close_line, f"no valid secagg graph for {n} clients: {exc}"))
+        if aggregated or by_stage["Unmask"]:
+            problems.append((line, "secagg shares were revealed without routed keys"))
         return problems
     first_route = by_stage["RouteKeys"][0]
-    if (route["degree"], route["threshold"]) != (plan.degree, plan.threshold):
-        problems.append((first_route.line, f"graph degree/threshold {route['degree']}/"
-                         f"{route['threshold']} differ from the analysis' {plan.degree}/"
-                         f"{plan.threshold} for n={n}"))
+    k, t = route["degree"], route["threshold"]
+    if st is not None:
+        n = len(st["survivors"]) + len(st["dropped"])
+        try:
+            plan = plan_graph(n, params)
+        except ProtocolError as exc:
+            problems.append((line, f"no valid secagg graph for {n} clients: {exc}"))
+            return problems
+        if (k, t) != (plan.degree, plan.threshold):
+            problems.append((first_route.line, f"graph degree/threshold {k}/{t} differ from "
+                             f"the analysis' {plan.degree}/{plan.threshold} for n={n}"))
+            return problems
+    elif not (isinstance(k, int) and isinstance(t, int) and lowest_threshold(k) <= t <= k):
+        problems.append((first_route.line, f"graph degree/threshold {k}/{t} break 2t > k + 1"))
         return problems
     ids = route["ids"]
-    graph = harary_graph(ids, degree=plan.degree, seed=bytes.fromhex(route["graph_seed"]))
+    graph = harary_graph(ids, degree=k, seed=bytes.fromhex(route["graph_seed"]))
     _neighbour_rules(problems, by_stage, graph)
-    _same(problems, by_stage["ConsistencyRequest"], "the survivor list to sign")
+    signed = _same(problems, by_stage["ConsistencyRequest"], "the survivor list to sign")
     request = _unmask_request(problems, by_stage["UnmaskRequest"])
-    counts = _both_shares_rule(problems, by_stage["Unmask"], graph, request)
+    if request is not None:
+        _list_rules(problems, params, by_stage, request, signed, ids, graph)
+    counts = _both_shares_rule(problems, by_stage, graph, request)
     if aggregated and not problems:
-        _threshold_rules(problems, params, view, plan.threshold, ids, graph, request, counts,
-                         by_stage)
+        _threshold_rules(problems, params, view, t, graph, request, counts, by_stage)
         if not problems and all(r.payload is not None for r in view.records):
             _replay(problems, params, view, route, graph, request, by_stage)
     return problems
 
 
-def _neighbour_rules(problems: Problems, by_stage: dict, graph: dict) -> None:
+def _neighbour_rules(problems: Problems, by_stage: dict, graph: Mapping) -> None:
     for rec in by_stage["ShareKeys"]:
         wanted = sorted(graph.get(rec.sender, ()))
         if rec.meta["receivers"] and rec.meta["receivers"] != wanted:
@@ -179,11 +195,38 @@ def _unmask_request(problems: Problems, recs: Sequence[Any]) -> dict | None:
     return first
 
 
+def _list_rules(problems: Problems, params: SecAggParams, by_stage: dict, request: dict,
+                signed: dict | None, ids: list[str], graph: Mapping) -> None:
+    """The survivor list L of the unmasking request: signed by a quorum (with the
+    consistency round), and every revealing client had masked with its neighbours on L."""
+    line = by_stage["UnmaskRequest"][0].line
+    listed = set(request["included"])
+    if params.consistency_check:
+        if signed is None or signed["masked_senders"] != request["included"]:
+            problems.append((line, "the unmasking request names a list other than the one "
+                                   "sent for signing"))
+        signers = request["signers"]
+        need = signer_quorum(len(ids), math.ceil(params.collusion_fraction * len(ids)))
+        if not set(signers) <= listed or len(set(signers)) < need:
+            problems.append((line, f"{len(set(signers) & listed)} signers of the survivor list, "
+                                   f"below the quorum of {need}"))
+    elif request["signers"]:
+        problems.append((line, "signers named in a round without the consistency check"))
+    forwarded = {rec.receiver: set(rec.meta["senders"]) for rec in by_stage["ForwardShares"]}
+    for rec in by_stage["Unmask"]:
+        missing = sorted((graph.get(rec.sender, frozenset()) & listed)
+                         - forwarded.get(rec.sender, set()))
+        if missing:
+            problems.append((rec.line, f"{rec.sender} revealed shares although its neighbour "
+                                       f"{missing[0]} is on the list and it never got its shares"))
+
+
 def _both_shares_rule(
-    problems: Problems, recs: Sequence[Any], graph: dict, request: dict | None
+    problems: Problems, by_stage: dict, graph: Mapping, request: dict | None
 ) -> dict[str, dict[str, int]]:
     counts: dict[str, dict[str, int]] = {"b": defaultdict(int), "sk": defaultdict(int)}
-    for rec in recs:
+    forwarded = {rec.receiver: set(rec.meta["senders"]) for rec in by_stage["ForwardShares"]}
+    for rec in by_stage["Unmask"]:
         b, sk = set(rec.meta["b"]), set(rec.meta["sk"])
         both = sorted(b & sk)
         if both:
@@ -192,11 +235,15 @@ def _both_shares_rule(
         mine = graph.get(rec.sender, frozenset())
         if not b <= mine | {rec.sender} or not sk <= mine:
             problems.append((rec.line, f"{rec.sender} revealed shares of a non-neighbour"))
-        if request is not None and (
-            not b <= set(request["included"]) or not sk <= set(request["dropped"])
-        ):
-            problems.append((rec.line, f"{rec.sender} revealed shares the survivor lists did "
-                                       "not ask for"))
+        if request is not None and (b or sk):
+            held = forwarded.get(rec.sender, set()) | {rec.sender}
+            listed = set(request["included"])
+            if b != held & listed or sk != held - listed or not sk <= set(request["dropped"]):
+                problems.append((rec.line, f"{rec.sender} revealed shares other than the "
+                                           "survivor list asks for"))
+        elif request is None and (b or sk):
+            problems.append((rec.line, f"{rec.sender} revealed shares without an unmasking "
+                                       "request"))
         for owner in b:
             counts["b"][owner] += 1
             if counts["sk"][owner]:
@@ -211,7 +258,7 @@ def _both_shares_rule(
 
 
 def _threshold_rules(
-    problems: Problems, params: SecAggParams, view: Any, t: int, ids: list[str], graph: dict,
+    problems: Problems, params: SecAggParams, view: Any, t: int, graph: Mapping,
     request: dict | None, counts: dict, by_stage: dict,
 ) -> None:
     line = view.close_line
@@ -234,8 +281,6 @@ def _threshold_rules(
                                f"{params.min_contributors} needed"))
     if not is_connected(included, graph):
         problems.append((line, "the included clients' graph is disconnected"))
-    if params.consistency_check and 2 * len(included) <= len(ids):
-        problems.append((line, f"{len(included)} signers of {len(ids)} is not a majority"))
     outside = sorted(set(view.statement["survivors"]) - set(included))
     if outside:
         problems.append((line, f"survivor {outside[0]} is not among the included clients"))

@@ -2,11 +2,16 @@
 
 A client refuses (raises `ProtocolAbort`) whenever what the aggregator relays
 breaks a rule it can check itself: keys altered or not signed by the roster,
-shares that do not open, a survivor list it did not sign or whose graph is
-disconnected, an owner listed as both included and dropped. It answers the
-unmasking request once and reveals, per owner, the b share or the sk share,
-never both. A client the aggregator stopped talking to sends an empty message
-of the stage's type (the driver needs one) and nothing derived from its input.
+shares that do not open, a survivor list L it did not sign, signed by too few
+clients for one list to be unique, or whose graph is disconnected, and (Bonawitz
+et al.'s check that U3 is within U2, per neighbourhood) a neighbour on L whose
+shares it never received and whose pairwise mask it did not apply. The list is
+the only input of the reveal: it reveals the self-mask share of every owner it
+holds that is on L and the key share of every held owner that is not, never
+both for one owner, and it answers one unmasking request per round index
+(`AnswerLog`, durable where the caller makes it so). A client the aggregator
+stopped talking to sends an empty message of the stage's type (the driver
+needs one) and nothing derived from its input.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from protocols.hazmat.signing import SigningKey
 from protocols.messages import Message
 from protocols.roster import Identities
 from protocols.secagg import crypto
+from protocols.secagg.answers import AnswerLog
 from protocols.secagg.context import RoundContext
 from protocols.secagg.graph import harary_graph, is_connected, routed_graph_seed, shareholder_x
 from protocols.secagg.messages import (
@@ -43,6 +49,7 @@ from protocols.secagg.messages import (
     Unmask,
     UnmaskRequest,
 )
+from protocols.secagg.params import signer_quorum
 from protocols.secagg.unmask import from_wire, to_wire, wire_matches
 from protocols.stages import Aggregate, ClientInput
 
@@ -249,15 +256,34 @@ def masked_input(st: ClientData, aggregator: str) -> MaskedInput:
 
 
 # -- ConsistencyCheck ------------------------------------------------------------------------
+def _check_survivor_list(st: ClientData, listed: tuple[str, ...]) -> None:
+    """What a client checks of a survivor list L before it signs or unmasks for it."""
+    ctx = st.ctx
+    if not _sorted_unique(listed) or not set(listed) <= set(st.ids) or st.me not in listed:
+        raise _refuse(st, "the survivor list is malformed or leaves me out")
+    if len(listed) < ctx.threshold:
+        raise _refuse(st, f"{len(listed)} survivors is below the threshold {ctx.threshold}")
+    if len(listed) < ctx.min_contributors:
+        raise _refuse(st, f"{len(listed)} survivors is below the noise floor of "
+                          f"{ctx.min_contributors} contributors")
+    # Bonawitz et al.'s U3 within U2, per neighbourhood: every neighbour on L must
+    # be one whose pairwise mask I applied, or my masked input would be missing the
+    # masks that hide it inside the sum (an aggregator that forwarded me only some
+    # neighbours' shares, then listed the others, could strip mine one by one).
+    unmasked = sorted((st.graph[st.me] & set(listed)) - set(st.masked_with))
+    if unmasked:
+        raise _refuse(st, f"{unmasked[0]} is on the survivor list but I did not mask with it")
+    if not is_connected(listed, st.graph):
+        raise _refuse(st, "the survivors' graph is disconnected: unmasking would reveal the "
+                          "sums of its parts")
+
+
 def receive_consistency(st: ClientData, messages: Sequence[Message]) -> ClientData:
     msg = _one(st, messages, ConsistencyRequest)
     if msg is None:
         return _replace(st, contacted=False)
     listed = tuple(msg.masked_senders)
-    if not _sorted_unique(listed) or not set(listed) <= set(st.ids) or st.me not in listed:
-        raise _refuse(st, "the survivor list is malformed or leaves me out")
-    if len(listed) < st.ctx.threshold:
-        raise _refuse(st, f"{len(listed)} survivors is below the threshold {st.ctx.threshold}")
+    _check_survivor_list(st, listed)
     return _replace(st, signed_list=listed)
 
 
@@ -272,60 +298,58 @@ def consistency_sign(st: ClientData, aggregator: str) -> ConsistencySign:
 
 # -- Unmask -----------------------------------------------------------------------------------
 def receive_unmask_request(
-    st: ClientData, messages: Sequence[Message], *, consistency: bool
+    st: ClientData, messages: Sequence[Message], *, consistency: bool,
+    answers: AnswerLog | None = None,
 ) -> ClientData:
     msg = _one(st, messages, UnmaskRequest)
     if msg is None:
         return _replace(st, contacted=False)
     if st.answered:
         raise _refuse(st, "asked to unmask a second time")
-    included, dropped = tuple(msg.included), tuple(msg.dropped)
-    if not (_sorted_unique(included) and _sorted_unique(dropped)):
+    listed, dropped = tuple(msg.included), tuple(msg.dropped)
+    if not (_sorted_unique(listed) and _sorted_unique(dropped)):
         raise _refuse(st, "survivor lists are not sorted lists of distinct ids")
-    both = set(included) & set(dropped)
+    both = set(listed) & set(dropped)
     if both:
         raise _refuse(st, f"{sorted(both)[0]} is listed both as included and as dropped")
-    if not set(included) | set(dropped) <= set(st.ids) or st.me not in included:
-        raise _refuse(st, "the survivor lists name unknown clients or leave me out")
+    if not set(dropped) <= set(st.ids):
+        raise _refuse(st, "the dropped list names unknown clients")
     if consistency:
-        _check_signatures(st, msg, included)
-    elif msg.signed_list or msg.signatures:
+        _check_signatures(st, msg)
+    elif msg.signed_list or msg.signers or msg.signatures:
         raise _refuse(st, "consistency signatures in a round without the consistency check")
+    _check_survivor_list(st, listed)
     holdings = set(st.held)
-    for owner in sorted(holdings):
-        if (owner in included) == (owner in dropped):
-            raise _refuse(st, f"{owner} must be either included or dropped, exactly one")
-    if len(included) < st.ctx.threshold:
-        raise _refuse(st, f"{len(included)} included is below the threshold {st.ctx.threshold}")
-    if len(included) < st.ctx.min_contributors:
-        raise _refuse(st, f"{len(included)} included is below the noise floor of "
-                          f"{st.ctx.min_contributors} contributors")
-    if not is_connected(included, st.graph):
-        raise _refuse(st, "the included clients' graph is disconnected: unmasking would "
-                          "reveal the sums of its parts")
-    return _replace(
-        st,
-        included=included,
-        reveal_b=tuple(sorted(holdings & set(included))),
-        reveal_sk=tuple(sorted(holdings & set(dropped))),
-    )
+    # The list alone decides what is revealed; the request's dropped list must only
+    # agree with it, so the transcript names every owner whose key share left.
+    reveal_b = tuple(sorted(holdings & set(listed)))
+    reveal_sk = tuple(sorted(holdings - set(listed)))
+    unnamed = sorted(set(reveal_sk) - set(dropped))
+    if unnamed:
+        raise _refuse(st, f"{unnamed[0]} is off the survivor list but not named dropped")
+    if answers is not None:
+        answers.claim(st.me, st.ctx.round_index)  # durable before anything is revealed
+    return _replace(st, included=listed, reveal_b=reveal_b, reveal_sk=reveal_sk)
 
 
-def _check_signatures(st: ClientData, msg: UnmaskRequest, included: tuple[str, ...]) -> None:
-    if tuple(msg.signed_list) != st.signed_list:
+def _check_signatures(st: ClientData, msg: UnmaskRequest) -> None:
+    listed = tuple(msg.included)
+    if tuple(msg.signed_list) != st.signed_list or listed != st.signed_list:
         raise _refuse(st, "the survivor list differs from the one I signed")
-    if not set(included) <= set(st.signed_list):
-        raise _refuse(st, "an included client is not on the signed survivor list")
-    if len(msg.signatures) != SIG_BYTES * len(included):
-        raise _refuse(st, "one consistency signature per included client is required")
+    signers = tuple(msg.signers)
+    if not _sorted_unique(signers) or not set(signers) <= set(listed):
+        raise _refuse(st, "the signers are not a sorted list of clients on the survivor list")
+    if len(msg.signatures) != SIG_BYTES * len(signers):
+        raise _refuse(st, "one consistency signature per signer is required")
+    need = signer_quorum(len(st.ids), st.ctx.colluders)
+    if len(signers) < need:
+        raise _refuse(st, f"{len(signers)} signers of {len(st.ids)} is below the quorum of "
+                          f"{need}: two different survivor lists could both be signed")
     bad = crypto.first_bad_consistency_sig(
-        st.ctx.round_index, st.signed_list, included, tuple(st.keys[cid][2] for cid in included),
+        st.ctx.round_index, st.signed_list, signers, tuple(st.keys[cid][2] for cid in signers),
         tuple(crypto.chunks(msg.signatures, SIG_BYTES)))
     if bad is not None:
         raise _refuse(st, f"{bad}'s consistency signature is invalid")
-    if 2 * len(included) <= len(st.ids):
-        raise _refuse(st, f"{len(included)} signers of {len(st.ids)} is not a majority: "
-                          "two different survivor lists could both be signed")
 
 
 def unmask(st: ClientData, aggregator: str) -> tuple[ClientData, Unmask]:

@@ -4,6 +4,7 @@ each client and a transcript auditor."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from protocols.hazmat.quantize import EXTRA_COORDINATES, FixedPoint, Ring, plan_ring
@@ -21,6 +22,7 @@ class RoundContext:
     integer: bool
     length: int  # the vector length plus the weight and clipped-count coordinates
     min_contributors: int = 0  # distributed DP's noise floor (SecAggParams)
+    colluders: int = 0  # clients assumed to collude with the aggregator (collusion_fraction)
 
     @property
     def threshold(self) -> int:
@@ -45,4 +47,5 @@ def round_context(
         integer=dtype == "int64",
         length=length + EXTRA_COORDINATES,
         min_contributors=params.min_contributors,
+        colluders=math.ceil(params.collusion_fraction * n),
     )

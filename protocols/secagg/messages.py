@@ -77,12 +77,15 @@ class ConsistencySign(Message):
 
 @message_type(code=0x0308, name="secagg.UnmaskRequest", stage="UnmaskRequest")
 class UnmaskRequest(Message):
-    """Included clients (their b is rebuilt) and dropped ones (their sk is), with the
-    consistency signatures of the included (empty without the consistency round)."""
+    """The survivor list L (`included`: every client whose masked input the aggregator
+    holds; their b is rebuilt) and the dropped clients of U2 (their sk is). With the
+    consistency round, `signed_list` repeats L and `signers` (a quorum of clients on
+    L) carry their signatures of it, in that order; all three are empty without it."""
 
     included: tuple[str, ...]
     dropped: tuple[str, ...]
     signed_list: tuple[str, ...]
+    signers: tuple[str, ...]
     signatures: bytes
 
 

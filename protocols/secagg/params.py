@@ -147,6 +147,14 @@ def security_log2(n: int, k: int, t: int, collusion: float, dropout: float) -> f
     return _log2(both_shares + disconnect)
 
 
+def signer_quorum(n: int, colluders: int) -> int:
+    """The fewest signers of one survivor list such that no second list can have as
+    many: honest clients sign one list each and colluders any number, so two lists of
+    q signers each need 2q - colluders <= n; q = floor((n + colluders) / 2) + 1 rules
+    that out. n counts the clients whose keys were routed."""
+    return (n + colluders) // 2 + 1
+
+
 def lowest_threshold(k: int) -> int:
     """The smallest t with 2t > k + 1: honest shareholders cannot give both secrets."""
     return (k + 1) // 2 + 1

@@ -21,6 +21,7 @@ from protocols.hazmat.quantize import error_bound
 from protocols.messages import Message
 from protocols.roster import Identities
 from protocols.secagg import client, server
+from protocols.secagg.answers import AnswerLog
 from protocols.secagg.audit import audit_round, transcript_meta
 from protocols.secagg.context import RoundContext, round_context
 from protocols.secagg.messages import (
@@ -82,19 +83,26 @@ class SecAggProtocol(AggregationProtocol):
         "clients' clipped, quantized updates; honest clients assumed, active aggregator defended"
     )
 
-    def __init__(self, *, identities: Identities | None = None, **params: Any) -> None:
+    def __init__(self, *, identities: Identities | None = None, answers: AnswerLog | None = None,
+                 **params: Any) -> None:
         try:
             self.config = SecAggParams(**params)
         except TypeError as exc:
             raise ProtocolInputError(f"secagg: {exc}") from None
         self.identities = identities
+        self.answers = answers  # where clients claim each round index before unmasking
         self.stages = _BEFORE + (_CONSISTENCY if self.config.consistency_check else ()) + _AFTER
 
     def bind(self, identities: Identities) -> SecAggProtocol:
         """The same protocol with every party's roster identity key: advertised keys
         are then signed and checked against the pinned roster (a must against an
         active aggregator, which could otherwise substitute keys)."""
-        return type(self)(identities=identities, **self.params)
+        return type(self)(identities=identities, answers=self.answers, **self.params)
+
+    def with_answers(self, answers: AnswerLog) -> SecAggProtocol:
+        """The same protocol whose clients claim each round index in `answers` (durable
+        where it is a `FileAnswerLog`) before they reveal any share."""
+        return type(self)(identities=self.identities, answers=answers, **self.params)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -236,7 +244,7 @@ class SecAggProtocol(AggregationProtocol):
             st = client.receive_consistency(st, messages)
         elif stage == "UnmaskRequest":
             st = client.receive_unmask_request(
-                st, messages, consistency=self.config.consistency_check)
+                st, messages, consistency=self.config.consistency_check, answers=self.answers)
         elif stage == "Release":
             st = client.receive_release(st, messages)
         else:

@@ -39,6 +39,7 @@ from protocols.secagg.messages import (
     Unmask,
     UnmaskRequest,
 )
+from protocols.secagg.params import signer_quorum
 from protocols.secagg.unmask import to_wire, unmask_total, wire_matches
 
 Drops = dict[str, str]
@@ -185,15 +186,32 @@ def receive_masked(data: ServerData, messages: Sequence[Message]) -> tuple[Serve
     return dataclasses.replace(data, masked=masked), bad
 
 
+def _list_gap(data: ServerData, listed: Sequence[str], alive: Sequence[str]) -> str | None:
+    """Why the survivor list L cannot be unmasked with the `alive` shareholders, if so:
+    the checks every honest client applies to L, plus share recovery."""
+    ctx = data.ctx
+    r = ctx.round_index
+    if len(listed) < ctx.threshold:
+        return f"round {r}: {len(listed)} survivors is below the threshold {ctx.threshold}"
+    if len(listed) < ctx.min_contributors:
+        return (f"round {r}: {len(listed)} contributors is below the noise floor of "
+                f"{ctx.min_contributors}; the sum would carry less DP noise than planned")
+    if not is_connected(listed, data.graph):
+        return f"round {r}: the survivors' graph is disconnected; unmasking would reveal partial sums"
+    return recovery_gap(data, data.u2, alive)
+
+
 def consistency_request(
     data: ServerData, active: Sequence[str], aggregator: str
 ) -> tuple[ServerData, tuple[Message, ...], str | None]:
-    u3 = tuple(sorted(c for c in active if c in data.masked))
+    # L = U3: everyone whose masked input arrived, also those unreachable since.
+    u3 = tuple(sorted(data.masked))
+    reachable = tuple(c for c in u3 if c in active)
     data = dataclasses.replace(data, u3=u3)
     out = tuple(
-        _msg(data.ctx, ConsistencyRequest, aggregator, c, masked_senders=u3) for c in u3
+        _msg(data.ctx, ConsistencyRequest, aggregator, c, masked_senders=u3) for c in reachable
     )
-    return data, out, recovery_gap(data, data.u2, u3)
+    return data, out, _list_gap(data, u3, reachable)
 
 
 def receive_signatures(data: ServerData, messages: Sequence[Message]) -> tuple[ServerData, Drops]:
@@ -218,30 +236,30 @@ def receive_signatures(data: ServerData, messages: Sequence[Message]) -> tuple[S
 def unmask_request(
     data: ServerData, active: Sequence[str], aggregator: str, *, consistency: bool
 ) -> tuple[ServerData, tuple[Message, ...], str | None]:
+    """Ask the reachable clients of L to unmask. L is every client whose masked input
+    the aggregator holds (the signed list with the consistency round): a client on L
+    that drops afterwards stays in the sum, its self-mask rebuilt from shares."""
     ctx = data.ctx
-    candidates = data.signatures if consistency else data.masked
-    included = tuple(sorted(c for c in active if c in candidates))
-    dropped = tuple(sorted(set(data.u2) - set(included)))
-    data = dataclasses.replace(data, included=included, dropped=dropped)
-    why = recovery_gap(data, data.u2, included)
-    if consistency and 2 * len(included) <= len(data.ids):
-        why = why or (f"round {ctx.round_index}: {len(included)} of {len(data.ids)} clients "
-                      "signed the survivor list, not a majority")
-    if not is_connected(included, data.graph):
-        why = why or (f"round {ctx.round_index}: the included clients' graph is disconnected; "
-                      "unmasking would reveal partial sums")
-    if len(included) < ctx.min_contributors:
-        why = why or (f"round {ctx.round_index}: {len(included)} contributors is below the noise "
-                      f"floor of {ctx.min_contributors}; the sum would carry less DP noise than planned")
+    listed = data.u3 if consistency else tuple(sorted(data.masked))
+    signers = tuple(sorted(data.signatures)) if consistency else ()
+    dropped = tuple(sorted(set(data.u2) - set(listed)))
+    askable = tuple(sorted(c for c in active if c in listed))
+    data = dataclasses.replace(data, included=listed, dropped=dropped)
+    why = _list_gap(data, listed, askable)
+    need = signer_quorum(len(data.ids), ctx.colluders)
+    if consistency and len(signers) < need:
+        why = why or (f"round {ctx.round_index}: {len(signers)} of {len(data.ids)} clients "
+                      f"signed the survivor list, below the quorum of {need}")
     if why is not None:
         return data, (), why
     fields = dict(
-        included=included,
+        included=listed,
         dropped=dropped,
-        signed_list=data.u3 if consistency else (),
-        signatures=b"".join(data.signatures[c] for c in included) if consistency else b"",
+        signed_list=listed if consistency else (),
+        signers=signers,
+        signatures=b"".join(data.signatures[c] for c in signers),
     )
-    return data, tuple(_msg(ctx, UnmaskRequest, aggregator, c, **fields) for c in included), None
+    return data, tuple(_msg(ctx, UnmaskRequest, aggregator, c, **fields) for c in askable), None
 
 
 def expected_reveals(data: ServerData, cid: str) -> tuple[tuple[str, ...], tuple[str, ...]]:

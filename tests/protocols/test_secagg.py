@@ -64,21 +64,20 @@ def expected_outcome(protocol: SecAggProtocol, plan: dict[str, str], ids, graph,
     if len(u1) < t or graph is None:
         return None
     u2 = u1 & present("ShareKeys") & present("ForwardShares")
-    u3 = u2 & present("MaskedInput")
+    u3 = u2 & present("MaskedInput")  # L: every masked input that arrived
     if protocol.config.consistency_check:
-        s_set = u3 & present("ConsistencyRequest") & present("ConsistencySign")
+        signers = u3 & present("ConsistencyRequest") & present("ConsistencySign")
+        askable = signers & present("UnmaskRequest")
+        quorum_ok = len(signers) >= len(u1) // 2 + 1
     else:
-        s_set = set(u3)
-    s_set &= present("UnmaskRequest")
-    u5 = s_set & present("Unmask")
+        askable, quorum_ok = u3 & present("UnmaskRequest"), True
+    u5 = askable & present("Unmask")
     final = u5 & present("Release")
-    ok = len(final) >= t and is_connected(s_set, graph)
-    if protocol.config.consistency_check:
-        ok = ok and 2 * len(s_set) > len(u1)
+    ok = len(final) >= t and len(u3) >= t and is_connected(u3, graph) and quorum_ok
     for v in u2:
-        holders = (graph[v] & u2) | ({v} if v in s_set else set())
-        ok = ok and len(holders & u5) >= t
-    return s_set if ok else None
+        holders = ((graph[v] & u2) | {v}) & u5
+        ok = ok and len(holders) >= t
+    return u3 if ok else None
 
 
 def _inputs(ids, gen, dtype):

@@ -89,13 +89,16 @@ def test_equivocation_never_yields_both_secrets_and_is_caught(tmp_path: Path,
                       tap=counter)
         except ProtocolAbort:
             pass  # the aggregator's own unmasking fails: it did not get what it needed
+    messages = [p.message for p in verify_transcript(path, IDS.roster()).problems]
+    assert any(f"{VICTIM} is listed as included to some clients and as dropped" in m
+               for m in messages)
+    if consistency:  # a list other than the signed one is refused before any reveal
+        assert not counter.sk
+        return
     assert counter.b and counter.sk  # it did get some of each kind...
     assert min(len(counter.b), len(counter.sk)) < t  # ...but never t of both
     with pytest.raises(ShamirError):
         reconstruct(counter.b if len(counter.b) < t else counter.sk, threshold=t)
-    messages = [p.message for p in verify_transcript(path, IDS.roster()).problems]
-    assert any(f"{VICTIM} is listed as included to some clients and as dropped" in m
-               for m in messages)
     assert any(f"both-shares rule: shares of both secrets of {VICTIM}" in m for m in messages)
 
 
@@ -126,17 +129,28 @@ def test_asking_for_both_shares_in_one_request_is_refused() -> None:
         _run_forged(both, consistency=False)
 
 
-def test_including_a_client_that_never_signed_is_refused() -> None:
-    def include_victim(msg):
-        included = tuple(sorted((*msg.included, VICTIM)))
-        sigs = dict(zip(msg.included, crypto.chunks(msg.signatures, 64), strict=True))
+def test_a_signer_whose_signature_is_forged_is_refused() -> None:
+    """The victim sent its masked input (so it is on L) but never signed: claiming its
+    signature to reach the quorum fails."""
+
+    def claim_victim_signed(msg):
+        sigs = dict(zip(msg.signers, crypto.chunks(msg.signatures, 64), strict=True))
         sigs[VICTIM] = b"\x00" * 64
-        return dataclasses.replace(msg, included=included,
-                                   dropped=tuple(c for c in msg.dropped if c != VICTIM),
-                                   signatures=b"".join(sigs[c] for c in included))
+        signers = tuple(sorted(sigs))
+        return dataclasses.replace(msg, signers=signers,
+                                   signatures=b"".join(sigs[c] for c in signers))
 
     with pytest.raises(ProtocolAbort, match=f"{VICTIM}'s consistency signature is invalid"):
-        _run_forged(include_victim, dropouts={VICTIM: "ConsistencySign"})
+        _run_forged(claim_victim_signed, dropouts={VICTIM: "ConsistencySign"})
+
+
+def test_too_few_signers_for_one_list_to_be_unique_are_refused() -> None:
+    def keep_three(msg):
+        sigs = crypto.chunks(msg.signatures, 64)
+        return dataclasses.replace(msg, signers=msg.signers[:3], signatures=b"".join(sigs[:3]))
+
+    with pytest.raises(ProtocolAbort, match="below the quorum of 4"):
+        _run_forged(keep_three)
 
 
 def test_a_survivor_list_other_than_the_signed_one_is_refused() -> None:
