@@ -14,7 +14,7 @@ from cli.experiment import experiment_app
 from cli.flower import flower_app
 from cli.privacy import privacy_app
 from cli.progress import RunProgress
-from cli.render import partition_table, print_result
+from cli.render import partition_table, print_protocol_notice, print_result
 from cli.tee import tee_app
 from cli.transcript import transcript_app
 
@@ -67,6 +67,8 @@ def _run(config, *, as_json: bool) -> None:
             console.print(f"t0 = {plan.t0}: forward-noise epsilon {plan.forward_epsilon_exact:.3f} (exact), "
                           f"{plan.forward_epsilon_classic:.3f} (classic) at delta {config.privacy.delta:g}"
                           + ("" if config.private else "  [bold red]NOT PRIVATE (insecure test mode)[/]"))
+            # Before the rounds too: a long run, or one whose rounds abort, says it up front.
+            print_protocol_notice(config.federation.protocol)
         with RunProgress(num_clients=config.data.num_clients, enabled=not as_json) as progress:
             result = train_run(config, progress=progress)
     if as_json:

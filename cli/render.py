@@ -52,8 +52,20 @@ def summary_table(clients: list[dict[str, Any]], summary: dict[str, Any]) -> Tab
     return table
 
 
+def print_protocol_notice(protocol: str) -> None:
+    """What the aggregator's blindness rests on, for a protocol whose name promises more:
+    one unwrapped line, so that it survives narrow terminals and grep."""
+    from securediff.statement import PROTOCOL_NOTICES
+
+    notice = PROTOCOL_NOTICES.get(protocol)
+    if notice is not None:
+        console.print(f"[bold yellow]protocol {protocol}: {notice}[/]", highlight=False, soft_wrap=True)
+
+
 def statement_table(statement: dict[str, Any]) -> Table:
-    table = Table(title="Privacy statement", show_lines=True)
+    notices = statement.get("notices", [])  # none in statements stored before notices
+    caption = "\n".join(f"[bold yellow]{n}[/]" for n in notices) or None
+    table = Table(title="Privacy statement", caption=caption, show_lines=True)
     table.add_column("artefact")
     table.add_column("who sees it")
     table.add_column("guarantee")
@@ -64,6 +76,7 @@ def statement_table(statement: dict[str, Any]) -> Table:
 
 def print_result(result: Any) -> None:
     console.print(summary_table(result.clients, result.summary))
+    print_protocol_notice(str(result.summary.get("protocol", "")))
     console.print(statement_table(result.statement))
     console.print(f"run directory: [bold]{result.run_dir}[/]  (samples.png, metrics.json, ledger.json, "
                   f"transcript.jsonl)  time {result.seconds:.0f} s, peak memory {result.peak_rss_mb:.0f} MB")

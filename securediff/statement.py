@@ -2,7 +2,10 @@
 
 One row per artefact of DESIGN.md's table, with the numbers of this run. The
 statement is stored in the run directory and printed by the CLI; in the
-insecure deterministic test mode every row says "NOT PRIVATE".
+insecure deterministic test mode every row says "NOT PRIVATE". Where the
+aggregator's blindness rests on something weaker than the protocol's name
+suggests (a simulated enclave, a secret key every client holds), the statement
+says so in `notices` and in the aggregator's row.
 """
 
 from __future__ import annotations
@@ -11,7 +14,14 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from protocols.tee import SIMULATED_NOTICE
+
 NOT_PRIVATE = "NOT PRIVATE: insecure deterministic test mode (seeded noise)"
+# Every client holds the one CKKS secret key, so any client can decrypt any
+# ciphertext the aggregator holds: a single colluding client unblinds it.
+SINGLE_KEY_CKKS_NOTICE = "single-key ckks: not secure against an aggregator that colludes with any client"
+# What the aggregator's blindness rests on, per protocol, said wherever the protocol is named.
+PROTOCOL_NOTICES = {"tee": SIMULATED_NOTICE, "ckks": SINGLE_KEY_CKKS_NOTICE}
 
 
 @dataclass(frozen=True)
@@ -51,8 +61,10 @@ def privacy_statement(
         if labels == "public"
         else f"labels pass the shared path by randomized response (epsilon {label_epsilon:g}, in the ledger)"
     )
+    notice = PROTOCOL_NOTICES.get(protocol_name)
     aggregator = (
-        f"aggregator ({protocol_name}: sees only the aggregate)"
+        f"aggregator ({protocol_name}: sees only the aggregate"
+        + ("" if notice is None else f"; {notice}") + ")"
         if protocol_secure
         else f"aggregator ({protocol_name}, INSECURE: sees every client's update)"
     )
@@ -112,6 +124,7 @@ def privacy_statement(
             "per": "record, per client (max over clients)",
         },
         "labels": labels,
+        "notices": [] if notice is None else [notice],
         "rows": [asdict(r) for r in rows],
     }
 
@@ -120,6 +133,8 @@ def statement_markdown(statement: dict[str, Any]) -> str:
     lines = ["# Privacy statement", ""]
     if not statement["private"]:
         lines += [f"**{NOT_PRIVATE}.**", ""]
+    for notice in statement.get("notices", []):  # none in statements stored before notices
+        lines += [f"**{notice}.**", ""]
     lines += ["| artefact | who sees it | guarantee |", "|---|---|---|"]
     lines += [f"| {r['artefact']} | {r['who_sees_it']} | {r['guarantee']} |" for r in statement["rows"]]
     return "\n".join(lines) + "\n"

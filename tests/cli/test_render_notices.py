@@ -1,0 +1,52 @@
+"""The train summary (`print_result`, what `securediff train` prints at its end) names
+what a protocol's blindness rests on: the tee run says it is simulated, in the summary
+and in the privacy statement's table."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from cli.common import console
+from cli.render import print_protocol_notice, print_result
+from protocols.tee import SIMULATED_NOTICE
+from securediff.statement import SINGLE_KEY_CKKS_NOTICE, privacy_statement
+
+
+def _result(protocol: str, secure: bool) -> SimpleNamespace:
+    statement = privacy_statement(
+        strategy="pfdm", protocol_secure=secure, protocol_name=protocol, private=True, delta=1e-5,
+        t0=675, clip_norm=10.0, forward_exact=9.97, forward_classic=11.57, shared_epsilon=9.97,
+        personal_epsilon=math.inf, accountant="pld", labels="public", label_epsilon=1.0)
+    summary = {"strategy": "pfdm", "dataset": "digits", "num_clients": 1, "protocol": protocol,
+               "private": True, "mean": {}, "epsilon_shared_max": 9.97}
+    client = {"client_id": "client-00", "members": 10, "epsilon_shared": 9.97, "accuracy": 0.5,
+              "fid_majority": None, "fid_minority": None, "bias_std": None, "bias_gap": None}
+    return SimpleNamespace(clients=[client], summary=summary, statement=statement,
+                           run_dir=Path("runs/x"), seconds=1.0, peak_rss_mb=1.0)
+
+
+def _printed(result: SimpleNamespace) -> str:
+    with console.capture() as captured:
+        print_result(result)
+    return captured.get()
+
+
+@pytest.mark.parametrize(("protocol", "notice"), [("tee", SIMULATED_NOTICE),
+                                                  ("ckks", SINGLE_KEY_CKKS_NOTICE)])
+def test_the_train_summary_says_what_blindness_rests_on(protocol: str, notice: str) -> None:
+    out = _printed(_result(protocol, secure=True))
+    assert f"protocol {protocol}: {notice}" in out  # the summary's own line, unwrapped
+    assert out.count(notice) >= 2  # ... and the privacy statement's table
+
+
+def test_no_notice_for_plain_or_secagg() -> None:
+    for protocol, secure in (("plain", False), ("secagg", True)):
+        out = _printed(_result(protocol, secure))
+        assert SIMULATED_NOTICE not in out and SINGLE_KEY_CKKS_NOTICE not in out
+    with console.capture() as captured:
+        print_protocol_notice("secagg")
+    assert captured.get() == ""
