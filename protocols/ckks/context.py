@@ -127,10 +127,15 @@ class CkksContext:
 
     def decrypt(self, blobs: Sequence[bytes], *, length: int) -> np.ndarray:
         """Decode the first `length` reals of the ciphertexts (exact: no flooding here)."""
+        self._require_key("decrypt")
+        return self.decrypt_loaded(self.load(blobs), length=length)
+
+    def decrypt_loaded(self, cts: Sequence[seal.Ciphertext], *, length: int) -> np.ndarray:
+        """`decrypt` for ciphertexts already loaded (a sum this context added up)."""
         key = self._require_key("decrypt")
         decryptor = seal.Decryptor(self._ctx, key)
         parts = []
-        for ct in self.load(blobs):
+        for ct in cts:
             plain = seal.Plaintext()
             decryptor.decrypt(ct, plain)
             z = np.asarray(self._encoder.decode_complex(plain), dtype=np.complex128)
@@ -153,7 +158,8 @@ class CkksContext:
                 if not isinstance(blob, bytes) or not _SEAL_HEADER_BYTES <= len(blob) <= limit:
                     raise CiphertextError("ciphertext blob of an impossible size")
                 if int.from_bytes(blob[8:16], "little") != len(blob):  # SEALHeader.size
-                    raise CiphertextError("ciphertext blob longer or shorter than its SEAL header says")
+                    raise CiphertextError(
+                        "ciphertext blob longer or shorter than its SEAL header says")
                 Path(path).write_bytes(blob)
                 ct = seal.Ciphertext()
                 try:
@@ -166,7 +172,8 @@ class CkksContext:
                     or list(ct.parms_id()) != list(first)
                     or ct.scale != self.scale
                 ):
-                    raise CiphertextError("ciphertext is not a fresh encryption at the agreed scale")
+                    raise CiphertextError(
+                        "ciphertext is not a fresh encryption at the agreed scale")
                 out.append(ct)
         return out
 

@@ -6,9 +6,10 @@ X25519 secret, with the protocol, round, both parties and both public keys in
 the HKDF info and the associated data, so a sealed seed opens for its one
 recipient in its one round. The aggregator relays ciphertexts it cannot open.
 
-The relayed public keys are not signed (the protocol hooks hold no identity
-key): an aggregator that substitutes its own keys while relaying gets the seed.
-That is outside the honest-but-curious model of DESIGN.md; see docs/ckks_tee.md.
+Each relayed public key is signed with its owner's roster identity key
+(`protocols.ckks.signed`), and a client refuses a directory entry that is not:
+an aggregator that put its own key in the directory would otherwise open the
+seed sealed "to" that client and decrypt every ciphertext of the round.
 """
 
 from __future__ import annotations
@@ -80,4 +81,5 @@ def open_seed(
     try:
         return open_sealed(own.derive(sender_public_key, info=ctx), sealed, associated_data=ctx)
     except (AeadError, ValueError) as exc:
-        raise ProtocolAbort(f"{receiver}: the key seed from {sender} does not open ({exc})") from None
+        raise ProtocolAbort(
+            f"{receiver}: the key seed from {sender} does not open ({exc})") from None

@@ -120,7 +120,8 @@ class CkksParams:
         in distribution, adding iid N(0, tau^2) to the N coefficients of the
         decrypted polynomial with tau = s * Delta / sqrt(N/2) (the canonical
         embedding is sqrt(N/2) times an orthogonal map). The error to hide, e, has
-        |e_i| <= B = 21 n for a sum of at most n = `clients` fresh ciphertexts. Over k decryptions of one ciphertext the KL divergence
+        |e_i| <= B = 21 n for a sum of at most n = `clients` fresh ciphertexts. Over k
+        decryptions of one ciphertext the KL divergence
         between the views with and without e is at most k N B^2 / (2 tau^2), so by
         Pinsker the statistical distance is at most sqrt(k N) B / (2 tau). Setting
         that to 2^-flood_bits gives s = 2^flood_bits N sqrt(k/2) B / (2 Delta).
