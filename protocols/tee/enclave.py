@@ -4,7 +4,13 @@ The host keeps only the sealed blob this code returns; each step unseals it,
 does its work and seals the result again, so the host's memory never holds the
 enclave's X25519 key or a client's update in the clear. The enclave checks its
 own release rule, which is part of the measured configuration: it releases the
-weighted sum only, and only over at least `min_survivors` contributions.
+weighted sum only, only over at least `min_survivors` contributions, and one sum
+per round state: the enclave remembers, in its own memory, the contributors of
+each state's release and refuses another set (the difference of two sums of one
+state would be an update). A state holds updates of one round (the round index is
+bound by every client's channel). Round state is sealed under a key bound to this
+enclave instance as well as to the code and platform, so a restarted or second
+instance cannot reopen an old state to release a second sum from it (rollback).
 """
 
 from __future__ import annotations
@@ -12,12 +18,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from protocols.errors import ProtocolAbort, ProtocolInputError
 from protocols.hazmat.kex import AgreementKey
@@ -64,25 +73,30 @@ class Release:
 
 class SimulatedEnclave:
     def __init__(self, *, platform: SimulatedPlatform, measurement: str, min_survivors: int,
-                 svn: int = 1, debug: bool = False) -> None:
+                 svn: int = 1, debug: bool = False, random_bytes: RandomBytes = os.urandom) -> None:
         self.platform = platform
         self.measurement = measurement
         self.min_survivors = min_survivors
         self.svn = svn
         self.debug = debug
-        self._sealer = Sealer(platform.sealing_key(measurement))
+        # The code's sealing key, narrowed to this instance by a secret that never
+        # leaves its memory: round state need not outlive the instance, and must not.
+        instance = HKDF(algorithm=hashes.SHA384(), length=32, salt=random_bytes(32),
+                        info=b"securediff/tee/instance-state/v1")
+        self._sealer = Sealer(instance.derive(platform.sealing_key(measurement)))
+        self._released: dict[bytes, tuple[str, ...]] = {}  # SHA-256(state key) -> contributors
 
     # -- sealed state ----------------------------------------------------------
-    def _seal(self, key: bytes, updates: dict[str, tuple[float, str, bytes]],
-              random_bytes: RandomBytes) -> bytes:
+    def _seal(self, key: bytes, round_index: int | None,
+              updates: dict[str, tuple[float, str, bytes]], random_bytes: RandomBytes) -> bytes:
         head = canonical_json({
-            "key": key.hex(),
+            "key": key.hex(), "round": round_index,
             "updates": [[c, w, dt, len(raw)] for c, (w, dt, raw) in sorted(updates.items())],
         })
         body = _LEN.pack(len(head)) + head + b"".join(raw for _, (_, _, raw) in sorted(updates.items()))
         return self._sealer.seal(body, label=_LABEL, random_bytes=random_bytes)
 
-    def _unseal(self, sealed: bytes) -> tuple[bytes, dict[str, tuple[float, str, bytes]]]:
+    def _unseal(self, sealed: bytes) -> tuple[bytes, int | None, dict[str, tuple[float, str, bytes]]]:
         body = self._sealer.unseal(sealed, label=_LABEL)
         (n,) = _LEN.unpack_from(body)
         head = json.loads(body[_LEN.size : _LEN.size + n])
@@ -90,15 +104,15 @@ class SimulatedEnclave:
         for cid, weight, dtype, size in head["updates"]:
             updates[cid] = (weight, dtype, body[offset : offset + size])
             offset += size
-        return bytes.fromhex(head["key"]), updates
+        return bytes.fromhex(head["key"]), head["round"], updates
 
     # -- steps -------------------------------------------------------------------
     def start(self, *, random_bytes: RandomBytes) -> bytes:
         """A fresh X25519 key for the round, sealed with no updates yet."""
-        return self._seal(random_bytes(32), {}, random_bytes)
+        return self._seal(random_bytes(32), None, {}, random_bytes)
 
     def public_key(self, sealed: bytes) -> bytes:
-        key, _ = self._unseal(sealed)
+        key, _, _ = self._unseal(sealed)
         return AgreementKey(X25519PrivateKey.from_private_bytes(key)).public_key
 
     def quote(self, sealed: bytes, *, nonce: bytes, transcript_head: bytes) -> Quote:
@@ -125,7 +139,10 @@ class SimulatedEnclave:
     ) -> tuple[bytes, dict[str, str]]:
         """Open each (client, client key, sealed update); keep the valid ones sealed.
         Returns the new sealed state and the reason for every rejected client."""
-        key, updates = self._unseal(sealed)
+        key, round_index, updates = self._unseal(sealed)
+        if round_index not in (None, setup.round_index):
+            raise ProtocolAbort(f"the enclave state holds round {round_index}, not "
+                                f"{setup.round_index}: one state, one round")
         own = AgreementKey(X25519PrivateKey.from_private_bytes(key))
         bad: dict[str, str] = {}
         for cid, client_key, blob in submissions:
@@ -137,17 +154,23 @@ class SimulatedEnclave:
                 updates[cid] = _parse_update(plain, setup)
             except (AeadError, ProtocolInputError) as exc:
                 bad[cid] = f"update rejected in the enclave: {exc}"
-        return self._seal(key, updates, random_bytes), bad
+        # The channel binds setup.round_index: an update opened here is of that round.
+        return self._seal(key, setup.round_index, updates, random_bytes), bad
 
     def release(self, sealed: bytes, *, survivors: Sequence[str]) -> Release:
         """The weighted sum over the surviving contributors, in client-id order (the
         summation order of `plain`, so the two agree bit for bit)."""
-        _, updates = self._unseal(sealed)
-        kept = sorted(c for c in survivors if c in updates)
+        key, round_index, updates = self._unseal(sealed)
+        kept = tuple(sorted(c for c in survivors if c in updates))
         if len(kept) < self.min_survivors:
             raise ProtocolAbort(
                 f"the enclave releases no sum of {len(kept)} updates (minimum {self.min_survivors})"
             )
+        # A second sum of this state over other contributors would give their difference;
+        # the same set again gives the same sum (a retransmission) and tells nothing new.
+        if self._released.setdefault(hashlib.sha256(key).digest(), kept) != kept:
+            raise ProtocolAbort(f"the enclave already released a sum of round {round_index} "
+                                "over other contributors")
         length = None
         acc: np.ndarray | None = None
         for cid in kept:

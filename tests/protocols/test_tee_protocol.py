@@ -24,8 +24,9 @@ from protocols.tee import (
     SimulatedQuoteError,
     StaleSvnError,
     TeeProtocol,
+    UnsealError,
 )
-from protocols.tee.enclave import encode_update
+from protocols.tee.enclave import SimulatedEnclave, encode_update
 from protocols.tee.messages import Attest, SubmitSealed
 from protocols.transcript import TranscriptWriter, verify_transcript
 
@@ -148,6 +149,50 @@ def test_host_state_holds_no_update_in_the_clear(identities) -> None:
     assert bad == {} and vector.tobytes() not in state and vector.tobytes()[:64] not in state
     with pytest.raises(ProtocolAbort, match="minimum 2"):  # the enclave's own release rule
         enclave.release(state, survivors=["c0"])
+
+
+def _ingested(enclave, setup, inputs):
+    """A fresh round state of `enclave` holding the sealed updates of `inputs`."""
+    from protocols.tee.channel import agreement_key, channel_context, seal_to_enclave
+
+    sealed = enclave.start(random_bytes=os.urandom)
+    key, submissions = enclave.public_key(sealed), []
+    for cid, inp in inputs.items():
+        own = agreement_key(os.urandom)
+        ctx = channel_context(round_index=setup.round_index, client_id=cid, client_key=own.public_key,
+                              enclave_key=key, measurement=enclave.measurement)
+        blob = seal_to_enclave(own=own, enclave_key=key, context=ctx, random_bytes=os.urandom,
+                               plaintext=encode_update(weight=inp.weight, vector=inp.vector))
+        submissions.append((cid, own.public_key, blob))
+    state, bad = enclave.ingest(sealed, setup=setup, submissions=submissions, random_bytes=os.urandom)
+    assert bad == {}
+    return state
+
+
+def test_one_state_releases_one_sum_and_no_other_instance_reopens_it(identities, make_inputs) -> None:
+    """A host that asks for the sum over {c0, c1, c2} and then over {c0, c1} would learn
+    c2's update from the difference: the enclave refuses the second set, and a restarted
+    enclave (same code, same platform) cannot unseal the state to ask again."""
+    protocol = TeeProtocol()
+    inputs = make_inputs(seed=6)
+    setup = make_setup(protocol, round_index=0, aggregator_id="aggregator",
+                       participants=list(inputs), vector=VectorSpec(length=12, dtype="float64"))
+    enclave = protocol.enclave
+    state = _ingested(enclave, setup, inputs)
+    first = enclave.release(state, survivors=["c0", "c1", "c2"])
+    with pytest.raises(ProtocolAbort, match="already released"):
+        enclave.release(state, survivors=["c0", "c1"])
+    again = enclave.release(state, survivors=["c2", "c1", "c0"])  # the same set: the same sum
+    assert np.array_equal(again.weighted_sum, first.weighted_sum)
+    with pytest.raises(ProtocolAbort, match="already released"):  # nor by adding to it
+        enclave.release(state, survivors=list(inputs))
+    restarted = SimulatedEnclave(platform=protocol.platform, measurement=protocol.measurement,
+                                 min_survivors=2)
+    with pytest.raises(UnsealError):
+        restarted.release(state, survivors=["c0", "c1"])
+    later = dataclasses.replace(setup, round_index=1)
+    with pytest.raises(ProtocolAbort, match="one state, one round"):
+        enclave.ingest(state, setup=later, submissions=[], random_bytes=os.urandom)
 
 
 def test_params_round_trip_and_reject_bad_values() -> None:
