@@ -108,7 +108,8 @@ class ClientNode:
         if setup.aggregator_id != self.identities.aggregator_id:
             raise ProtocolAbort(f"{self.client_id}: the round names another aggregator")
         protocol = self.policy.apply(self.client_id,
-                                     make_protocol(name, **params).bind(self.identities))
+                                     make_protocol(name, **params).bind(self.identities),
+                                     participants=len(setup.participants))
         if protocol.threshold(len(setup.participants)) != setup.threshold:
             raise ProtocolAbort(f"{self.client_id}: the round's threshold is not the protocol's")
         if self.state.get("setup") != request["setup"]:

@@ -35,8 +35,18 @@ from . import test_flower_training as training
 from . import test_remote_driver as remote
 
 CLIENTS, LENGTH, SEED = remote.CLIENTS, remote.LENGTH, remote.SEED
-world = remote.world  # the fixtures of both files, shared
 deployment = training.deployment
+base_world = remote.world  # the fixtures of both files, shared
+# A node refuses ckks unless it assumes an honest-but-curious aggregator (the default
+# is active: test_node_policy.py); these nodes assume it, so that ckks runs.
+TRUSTING = NodePolicy(threat_model="honest-but-curious")
+
+
+@pytest.fixture()
+def world(base_world):
+    for node in base_world[3].values():
+        node.policy = TRUSTING
+    return base_world
 
 
 def _exchange(nodes, **faults):
@@ -137,12 +147,13 @@ def test_nodes_refuse_weaker_protocol_parameters(world):
     strict = NodePolicy.from_node_config({"protocols": "secagg,ckks,tee", "min-survivors": 3,
                                           "tee-allow": "cd" * 48, "tee-production": "true"})
     with pytest.raises(ProtocolAbort, match="does not take part in plain"):
-        strict.apply("client-00", make_protocol("plain"))
+        strict.apply("client-00", make_protocol("plain"), participants=4)
     with pytest.raises(ProtocolAbort, match="min-survivors = 3"):
-        strict.apply("client-00", make_protocol("tee"))
+        strict.apply("client-00", make_protocol("tee"), participants=4)
     with pytest.raises(ProtocolAbort, match="ckks-min-flood-bits = 40"):
-        NodePolicy().apply("client-00", make_protocol("ckks", flood_bits=39))
-    tee = strict.apply("client-00", make_protocol("tee", min_survivors=3, allow=["ef" * 48]))
+        TRUSTING.apply("client-00", make_protocol("ckks", flood_bits=39), participants=4)
+    tee = strict.apply("client-00", make_protocol("tee", min_survivors=3, allow=["ef" * 48]),
+                       participants=4)
     assert tee.policy.allowed_measurements == ("cd" * 48,) and tee.policy.production
     with pytest.raises(ConfigError, match="unknown"):
         NodePolicy.from_node_config({"protocols": "secagg,fancy"})
@@ -151,6 +162,7 @@ def test_nodes_refuse_weaker_protocol_parameters(world):
 @pytest.mark.parametrize("name", ["ckks", "tee"])
 def test_nodes_train_and_aggregate_a_round(deployment, name):
     node_configs, run_config = deployment
+    node_configs = {n: {**c, "threat-model": "honest-but-curious"} for n, c in node_configs.items()}
     run_config = {**run_config, "protocol": name, "rounds": 1}
     exchange = training.DirectExchange(node_configs, run_config)
     summary = run_aggregator(AggregatorSettings.from_run_config(run_config), exchange)
