@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import tenseal
 
-from protocols.ckks import client, server
+from protocols.ckks import audit, client, server
 from protocols.ckks.context import CkksContext
 from protocols.ckks.messages import (
     AdvertiseKey,
@@ -268,6 +268,15 @@ class CkksProtocol(AggregationProtocol):
 
     def contributors(self, state: ServerState) -> tuple[str, ...]:
         return state.data.contributors
+
+    # -- transcripts ------------------------------------------------------------
+    def transcript_meta(self, message: Message) -> dict[str, Any] | None:
+        return audit.transcript_meta(message)
+
+    def audit_round(self, view: Any) -> list[tuple[int, str]]:
+        """Equivocation and the decryption rules, from the signed metas (see
+        `protocols.ckks.audit`); `view.statement` is None for a round left open."""
+        return audit.audit_round(decryptors=self.ckks.decryptors, view=view)
 
     def result(self, state: ServerState) -> Aggregate:
         aggregate = state.data.aggregate
