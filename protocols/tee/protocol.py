@@ -6,7 +6,7 @@ A round:
 2. Attest (S)              the enclave returns, per client, a quote whose report
                            data binds that nonce, the enclave's X25519 key for the
                            round and the client's transcript head.
-3. SubmitSealed (C)        the client verifies the quote (chain, signature,
+3. SubmitSealed (C)        the client verifies the quote (root, chain, signature,
                            measurement allowlist, debug off, svn, nonce, key
                            binding; any failure aborts the round with its own
                            error) and sends its update sealed to the attested key.
