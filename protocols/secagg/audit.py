@@ -9,9 +9,10 @@ shares a client revealed), so these rules need no payloads:
   as included to some and dropped to others is caught here); with the
   consistency round, the unmasking request names the list that was signed, and
   a quorum of signers (`signer_quorum`);
-- Bonawitz et al.'s check per neighbourhood: every client that revealed shares
-  had been forwarded the shares of each of its neighbours on the list (so it
-  masked with them);
+- Bonawitz et al.'s check per neighbourhood, for every member of the list: its
+  masked input attests (signed) that it masked with each of its neighbours on
+  the list, and every client that revealed shares had been forwarded the shares
+  of each of its neighbours on it;
 - the reveal rule: each client revealed exactly the self-mask shares of the
   owners it held on the list and the key shares of those it held off it; so no
   client revealed both shares of one owner, and no owner had shares of both
@@ -74,6 +75,8 @@ def transcript_meta(message: Message) -> dict[str, Any] | None:
         return {"receivers": list(message.receivers)}
     if isinstance(message, ForwardShares):
         return {"senders": list(message.senders)}
+    if isinstance(message, MaskedInput):
+        return {"missing": list(message.missing)}
     if isinstance(message, ConsistencyRequest):
         return {"masked_senders": list(message.masked_senders)}
     if isinstance(message, UnmaskRequest):
@@ -90,6 +93,7 @@ _META_KEYS = {
     "RouteKeys": {"ids", "degree", "threshold", "length", "dtype", "graph_seed"},
     "ShareKeys": {"receivers"},
     "ForwardShares": {"senders"},
+    "MaskedInput": {"missing"},
     "ConsistencyRequest": {"masked_senders"},
     "UnmaskRequest": {"included", "dropped", "signers"},
     "Unmask": {"b", "sk"},
@@ -212,6 +216,13 @@ def _list_rules(problems: Problems, params: SecAggParams, by_stage: dict, reques
                                    f"below the quorum of {need}"))
     elif request["signers"]:
         problems.append((line, "signers named in a round without the consistency check"))
+    attested = {rec.sender: set(rec.meta["missing"]) for rec in by_stage["MaskedInput"]}
+    for cid in sorted(listed):
+        gap = sorted(attested.get(cid, listed) & listed)
+        if cid not in attested or gap:
+            problems.append((line, f"{cid} is on the survivor list but did not mask with "
+                                   f"{gap[0] if gap else 'its neighbours'} (or sent no input)"))
+            break
     forwarded = {rec.receiver: set(rec.meta["senders"]) for rec in by_stage["ForwardShares"]}
     for rec in by_stage["Unmask"]:
         missing = sorted((graph.get(rec.sender, frozenset()) & listed)

@@ -242,7 +242,7 @@ def masked_input(st: ClientData, aggregator: str) -> MaskedInput:
     ctx = st.ctx
     if not st.contacted:
         return MaskedInput(round_index=ctx.round_index, sender=st.me, receiver=aggregator,
-                           masked=np.zeros(0, dtype=np.uint8))
+                           masked=np.zeros(0, dtype=np.uint8), missing=(), missing_sig=b"")
     acc = st.encoded.copy()
     crypto.add_self_mask(acc, st.b_seed, bits=ctx.ring.bits)
     for v in st.masked_with:
@@ -251,8 +251,11 @@ def masked_input(st: ClientData, aggregator: str) -> MaskedInput:
         crypto.add_pair_mask(acc, seed, bits=ctx.ring.bits,
                              subtract=not crypto.pair_sign_adds(st.me, v))
     reduce_ring(acc, bits=ctx.ring.bits)
+    missing = tuple(sorted(st.graph[st.me] - set(st.masked_with)))
+    sig = st.e_key.sign(crypto.missing_statement(round_index=ctx.round_index, client_id=st.me,
+                                                 missing=missing))
     return MaskedInput(round_index=ctx.round_index, sender=st.me, receiver=aggregator,
-                       masked=to_wire(acc, ring=ctx.ring))
+                       masked=to_wire(acc, ring=ctx.ring), missing=missing, missing_sig=sig)
 
 
 # -- ConsistencyCheck ------------------------------------------------------------------------
@@ -319,6 +322,7 @@ def receive_unmask_request(
     elif msg.signed_list or msg.signers or msg.signatures:
         raise _refuse(st, "consistency signatures in a round without the consistency check")
     _check_survivor_list(st, listed)
+    _check_attestations(st, msg, listed)
     holdings = set(st.held)
     # The list alone decides what is revealed; the request's dropped list must only
     # agree with it, so the transcript names every owner whose key share left.
@@ -330,6 +334,29 @@ def receive_unmask_request(
     if answers is not None:
         answers.claim(st.me, st.ctx.round_index)  # durable before anything is revealed
     return _replace(st, included=listed, reveal_b=reveal_b, reveal_sk=reveal_sk)
+
+
+def _check_attestations(st: ClientData, msg: UnmaskRequest, listed: tuple[str, ...]) -> None:
+    """Every member of L signed, with its masked input, that it masked with each of its
+    neighbours on L. My own check covers only my side of my edges: a neighbour that
+    the aggregator kept from my shares (and then stopped talking to) would leave an
+    edge masked at one end only, and the sum of the clients beyond it computable
+    without it. With every member's word, every edge inside L is masked at both ends."""
+    if len(msg.missing) != len(listed) or len(msg.missing_sigs) != SIG_BYTES * len(listed):
+        raise _refuse(st, "one mask-partner attestation per member of the survivor list is "
+                          "required")
+    gaps = tuple(crypto.split_ids(m) for m in msg.missing)
+    bad = crypto.first_bad_attestation(
+        st.ctx.round_index, listed, tuple(st.keys[c][2] for c in listed), gaps,
+        tuple(crypto.chunks(msg.missing_sigs, SIG_BYTES)))
+    if bad is not None:
+        raise _refuse(st, f"{bad}'s mask-partner attestation is invalid")
+    on_list = set(listed)
+    for cid, missing in zip(listed, gaps, strict=True):
+        unmasked = sorted(set(missing) & on_list)
+        if unmasked:
+            raise _refuse(st, f"{cid} did not mask with {unmasked[0]}, which is on the "
+                              "survivor list")
 
 
 def _check_signatures(st: ClientData, msg: UnmaskRequest) -> None:

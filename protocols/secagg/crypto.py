@@ -102,6 +102,12 @@ def advertise_statement(*, round_index: int, client_id: str, c_pk: bytes, s_pk: 
                    parties=[client_id]) + b"\n" + canonical_json(body)
 
 
+def missing_statement(*, round_index: int, client_id: str, missing: Sequence[str]) -> bytes:
+    """What a client signs with its masked input: the neighbours it did not mask with."""
+    return context("mask-partners", round_index=round_index, stage="MaskedInput",
+                   parties=[client_id]) + b"\n" + canonical_json({"missing": list(missing)})
+
+
 def consistency_statement(*, round_index: int, masked_senders: Sequence[str]) -> bytes:
     return context("consistency", round_index=round_index, stage="ConsistencySign",
                    parties=list(masked_senders))
@@ -155,6 +161,28 @@ def first_bad_consistency_sig(
         if not verify_signature(public_key=pk, message=statement, signature=sig):
             return cid
     return None
+
+
+@functools.lru_cache(maxsize=8)
+def first_bad_attestation(
+    round_index: int, members: tuple[str, ...], e_pks: tuple[bytes, ...],
+    missing: tuple[tuple[str, ...], ...], signatures: tuple[bytes, ...],
+) -> str | None:
+    """The first member whose mask-partner attestation is not signed by its round key."""
+    for cid, pk, gaps, sig in zip(members, e_pks, missing, signatures, strict=True):
+        statement = missing_statement(round_index=round_index, client_id=cid, missing=gaps)
+        if not verify_signature(public_key=pk, message=statement, signature=sig):
+            return cid
+    return None
+
+
+def join_ids(ids: Sequence[str]) -> str:
+    """A list of party ids as one wire string (ids never contain a comma)."""
+    return ",".join(ids)
+
+
+def split_ids(joined: str) -> tuple[str, ...]:
+    return tuple(joined.split(",")) if joined else ()
 
 
 def add_self_mask(acc: np.ndarray, b_seed: bytes, *, bits: int, subtract: bool = False) -> None:

@@ -58,9 +58,14 @@ class ForwardShares(Message):
 
 @message_type(code=0x0305, name="secagg.MaskedInput", stage="MaskedInput")
 class MaskedInput(Message):
-    """The masked encoding; empty from a client the aggregator stopped talking to."""
+    """The masked encoding; empty from a client the aggregator stopped talking to.
+    `missing` lists the graph neighbours the client did NOT mask with (no shares of
+    theirs were forwarded to it), signed with its round key e (`missing_sig`): the
+    attestation every client checks for each member of the survivor list."""
 
     masked: np.ndarray
+    missing: tuple[str, ...]
+    missing_sig: bytes
 
 
 @message_type(code=0x0306, name="secagg.ConsistencyRequest", stage="ConsistencyRequest")
@@ -87,6 +92,10 @@ class UnmaskRequest(Message):
     signed_list: tuple[str, ...]
     signers: tuple[str, ...]
     signatures: bytes
+    # Per member of L, in order: its signed attestation from MaskedInput (the
+    # neighbours it did not mask with, comma-joined, and the signature).
+    missing: tuple[str, ...]
+    missing_sigs: bytes
 
 
 @message_type(code=0x0309, name="secagg.Unmask", stage="Unmask")

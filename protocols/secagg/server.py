@@ -56,6 +56,7 @@ class ServerData:
     sealed: Mapping[str, Mapping[str, bytes]] = field(default_factory=dict)
     u2: tuple[str, ...] = ()
     masked: Mapping[str, np.ndarray] = field(default_factory=dict)
+    missing: Mapping[str, tuple[tuple[str, ...], bytes]] = field(default_factory=dict)
     u3: tuple[str, ...] = ()
     signatures: Mapping[str, bytes] = field(default_factory=dict)
     included: tuple[str, ...] = ()
@@ -173,7 +174,7 @@ def forward_shares(
 def receive_masked(data: ServerData, messages: Sequence[Message]) -> tuple[ServerData, Drops]:
     ctx = data.ctx
     bad: Drops = {}
-    masked = {}
+    masked, attested = {}, {}
     for msg in messages:
         if (
             not isinstance(msg, MaskedInput)
@@ -182,8 +183,15 @@ def receive_masked(data: ServerData, messages: Sequence[Message]) -> tuple[Serve
         ):
             bad[msg.sender] = f"masked input is not {ctx.length} elements of Z_2^{ctx.ring.bits}"
             continue
+        statement = crypto.missing_statement(round_index=ctx.round_index, client_id=msg.sender,
+                                             missing=msg.missing)
+        if not verify_signature(public_key=data.keys[msg.sender][2], message=statement,
+                                signature=msg.missing_sig):
+            bad[msg.sender] = "mask-partner attestation not signed by its round key"
+            continue
         masked[msg.sender] = msg.masked
-    return dataclasses.replace(data, masked=masked), bad
+        attested[msg.sender] = (tuple(msg.missing), msg.missing_sig)
+    return dataclasses.replace(data, masked=masked, missing=attested), bad
 
 
 def _list_gap(data: ServerData, listed: Sequence[str], alive: Sequence[str]) -> str | None:
@@ -198,6 +206,10 @@ def _list_gap(data: ServerData, listed: Sequence[str], alive: Sequence[str]) -> 
                 f"{ctx.min_contributors}; the sum would carry less DP noise than planned")
     if not is_connected(listed, data.graph):
         return f"round {r}: the survivors' graph is disconnected; unmasking would reveal partial sums"
+    on_list = set(listed)
+    for cid in listed:
+        if on_list & set(data.missing[cid][0]):
+            return f"round {r}: {cid} did not mask with every neighbour on the survivor list"
     return recovery_gap(data, data.u2, alive)
 
 
@@ -258,6 +270,8 @@ def unmask_request(
         signed_list=listed if consistency else (),
         signers=signers,
         signatures=b"".join(data.signatures[c] for c in signers),
+        missing=tuple(crypto.join_ids(data.missing[c][0]) for c in listed),
+        missing_sigs=b"".join(data.missing[c][1] for c in listed),
     )
     return data, tuple(_msg(ctx, UnmaskRequest, aggregator, c, **fields) for c in askable), None
 

@@ -47,11 +47,16 @@ class Equivocating(SecAggProtocol):
             if msg.receiver in liars:
                 sig = crypto.chunks(msg.signatures, 64)
                 keep = [i for i, c in enumerate(msg.included) if c != VICTIM]
+                attest = crypto.chunks(msg.missing_sigs, 64)
+                signers = [i for i, c in enumerate(msg.signers) if c != VICTIM]
                 msg = dataclasses.replace(
                     msg,
                     included=tuple(msg.included[i] for i in keep),
                     dropped=tuple(sorted((*msg.dropped, VICTIM))),
-                    signatures=b"".join(sig[i] for i in keep) if sig else b"",
+                    signers=tuple(msg.signers[i] for i in signers),
+                    signatures=b"".join(sig[i] for i in signers) if sig else b"",
+                    missing=tuple(msg.missing[i] for i in keep),
+                    missing_sigs=b"".join(attest[i] for i in keep),
                 )
             forged.append(msg)
         return state, tuple(forged)
