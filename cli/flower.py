@@ -91,12 +91,31 @@ def supernode_cmd(
     tee_allow: Annotated[str | None, typer.Option("--tee-allow", help="Comma-separated enclave "
                                                   "measurements this node accepts (default: "
                                                   "the one of its own code).")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command only.")] = False,
+    threat_model: Annotated[str | None, typer.Option(
+        "--threat-model", help="The aggregator this node assumes: active (default; refuses "
+        "ckks) or honest-but-curious.")] = None,
+    collusion_fraction: Annotated[float | None, typer.Option(
+        "--collusion-fraction", help="Fraction of clients this node assumes collude with the "
+        "aggregator (default 0); secagg's degree and threshold must meet the analysis' plan "
+        "under it, and ckks is refused above 0.")] = None,
+    secagg_security_bits: Annotated[int | None, typer.Option(
+        "--secagg-security-bits", help="Security level of that plan (default 40).")] = None,
+    min_contributors: Annotated[int | None, typer.Option(
+        "--min-contributors", help="Refuse secagg rounds whose min_contributors is lower "
+        "(default 0).")] = None,
+    allow_no_consistency_check: Annotated[bool, typer.Option(
+        "--allow-no-consistency-check", help="Take part in secagg rounds without the "
+        "consistency round (needs --threat-model honest-but-curious).")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command only; "
+                                          "write nothing (the roster is not kept).")] = False,
 ) -> None:
     """Start this organisation's flower-supernode with its node config: by default a
-    training node on its own data (--state-dir required)."""
+    training node on its own data (--state-dir required). With --state-dir the node
+    keeps the roster it is given as STATE-DIR/roster.json and prints its SHA-256."""
     from securediff.errors import ConfigError
     from securediff.flower.keys import supernode_command
+    from securediff.flower.node import keep_roster
+    from securediff.flower.policy import NodePolicy
 
     extra: dict[str, str | int | float] = {}
     with handle_errors():
@@ -113,12 +132,27 @@ def supernode_cmd(
                      "max-epsilon": max_epsilon}
             if data_path is not None:
                 extra["data-path"] = str(data_path.resolve())
-        # The node's own protocol policy (securediff/flower/policy.py).
-        extra.update({k: v for k, v in (("protocols", protocols), ("tee-allow", tee_allow))
-                      if v})
+        # The node's own protocol policy (securediff/flower/policy.py), checked here
+        # so that a bad setting stops the start rather than every round.
+        policy: dict[str, str | int | float | None] = {
+            "protocols": protocols, "tee-allow": tee_allow, "threat-model": threat_model,
+            "collusion-fraction": collusion_fraction,
+            "secagg-security-bits": secagg_security_bits, "min-contributors": min_contributors,
+            "allow-no-consistency-check": allow_no_consistency_check or None}
+        extra.update({k: v for k, v in policy.items() if v is not None and v != ""})
+        NodePolicy.from_node_config(extra)
+        roster_path = roster.resolve()
+        if state_dir is not None:
+            roster_path = state_dir.resolve() / "roster.json"
+            if not dry_run:
+                kept = keep_roster(roster, state_dir)
+                pins = " ".join(f"--roster-sha256 {d}" for d in kept.digests)
+                console.print(f"roster kept at {kept.path} (file SHA-256 {kept.sha256}); a "
+                              f"reviewer pins it with: securediff transcript verify RUN-DIR "
+                              f"{pins}", highlight=False, soft_wrap=True)
         cmd = supernode_command(
             client_id=client_id, identity_key=str(identity_key.resolve()),
-            roster=str(roster.resolve()), superlink=superlink, port=port,
+            roster=str(roster_path), superlink=superlink, port=port,
             root_certificates=None if root_certificates is None else str(root_certificates),
             auth_key=None if auth_key is None else str(auth_key), extra=extra)
     if dry_run:

@@ -13,6 +13,10 @@ derived from the recorded seed so that runs repeat.
 The node signs its own transcript records and co-signatures (`PartyChain`) and
 refuses a chain head it did not sign itself (on a fresh node, the first head the
 aggregator names is trusted: documented in the README).
+
+A node keeps the roster it was started with (`keep_roster`): a reviewer who
+checks a transcript against a roster can get it from any node, byte for byte,
+instead of from the aggregator whose transcript is under review.
 """
 
 from __future__ import annotations
@@ -22,15 +26,17 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
-from protocols.errors import ProtocolAbort, ProtocolInputError
+from protocols.errors import ProtocolAbort, ProtocolInputError, RosterError
 from protocols.messages import canonical_json, decode, encode, sha256_hex
 from protocols.registry import make_protocol
 from protocols.remote import PartyChain, PartyIdentities
+from protocols.roster import load_rosters
 from protocols.stages import AggregationProtocol, ClientInput, ClientState, RoundSetup
 from securediff.flower.exchange import HELLO_DOMAIN, Reply, Request, parse_setup, read_head
 from securediff.flower.policy import NodePolicy
@@ -193,3 +199,42 @@ def _inbound(payload: bytes) -> list:
 
 def _digest(rec: dict[str, Any]) -> str:
     return sha256_hex(canonical_json(rec))
+
+
+@dataclass(frozen=True)
+class KeptRoster:
+    path: Path  # STATE-DIR/roster.json, the copy the node runs with
+    sha256: str  # of the file's bytes (pin it with sha256sum or transcript verify)
+    digests: tuple[str, ...]  # the digest of each roster in it, as transcripts name them
+
+
+def keep_roster(roster: str | os.PathLike[str], state_dir: str | os.PathLike[str]) -> KeptRoster:
+    """Copy the roster file byte for byte to `state_dir/roster.json`, the file the
+    node then runs with. A roster kept before that differs stays as
+    `state_dir/rosters/SHA256.json`, so a transcript of an earlier run can still
+    be checked against the roster the node held then."""
+    try:
+        data = Path(roster).read_bytes()
+    except OSError as exc:
+        raise RosterError(f"cannot read roster {roster}: {exc}") from None
+    state = Path(state_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    kept = state / "roster.json"
+    staged = kept.with_name("roster.json.staged")
+    staged.write_bytes(data)
+    try:
+        rosters = load_rosters(staged)  # the very bytes kept must be a roster
+    except RosterError:
+        staged.unlink()
+        raise
+    if kept.is_file() and (earlier := kept.read_bytes()) != data:
+        (state / "rosters").mkdir(exist_ok=True)
+        _write_atomic(state / "rosters" / f"{hashlib.sha256(earlier).hexdigest()}.json", earlier)
+    os.replace(staged, kept)
+    return KeptRoster(path=kept, sha256=hashlib.sha256(data).hexdigest(),
+                      digests=tuple(r.digest for r in rosters))
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
