@@ -1,14 +1,25 @@
 """`securediff transcript ...`: check a run's protocol transcript against its roster,
 or show who sent what in each round."""
 
+import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from cli.common import EXIT_CHECK_FAILED, JsonFlag, console, handle_errors, print_json
+from cli.common import (
+    EXIT_CHECK_FAILED,
+    EXIT_USAGE,
+    JsonFlag,
+    console,
+    fail,
+    handle_errors,
+    print_json,
+)
 from protocols.roster import load_rosters
+from protocols.tee import SIMULATED_NOTICE
 from protocols.transcript import (
     RoundSummary,
     TranscriptReport,
@@ -21,6 +32,11 @@ transcript_app = typer.Typer(
 )
 
 _SHOWN = 20
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+UNPINNED = (
+    "roster not pinned: read from the run directory, which the aggregator writes, so this "
+    "proves nothing against the aggregator; pin it with --roster-sha256 HEX or --roster FILE"
+)
 Target = Annotated[
     Path, typer.Argument(help="A run directory or its transcript.jsonl.", show_default=False)
 ]
@@ -36,7 +52,18 @@ def verify(
     roster: Annotated[
         Path | None,
         typer.Option(
-            help="Pinned roster(s) to trust (default: roster.json beside the transcript)."
+            help="Pinned roster(s) to trust, from a copy the aggregator cannot write "
+            "(default: roster.json beside the transcript, which pins nothing)."
+        ),
+    ] = None,
+    roster_sha256: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--roster-sha256",
+            help="Pin the roster by its SHA-256 (as `securediff train` prints it); "
+            "repeat for each session's roster. The keys are then read from --roster or "
+            "the run directory, and only a roster with a pinned digest is trusted.",
+            show_default=False,
         ),
     ] = None,
     payloads: Annotated[
@@ -54,42 +81,60 @@ def verify(
 ) -> None:
     """Replay a transcript without trusting the aggregator: signatures, chains,
     stage order, co-signed round closes, and the protocol's own rules (for secagg:
-    thresholds, the both-shares rule, and with payloads the unmasked sum).
-    Exit 0 verified, 1 failed, 3 unreadable."""
+    thresholds, the both-shares rule, and with payloads the unmasked sum), on every
+    round that released anything, closed or not.
+    Exit 0 verified, 1 failed, 2 bad usage, 3 unreadable."""
     path = _path(target)
+    for digest in roster_sha256 or ():
+        if _SHA256.fullmatch(digest) is None:
+            fail(f"--roster-sha256 {digest!r} is not 64 hex digits", EXIT_USAGE)
+    pinned = roster is not None or bool(roster_sha256)
     with handle_errors():
         rosters = load_rosters(roster if roster is not None else path.parent / "roster.json")
         report = verify_transcript(path, rosters, payloads=payloads,
-                                   expected_rounds=expect_rounds)
+                                   expected_rounds=expect_rounds,
+                                   roster_sha256=roster_sha256 or None)
     if json_output:
-        print_json(report.to_dict())
+        print_json(_verdict(report, pinned=pinned))
     else:
-        _render(report)
+        _render(report, pinned=pinned)
     if not report.ok:
         raise typer.Exit(EXIT_CHECK_FAILED)
 
 
-def _render(report: TranscriptReport) -> None:
+def _verdict(report: TranscriptReport, *, pinned: bool) -> dict[str, Any]:
+    out = {**report.to_dict(), "roster_pinned": pinned}
+    notes = ([] if pinned else [UNPINNED]) + (
+        [SIMULATED_NOTICE] if "tee" in report.protocols else [])
+    return {**out, "notes": notes}
+
+
+def _render(report: TranscriptReport, *, pinned: bool) -> None:
     summary = (
         f"{report.records} records, {report.sessions} session(s), {report.rounds} round(s) "
         f"aggregated, {report.aborted_rounds} aborted"
     )
     if report.replayed_rounds:
         summary += f", {report.replayed_rounds} replayed from payloads"
-    if report.interrupted_rounds or report.repeated_rounds:
-        summary += (f", {report.interrupted_rounds} interrupted by a crash and redone, "
-                    f"{report.repeated_rounds} aggregated again after a resume")
+    if report.interrupted_rounds:
+        summary += f", {report.interrupted_rounds} interrupted before any release and redone"
+    if report.interrupted_after_release:
+        summary += (f", {report.interrupted_after_release} interrupted after release "
+                    "(audited without a close)")
     if report.ok:
         console.print(f"[bold green]verified[/] {report.path}: {summary}", highlight=False)
-        return
-    console.print(
-        f"[bold red]verification failed[/] {report.path}: {len(report.problems)} problem(s); {summary}",
-        highlight=False,
-    )
+    else:
+        console.print(
+            f"[bold red]verification failed[/] {report.path}: {len(report.problems)} "
+            f"problem(s); {summary}",
+            highlight=False,
+        )
     for problem in report.problems[:_SHOWN]:
         console.print(f"  line {problem.line}: {problem.message}", highlight=False, markup=False)
     if len(report.problems) > _SHOWN:
         console.print(f"  ... and {len(report.problems) - _SHOWN} more", highlight=False)
+    for note in _verdict(report, pinned=pinned)["notes"]:
+        console.print(f"[bold yellow]note:[/] {escape(note)}", highlight=False)
 
 
 @transcript_app.command("show")
@@ -105,12 +150,24 @@ def show(
     with handle_errors():
         rounds = summarize_transcript(_path(target))
     if round_index is not None:
+        known = sorted({r.round for r in rounds if isinstance(r.round, int)})
         rounds = tuple(r for r in rounds if r.round == round_index)
+        if not rounds:
+            span = f"rounds {known[0]}..{known[-1]}" if known else "no rounds"
+            fail(f"{_path(target)} has no round {round_index} ({span})", EXIT_USAGE)
     if json_output:
-        print_json({"path": str(_path(target)), "rounds": [r.to_dict() for r in rounds]})
+        print_json({"path": str(_path(target)),
+                    "rounds": [_round_dict(r) for r in rounds]})
         return
     for summary in rounds:
         console.print(_round_table(summary))
+        if summary.protocol == "tee":
+            console.print(f"[bold yellow]{escape(SIMULATED_NOTICE)}[/]", highlight=False)
+
+
+def _round_dict(summary: RoundSummary) -> dict[str, Any]:
+    notice = {"notice": SIMULATED_NOTICE} if summary.protocol == "tee" else {}
+    return {**summary.to_dict(), **notice}
 
 
 def _round_table(summary: RoundSummary) -> Table:

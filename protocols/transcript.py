@@ -25,6 +25,12 @@ On request the writer also stores every payload beside the transcript, in
 payload against its record and lets the protocol replay the round
 (`protocol.audit_round`: for secagg, that the released aggregate is the
 unmasked sum). Without payloads the protocol audits the signed metas alone.
+
+A round holds release evidence once it has a message in one of the protocol's
+`evidence_stages` (the messages that let the aggregator compute a sum). The
+verifier audits every such round, closed or left open (an aggregator that never
+closes a round must not escape its audit), and fails a round index that holds
+evidence twice: a second sum at one index could be differenced with the first.
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ CLOSE_STAGE = "RoundClose"
 RECORD_DOMAIN = b"securediff/transcript/v1/record\n"
 COSIG_DOMAIN = b"securediff/transcript/v1/cosig\n"
 LIST_DOMAIN = b"securediff/transcript/v1/records\n"
+# The problem named when a record slips past every named check and a check raises.
+UNCHECKABLE = "record could not be checked (malformed)"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX128 = re.compile(r"[0-9a-f]{128}")
 
@@ -377,8 +385,9 @@ class TranscriptReport:
     records: int
     problems: tuple[TranscriptProblem, ...]
     replayed_rounds: int = 0
-    interrupted_rounds: int = 0  # left open by a crash, redone by the next session
-    repeated_rounds: int = 0  # closed, then aggregated again by a resumed session
+    interrupted_rounds: int = 0  # left open before any release, redone by the next session
+    interrupted_after_release: int = 0  # left open after release evidence, audited unclosed
+    protocols: tuple[str, ...] = ()  # per session, as its header names it
 
     @property
     def ok(self) -> bool:
@@ -394,7 +403,8 @@ class TranscriptReport:
             "records": self.records,
             "replayed_rounds": self.replayed_rounds,
             "interrupted_rounds": self.interrupted_rounds,
-            "repeated_rounds": self.repeated_rounds,
+            "interrupted_after_release": self.interrupted_after_release,
+            "protocols": list(self.protocols),
             "problems": [dataclasses.asdict(p) for p in self.problems],
         }
 
@@ -405,25 +415,33 @@ def verify_transcript(
     *,
     payloads: str | os.PathLike[str] | None = None,
     expected_rounds: int | None = None,
+    roster_sha256: Collection[str] | None = None,
 ) -> TranscriptReport:
     """Replay a transcript against pinned rosters, trusting nothing the aggregator says.
 
+    The result is only as good as `rosters`: they must come from somewhere the
+    aggregator cannot write (a roster file of the reviewer's own copy). With
+    `roster_sha256`, only rosters with one of those digests (`Roster.digest`, as
+    the headers name them) are trusted, so `rosters` may come from the run
+    directory: a session under any other roster fails.
     `payloads` is the directory of stored payloads (default: `<path>.payloads` if it
     exists); each stored payload is checked against its record, and rounds whose
     payloads are all there are replayed by the protocol (`replayed_rounds`).
     A cut between two rounds leaves a valid shorter transcript: `expected_rounds`
     (what the reviewer knows the run was to aggregate) catches it.
-    Verification failures come back as problems with line numbers (`ok=False`);
-    `TranscriptError` means the file cannot be read or is not a transcript at all.
+    Verification failures come back as problems with line numbers (`ok=False`); no
+    content of the file raises. `TranscriptError` means the file cannot be read or
+    is not a transcript at all (no header on its first line).
     """
     given = (rosters,) if isinstance(rosters, Roster) else tuple(rosters)
     if not given:
         raise TranscriptError("no roster to verify against")
+    pinned = None if roster_sha256 is None else frozenset(d.lower() for d in roster_sha256)
     path = Path(path)
     store = Path(payloads) if payloads is not None else payload_dir(path)
     if payloads is not None and not store.is_dir():
         raise TranscriptError(f"no payload directory {store}")
-    verifier = _Verifier(given, payloads=store if store.is_dir() else None)
+    verifier = _Verifier(given, pinned=pinned, payloads=store if store.is_dir() else None)
     try:
         with open(path, "rb") as fh:
             first = fh.readline()
@@ -452,7 +470,8 @@ def verify_transcript(
         problems=tuple(sorted(verifier.problems, key=lambda p: p.line)),
         replayed_rounds=verifier.replayed,
         interrupted_rounds=verifier.interrupted,
-        repeated_rounds=verifier.repeated,
+        interrupted_after_release=verifier.interrupted_after_release,
+        protocols=tuple(verifier.protocols),
     )
 
 
@@ -534,11 +553,18 @@ class RoundRecord:
 
 @dataclass(frozen=True)
 class RoundView:
-    """A closed round handed to `protocol.audit_round(view) -> [(line, problem)]`."""
+    """A round handed to `protocol.audit_round(view) -> [(line, problem)]`.
+
+    `statement` is the co-signed close statement, or None for a round left open
+    (no round_close) that holds release evidence: an audit then checks only the
+    rules that do not depend on the close (equivocation, the both-shares rule,
+    shares only of neighbours, ...). `close_line` is the round_close's line, or
+    for an open round the line of its last record.
+    """
 
     round_index: int
     records: tuple[RoundRecord, ...]
-    statement: dict[str, Any]
+    statement: dict[str, Any] | None
     close_line: int
 
 
@@ -549,13 +575,21 @@ class _Round:
     stage_index: int = 0
     seen: set[tuple[str, str, str]] = field(default_factory=set)
     views: list[RoundRecord] = field(default_factory=list)
+    evidence_line: int | None = None  # first record in one of the protocol's evidence_stages
 
 
 class _Verifier:
-    def __init__(self, rosters: Sequence[Roster], *, payloads: Path | None = None) -> None:
+    def __init__(
+        self,
+        rosters: Sequence[Roster],
+        *,
+        pinned: frozenset[str] | None = None,
+        payloads: Path | None = None,
+    ) -> None:
         self.payloads = payloads
         self.replayed = 0
-        self.rosters = {r.digest: r for r in rosters}
+        self.pinned = pinned
+        self.rosters = {r.digest: r for r in rosters if pinned is None or r.digest in pinned}
         self.problems: list[TranscriptProblem] = []
         self.heads: dict[str, tuple[int, str]] = {}
         self.session = -1
@@ -564,8 +598,9 @@ class _Verifier:
         self.header: dict[str, Any] = {}
         self.round: _Round | None = None
         self.session_closed = -1  # highest round closed in the current session
-        self.closed: set[int] = set()
-        self.interrupted = self.repeated = 0
+        self.released: dict[int, int] = {}  # round index -> line of its first evidence
+        self.protocols: list[str] = []
+        self.interrupted = self.interrupted_after_release = 0
         self.last_aggregated = -1
         self.rounds = self.aborted = self.last_line = 0
 
@@ -583,6 +618,7 @@ class _Verifier:
             self.fail(line, "not a JSON record")
             return
         kind = rec.get("kind") if isinstance(rec, dict) else None
+        kind = kind if isinstance(kind, str) else None
         schema = {**_COMMON, **_SCHEMAS.get(kind, {})}
         if kind == "header" and "rounds" not in rec:
             del schema["rounds"]
@@ -600,7 +636,13 @@ class _Verifier:
                 f"record of session {rec['session']} but the current session is {self.session} "
                 "(missing session header?)",
             )
-        getattr(self, f"_{kind}")(line, rec, sha256_hex(body))
+        try:
+            getattr(self, f"_{kind}")(line, rec, sha256_hex(body))
+        except Exception as exc:  # noqa: BLE001 -- last line of defence, see below
+            # Every malformed input should meet a named check first (the mutation
+            # tests look for this message); should one slip through, it still fails
+            # the transcript at its line instead of crashing the reviewer's tool.
+            self.fail(line, f"{UNCHECKABLE} ({type(exc).__name__})")
 
     def finish(self) -> None:
         if self.round is not None:
@@ -608,6 +650,7 @@ class _Verifier:
                 self.last_line,
                 f"transcript ends inside round {self.round.index}: no round_close (truncated?)",
             )
+            self._leave_open(self.round)
             return
         planned = self.header.get("rounds")
         if planned is not None and self.session_closed < planned[1] - 1:
@@ -624,22 +667,26 @@ class _Verifier:
             isinstance(planned, list) and len(planned) == 2 and type(planned[0]) is int
         ) else None
         if self.round is not None:
-            if redo is not None and redo <= self.round.index:
-                # A crash left the round open and the resumed session redoes it:
-                # nothing of it was co-signed or released under a close.
+            if self._leave_open(self.round):
+                # A crash after release evidence: audited above without a close; the
+                # index stays released, so the run must move on to a fresh one.
+                self.interrupted_after_release += 1
+            elif redo is not None and redo <= self.round.index:
+                # A crash left the round open before anything was released, and the
+                # resumed session redoes it.
                 self.interrupted += 1
             else:
                 self.fail(line, f"new session while round {self.round.index} is still open")
             self.round = None
         if redo is not None and redo <= self.last_aggregated:
-            # A crash after a round closed but before its checkpoint: the resumed
-            # session aggregates that round again (reported, see docs/secagg.md).
-            self.repeated += sum(1 for r in self.closed if r >= redo)
+            # A session that plans a closed round again: allowed as long as it never
+            # releases it again (the released-twice rule then names the round).
             self.last_aggregated = redo - 1
         if rec["session"] != self.session + 1:
             self.fail(line, f"session {rec['session']} follows session {self.session}")
         self.session = rec["session"]
         self.header = rec
+        self.protocols.append(rec["protocol"])
         self.session_closed = -1
         planned = rec.get("rounds")
         if planned is not None and not (
@@ -650,19 +697,35 @@ class _Verifier:
             self.fail(line, f"header plans impossible rounds {planned!r}")
             self.header = {**rec, "rounds": None}
         self.roster = self.rosters.get(rec["roster"])
-        if self.roster is None:
+        if self.roster is None and self.pinned is not None and rec["roster"] not in self.pinned:
+            self.fail(line, f"session {rec['session']}'s roster {rec['roster'][:16]}... is not "
+                            f"the pinned roster ({', '.join(sorted(d[:16] for d in self.pinned))}"
+                            "...)")
+        elif self.roster is None:
             self.fail(
                 line, f"the session's roster {rec['roster'][:16]}... is not among those given"
             )
-        try:
-            self.protocol = make_protocol(rec["protocol"], **rec["params"])
-        except (ProtocolError, ValueError, TypeError) as exc:
-            self.protocol = None
-            self.fail(line, f"cannot check stages: {exc}")
+        self.protocol = self._make_protocol(line, rec)
         self._aggregator_record(line, rec, digest)
+
+    def _make_protocol(self, line: int, rec: dict[str, Any]) -> AggregationProtocol | None:
+        """The session's protocol, from the header's name and parameters (None, with a
+        problem, where they make none)."""
+        try:
+            protocol = make_protocol(rec["protocol"], **rec["params"])
+        except (ProtocolError, ValueError, TypeError, ArithmeticError) as exc:
+            self.fail(line, f"cannot check stages: {exc}")
+            return None
+        return protocol
 
     def _message(self, line: int, rec: dict[str, Any], digest: str) -> None:
         rnd = self._current_round(line, rec["round"])
+        if (
+            rnd.evidence_line is None
+            and self.protocol is not None
+            and rec["stage"] in self.protocol.evidence_stages
+        ):
+            rnd.evidence_line = line
         self._stage_rules(line, rec, rnd)
         self._signed(line, rec["sender"], rec, RECORD_DOMAIN, digest)
         rnd.records.append((line, digest))
@@ -729,12 +792,15 @@ class _Verifier:
                 )
         self._check_record_list(line, rec["records"], st["records_digest"], rnd)
         survivors = self._check_parties(line, st, rnd)
-        self._check_outcome(line, st, survivors, rnd)
+        if survivors is None:  # named already; the outcome rules would only echo it
+            survivors = []
+        else:
+            self._check_outcome(line, st, survivors, rnd)
         self._check_cosigs(line, rec["cosigs"], st, survivors)
         self._audit(line, st, rnd)
+        self._release(rnd)
         self._aggregator_record(line, rec, digest)
         self.session_closed = max(self.session_closed, rnd.index)
-        self.closed.add(rnd.index)
         if st["outcome"] == "aggregated":
             self.rounds += 1
             self.last_aggregated = max(self.last_aggregated, rnd.index)
@@ -742,27 +808,50 @@ class _Verifier:
             self.aborted += 1
 
     def _audit(self, line: int, st: dict[str, Any], rnd: _Round) -> None:
-        """The protocol's own rules over the round (both-shares, thresholds, replay)."""
-        audit = getattr(self.protocol, "audit_round", None)
-        if audit is None or not all(isinstance(s, str) for s in st["survivors"]):
-            return
-        if not all(
+        """The protocol's own rules over a closed round (both-shares, thresholds, replay)."""
+        if not all(isinstance(s, str) for s in st["survivors"]) or not all(
             isinstance(d, list) and len(d) == 2 and isinstance(d[0], str) for d in st["dropped"]
         ):
-            return
-        view = RoundView(round_index=rnd.index, records=tuple(rnd.views), statement=st,
-                         close_line=line)
-        try:
-            found = list(audit(view))
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError):
-            # A record whose meta was edited into another shape: its signature check
-            # has already failed; the protocol's rules cannot be read from it.
-            found = [(line, "the round's records are malformed: the protocol's rules "
-                            "cannot be checked")]
-        for at, problem in found:
-            self.fail(at, problem)
+            return  # _check_parties has named it; the protocol's rules cannot be read
+        self._run_audit(RoundView(round_index=rnd.index, records=tuple(rnd.views), statement=st,
+                                  close_line=line))
         if st["outcome"] == "aggregated" and all(v.payload is not None for v in rnd.views):
             self.replayed += 1
+
+    def _leave_open(self, rnd: _Round) -> bool:
+        """A round that ends without a round_close. If it holds release evidence, the
+        protocol audits it without a statement and its index counts as released.
+        Returns whether it held evidence."""
+        if rnd.evidence_line is None:
+            return False
+        last = rnd.records[-1][0] if rnd.records else self.last_line
+        self._run_audit(RoundView(round_index=rnd.index, records=tuple(rnd.views),
+                                  statement=None, close_line=last))
+        self._release(rnd)
+        return True
+
+    def _run_audit(self, view: RoundView) -> None:
+        audit = getattr(self.protocol, "audit_round", None)
+        if audit is None:
+            return
+        try:
+            found = [(int(at), str(problem)) for at, problem in audit(view)]
+        except Exception:  # noqa: BLE001 -- the audit reads attacker-written metas
+            # A record whose meta was edited into another shape: its signature check
+            # has already failed; the protocol's rules cannot be read from it.
+            found = [(view.close_line, f"round {view.round_index}'s records are malformed: "
+                                       "the protocol's rules cannot be checked")]
+        for at, problem in found:
+            self.fail(at, problem)
+
+    def _release(self, rnd: _Round) -> None:
+        """Record that `rnd` released its index; a second release of one index fails."""
+        if rnd.evidence_line is None:
+            return
+        first = self.released.setdefault(rnd.index, rnd.evidence_line)
+        if first != rnd.evidence_line:
+            self.fail(rnd.evidence_line, f"round {rnd.index} released twice: it already holds "
+                                         f"release evidence at line {first}")
 
     # -- helpers -------------------------------------------------------------------
     def _current_round(self, line: int, index: int) -> _Round:
@@ -775,6 +864,7 @@ class _Verifier:
         elif index != self.round.index:
             self.fail(line, f"record of round {index} while round {self.round.index} is open "
                             "(its round_close is missing)")
+            self._leave_open(self.round)
             self.round = _Round(index=index)  # later checks then point at their own records
         return self.round
 
@@ -822,15 +912,17 @@ class _Verifier:
         else:
             if len(listed) > len(rnd.records):
                 self.fail(line, f"round {rnd.index}'s close lists records the transcript lacks")
-        if not all(isinstance(d, str) for d in listed) or records_digest(listed) != digest:
+        if not all(isinstance(d, str) and _HEX64.fullmatch(d) for d in listed) or (
+            records_digest(listed) != digest
+        ):
             self.fail(line, "the record list does not match the co-signed records digest")
 
-    def _check_parties(self, line: int, st: dict[str, Any], rnd: _Round) -> list[str]:
+    def _check_parties(self, line: int, st: dict[str, Any], rnd: _Round) -> list[str] | None:
         survivors = st["survivors"]
         dropped = st["dropped"]
         if not all(isinstance(s, str) for s in survivors) or survivors != sorted(set(survivors)):
             self.fail(line, "survivors must be distinct, sorted party ids")
-            return []
+            return None
         if not all(
             isinstance(d, list) and len(d) == 2 and all(isinstance(x, str) for x in d)
             for d in dropped
@@ -867,7 +959,12 @@ class _Verifier:
             return
         agg = self.roster.aggregator_id
         n = len(survivors) + len(st["dropped"])
-        if len(survivors) < self.protocol.threshold(n):
+        try:
+            threshold = self.protocol.threshold(n)
+        except (ProtocolError, ValueError, ArithmeticError) as exc:
+            self.fail(line, f"the protocol has no threshold for {n} clients: {exc}")
+            return
+        if len(survivors) < threshold:
             self.fail(line, f"{len(survivors)} survivors is below the protocol's threshold")
         for spec in self.protocol.stages:
             for c in survivors:
@@ -986,7 +1083,9 @@ def summarize_transcript(path: str | os.PathLike[str]) -> tuple[RoundSummary, ..
         except (ValueError, KeyError, TypeError):
             continue
         if kind == "header":
-            protocol, session = str(rec.get("protocol")), rec.get("session", session + 1)
+            number = rec.get("session")
+            protocol = str(rec.get("protocol"))
+            session = number if type(number) is int else session + 1
         elif kind == "message":
             if current is None or current["round"] != rec.get("round"):
                 if current is not None:
@@ -1022,10 +1121,12 @@ def _summary(acc: dict[str, Any], close: dict[str, Any] | None) -> RoundSummary:
         sent[sender][1] += size
         received[receiver] = received.get(receiver, 0) + size
         last[sender] = stage
-    statement = close.get("statement", {}) if close is not None else {}
-    survivors = set(statement.get("survivors", []) or [])
-    dropped = {d[0]: d[1] for d in statement.get("dropped", []) or [] if isinstance(d, list)
-               and len(d) == 2}
+    # Read as written, so any shape may turn up: keep what is readable, drop the rest.
+    statement = close.get("statement") if close is not None else None
+    statement = statement if isinstance(statement, dict) else {}
+    survivors = {s for s in _as_list(statement.get("survivors")) if isinstance(s, str)}
+    dropped = {d[0]: str(d[1]) for d in _as_list(statement.get("dropped"))
+               if isinstance(d, list) and len(d) == 2 and isinstance(d[0], str)}
     aggregator = close.get("sender") if close is not None else None
 
     def status(party: str) -> str:
@@ -1043,7 +1144,7 @@ def _summary(acc: dict[str, Any], close: dict[str, Any] | None) -> RoundSummary:
         round=acc["round"],
         protocol=acc["protocol"],
         outcome=str(statement.get("outcome", "open")) if close is not None else "open",
-        reason=statement.get("reason"),
+        reason=None if statement.get("reason") is None else str(statement.get("reason")),
         stages=tuple((s, c, b) for s, (c, b) in stages.items()),
         parties=tuple(
             PartyRound(party=p, messages=sent.get(p, [0, 0])[0], bytes_sent=sent.get(p, [0, 0])[1],
@@ -1052,3 +1153,7 @@ def _summary(acc: dict[str, Any], close: dict[str, Any] | None) -> RoundSummary:
             for p in parties
         ),
     )
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []

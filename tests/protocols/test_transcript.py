@@ -196,31 +196,43 @@ def test_sessions_after_a_resume(tmp_path: Path, identities: Identities, make_in
     assert problem.line == header and "missing session header" in problem.message
 
 
-def test_an_aborted_round_may_be_retried(
+def _abort_then_retry(path: Path, identities: Identities, make_inputs, stage: str) -> None:
+    """Round 0 aborts (every client silent before `stage`), then runs again at index 0."""
+    with TranscriptWriter.open(path, identities=identities, protocol=PlainProtocol()) as tw:
+        with pytest.raises(ProtocolAbort):
+            run_round(PlainProtocol(), round_index=0, inputs=make_inputs(),
+                      identities=identities, transcript=tw,
+                      dropouts=dict.fromkeys(identities.client_ids, stage))
+        run_round(PlainProtocol(), round_index=0, inputs=make_inputs(), identities=identities,
+                  transcript=tw)
+
+
+def test_a_round_aborted_before_any_release_may_be_retried(
     tmp_path: Path, identities: Identities, make_inputs
 ) -> None:
     path = tmp_path / "t.jsonl"
-    with TranscriptWriter.open(path, identities=identities, protocol=PlainProtocol()) as tw:
-        with pytest.raises(ProtocolAbort):
-            run_round(
-                PlainProtocol(),
-                round_index=0,
-                inputs=make_inputs(),
-                identities=identities,
-                transcript=tw,
-                dropouts=dict.fromkeys(identities.client_ids, "BroadcastAggregate"),
-            )
-        run_round(
-            PlainProtocol(),
-            round_index=0,
-            inputs=make_inputs(),
-            identities=identities,
-            transcript=tw,
-        )
+    _abort_then_retry(path, identities, make_inputs, "SubmitUpdate")
     report = verify_transcript(path, identities.roster())
     assert report.ok and (report.rounds, report.aborted_rounds) == (1, 1)
     abort = json.loads(_lines(path)[_find(_lines(path), kind="round_close") - 1])
     assert abort["statement"]["outcome"] == "aborted" and abort["cosigs"] == []
+
+
+def test_a_round_aborted_after_release_evidence_may_not_be_retried(
+    tmp_path: Path, identities: Identities, make_inputs
+) -> None:
+    """Plain's evidence is the updates themselves: once they reached the aggregator,
+    a second round at the same index would release a second sum there."""
+    path = tmp_path / "t.jsonl"
+    _abort_then_retry(path, identities, make_inputs, "BroadcastAggregate")
+    lines = _lines(path)
+    first = _find(lines, kind="message", stage="SubmitUpdate")
+    close = _find(lines, kind="round_close")
+    again = close + 1
+    report = verify_transcript(path, identities.roster())
+    assert [(p.line, p.message) for p in report.problems] == [
+        (again, f"round 0 released twice: it already holds release evidence at line {first}")
+    ]
 
 
 @pytest.mark.parametrize("content", [b"", b"hello\n", b'{"v":1,"kind":"message"}\n', None])

@@ -231,69 +231,8 @@ def test_edited_metas_never_crash_the_verifier(tmp_path, identities, clean) -> N
         if rec["kind"] != "message" or not isinstance(rec["meta"], dict):
             continue
         for edit in edits:
+            if edit(rec["meta"]) == rec["meta"]:
+                continue  # e.g. an empty list made empty: not a mutation
             rec2 = {**rec, "meta": edit(rec["meta"])}
             out = [*lines[:i], canonical_json(rec2) + b"\n", *lines[i + 1:]]
             assert _detected(tmp_path / "t.jsonl", identities, b"".join(out))
-
-
-class _Crash(Exception):
-    pass
-
-
-def _crash_after(n: int):
-    seen = {"n": 0}
-
-    def tap(stage, data):
-        seen["n"] += 1
-        if seen["n"] > n:
-            raise _Crash()
-        return data
-
-    return tap
-
-
-def test_a_round_left_open_by_a_crash_and_redone_by_the_next_session_verifies(
-    tmp_path, identities
-) -> None:
-    path = tmp_path / "t.jsonl"
-    protocol = make_protocol("secagg")
-    with TranscriptWriter.open(path, identities=identities, protocol=protocol,
-                               planned_rounds=(0, 2)) as tw:
-        run_round(protocol, round_index=0, inputs=_inputs(0), identities=identities,
-                  transcript=tw)
-        with pytest.raises(_Crash):
-            run_round(protocol, round_index=1, inputs=_inputs(1), identities=identities,
-                      transcript=tw, tap=_crash_after(7))
-    crashed = path.read_bytes()
-    with TranscriptWriter.open(path, identities=identities, protocol=protocol,
-                               planned_rounds=(1, 2)) as tw:
-        run_round(protocol, round_index=1, inputs=_inputs(1), identities=identities,
-                  transcript=tw)
-    report = verify_transcript(path, identities.roster())
-    assert report.ok, report.problems
-    assert (report.interrupted_rounds, report.repeated_rounds, report.rounds) == (1, 0, 2)
-    # A session that does not plan to redo the open round is still refused.
-    path.write_bytes(crashed)
-    with TranscriptWriter.open(path, identities=identities, protocol=protocol,
-                               planned_rounds=(2, 3)) as tw:
-        run_round(protocol, round_index=2, inputs=_inputs(2), identities=identities,
-                  transcript=tw)
-    report = verify_transcript(path, identities.roster())
-    assert not report.ok and "still open" in report.problems[0].message
-
-
-def test_a_round_closed_then_redone_after_a_resume_is_reported(tmp_path, identities) -> None:
-    path = tmp_path / "t.jsonl"
-    protocol = make_protocol("secagg")
-    with TranscriptWriter.open(path, identities=identities, protocol=protocol,
-                               planned_rounds=(0, 2)) as tw:
-        for r in (0, 1):
-            run_round(protocol, round_index=r, inputs=_inputs(r), identities=identities,
-                      transcript=tw)
-    with TranscriptWriter.open(path, identities=identities, protocol=protocol,
-                               planned_rounds=(1, 2)) as tw:
-        run_round(protocol, round_index=1, inputs=_inputs(1), identities=identities,
-                  transcript=tw)
-    report = verify_transcript(path, identities.roster())
-    assert report.ok, report.problems
-    assert (report.interrupted_rounds, report.repeated_rounds) == (0, 1)
