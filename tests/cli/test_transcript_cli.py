@@ -16,11 +16,13 @@ from protocols import (
     ClientInput,
     Identities,
     TranscriptWriter,
+    load_rosters,
     make_protocol,
     run_round,
     save_roster,
 )
 from protocols.messages import canonical_json
+from protocols.tee import SIMULATED_NOTICE
 from protocols.transcript import RECORD_DOMAIN
 
 app = typer.Typer()
@@ -44,7 +46,7 @@ def run_dir(tmp_path: Path) -> Path:
 
 
 def _verify(*args: str):
-    return runner.invoke(app, ["transcript", "verify", *args])
+    return runner.invoke(app, ["transcript", "verify", *args], env={"COLUMNS": "400"})
 
 
 def test_a_good_run_directory_verifies(run_dir: Path) -> None:
@@ -191,3 +193,91 @@ def test_deleting_a_middle_line_and_rechaining_exits_1(secagg_copy: Path) -> Non
     assert result.exit_code == 1
     assert _problem_lines(secagg_copy)[0] == victim + 1
     assert f"line {victim + 1}: record differs from the one round 1's close lists" in result.output
+
+
+# -- roster pinning: the roster beside the transcript is the aggregator's word ----------------
+def _run_dir(root: Path, ids: Identities, protocol_name: str = "plain", *, rounds: int = 2,
+             first: int = 0, append: bool = False) -> Path:
+    protocol = make_protocol(protocol_name)
+    save_roster(root / "roster.json", ids.roster(), append=append)
+    rng = np.random.default_rng(first)
+    with TranscriptWriter.open(root / "transcript.jsonl", identities=ids,
+                               protocol=protocol) as tw:
+        for r in range(first, first + rounds):
+            inputs = {c: ClientInput(vector=rng.normal(size=4), weight=1.0) for c in ids.client_ids}
+            run_round(protocol, round_index=r, inputs=inputs, identities=ids, transcript=tw)
+    return root
+
+
+def test_an_unpinned_roster_verifies_but_says_it_proves_nothing(run_dir: Path) -> None:
+    result = _verify(str(run_dir))
+    assert result.exit_code == 0 and "verified" in result.output
+    assert "roster not pinned" in result.output and "proves nothing" in result.output
+    report = json.loads(_verify(str(run_dir), "--json").stdout)
+    assert report["roster_pinned"] is False and "roster not pinned" in report["notes"][0]
+
+
+def test_a_pinned_roster_digest_verifies(run_dir: Path) -> None:
+    (roster,) = load_rosters(run_dir / "roster.json")
+    result = _verify(str(run_dir), "--roster-sha256", roster.digest.upper())
+    assert result.exit_code == 0, result.output
+    assert "not pinned" not in result.output
+    report = json.loads(_verify(str(run_dir), "--roster-sha256", roster.digest, "--json").stdout)
+    assert report["ok"] is True and report["roster_pinned"] is True and report["notes"] == []
+    pinned_file = json.loads(_verify(str(run_dir), "--roster", str(run_dir / "roster.json"),
+                                     "--json").stdout)
+    assert pinned_file["roster_pinned"] is True
+
+
+def test_a_re_keyed_run_passes_only_unpinned(run_dir: Path, tmp_path_factory) -> None:
+    """Finding 4: the aggregator re-keys every party, re-signs every record and
+    co-signature and rewrites the roster (here: another run's whole directory put in
+    place of this one). Only the digest the reviewer pinned tells them apart."""
+    (pinned,) = load_rosters(run_dir / "roster.json")
+    forged = _run_dir(tmp_path_factory.mktemp("forged"), Identities.generate(["h0", "h1", "h2"]))
+    for name in ("roster.json", "transcript.jsonl"):
+        (run_dir / name).write_bytes((forged / name).read_bytes())
+    assert _verify(str(run_dir)).exit_code == 0  # the unpinned default cannot tell
+    result = _verify(str(run_dir), "--roster-sha256", pinned.digest)
+    assert result.exit_code == 1
+    (forged_roster,) = load_rosters(forged / "roster.json")
+    assert (f"line 1: session 0's roster {forged_roster.digest[:16]}... is not the pinned "
+            f"roster ({pinned.digest[:16]}...)") in result.output
+
+
+def test_every_session_needs_its_pinned_roster(tmp_path: Path) -> None:
+    first, second = Identities.generate(["h0", "h1"]), Identities.generate(["h0", "h1"])
+    _run_dir(tmp_path, first)
+    _run_dir(tmp_path, second, first=2, append=True)  # a resume: new keys, roster appended
+    digests = [first.roster().digest, second.roster().digest]
+    both = _verify(str(tmp_path), "--roster-sha256", digests[0], "--roster-sha256", digests[1])
+    assert both.exit_code == 0, both.output
+    one = _verify(str(tmp_path), "--roster-sha256", digests[1], "--json")
+    assert one.exit_code == 1
+    (problem,) = json.loads(one.stdout)["problems"]
+    assert problem["line"] == 1 and "is not the pinned roster" in problem["message"]
+
+
+def test_a_malformed_roster_digest_is_bad_usage(run_dir: Path) -> None:
+    result = _verify(str(run_dir), "--roster-sha256", "abc")
+    assert result.exit_code == 2 and "64 hex digits" in result.output
+
+
+# -- show ---------------------------------------------------------------------------------------
+def test_show_of_a_missing_round_is_one_line_and_exit_2(run_dir: Path) -> None:
+    result = runner.invoke(app, ["transcript", "show", str(run_dir), "--round", "99"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: {run_dir / 'transcript.jsonl'} has no round 99 (rounds 0..1)"]
+
+
+def test_a_tee_round_says_it_is_simulated(tmp_path: Path) -> None:
+    _run_dir(tmp_path, Identities.generate(["h0", "h1", "h2"]), "tee", rounds=1)
+    shown = runner.invoke(app, ["transcript", "show", str(tmp_path)], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0 and SIMULATED_NOTICE in shown.output
+    (round0,) = json.loads(runner.invoke(app, ["transcript", "show", str(tmp_path),
+                                               "--json"]).stdout)["rounds"]
+    assert round0["notice"] == SIMULATED_NOTICE
+    verified = _verify(str(tmp_path))
+    assert verified.exit_code == 0 and SIMULATED_NOTICE in verified.output
+    assert SIMULATED_NOTICE in json.loads(_verify(str(tmp_path), "--json").stdout)["notes"]
