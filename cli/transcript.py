@@ -88,9 +88,11 @@ def verify(
     for digest in roster_sha256 or ():
         if _SHA256.fullmatch(digest) is None:
             fail(f"--roster-sha256 {digest!r} is not 64 hex digits", EXIT_USAGE)
-    pinned = roster is not None or bool(roster_sha256)
+    beside = path.parent / "roster.json"  # the aggregator's copy
+    # Naming the run directory's own roster file explicitly pins nothing either.
+    pinned = bool(roster_sha256) or (roster is not None and not _same_file(roster, beside))
     with handle_errors():
-        rosters = load_rosters(roster if roster is not None else path.parent / "roster.json")
+        rosters = load_rosters(roster if roster is not None else beside)
         report = verify_transcript(path, rosters, payloads=payloads,
                                    expected_rounds=expect_rounds,
                                    roster_sha256=roster_sha256 or None)
@@ -100,6 +102,13 @@ def verify(
         _render(report, pinned=pinned)
     if not report.ok:
         raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (b.exists() and a.samefile(b))
+    except OSError:
+        return False
 
 
 def _verdict(report: TranscriptReport, *, pinned: bool) -> dict[str, Any]:

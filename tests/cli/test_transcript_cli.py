@@ -217,16 +217,21 @@ def test_an_unpinned_roster_verifies_but_says_it_proves_nothing(run_dir: Path) -
     assert report["roster_pinned"] is False and "roster not pinned" in report["notes"][0]
 
 
-def test_a_pinned_roster_digest_verifies(run_dir: Path) -> None:
+def test_a_pinned_roster_digest_verifies(run_dir: Path, tmp_path_factory) -> None:
     (roster,) = load_rosters(run_dir / "roster.json")
     result = _verify(str(run_dir), "--roster-sha256", roster.digest.upper())
     assert result.exit_code == 0, result.output
     assert "not pinned" not in result.output
     report = json.loads(_verify(str(run_dir), "--roster-sha256", roster.digest, "--json").stdout)
     assert report["ok"] is True and report["roster_pinned"] is True and report["notes"] == []
-    pinned_file = json.loads(_verify(str(run_dir), "--roster", str(run_dir / "roster.json"),
-                                     "--json").stdout)
+    own_copy = tmp_path_factory.mktemp("reviewer") / "roster.json"
+    own_copy.write_bytes((run_dir / "roster.json").read_bytes())
+    pinned_file = json.loads(_verify(str(run_dir), "--roster", str(own_copy), "--json").stdout)
     assert pinned_file["roster_pinned"] is True
+    # The run directory's own file, named explicitly, is still the aggregator's word.
+    beside = json.loads(_verify(str(run_dir), "--roster", str(run_dir / "roster.json"),
+                                "--json").stdout)
+    assert beside["roster_pinned"] is False
 
 
 def test_a_re_keyed_run_passes_only_unpinned(run_dir: Path, tmp_path_factory) -> None:
