@@ -214,12 +214,17 @@ def _rechain(records: list[dict], party: str, key) -> list[bytes]:
     return out
 
 
-def test_an_honest_secagg_round_interrupted_after_unmask_verifies(
-    tmp_path: Path, identities: Identities
+@pytest.mark.parametrize("name", ["plain", "secagg", "ckks", "tee"])
+def test_an_honest_round_interrupted_after_release_verifies(
+    tmp_path: Path, identities: Identities, name: str
 ) -> None:
+    """A crash right after the first evidence message (secagg: an Unmask); the
+    resumed session moves on to a fresh round index. The open round passes its
+    protocol's audit without a statement."""
     path = tmp_path / "t.jsonl"
-    protocol = make_protocol("secagg")
-    _session(path, identities, protocol, [0, 1], plan=(0, 2), crash="Unmask")
+    protocol = make_protocol(name).bind(identities)
+    (evidence,) = protocol.evidence_stages
+    _session(path, identities, protocol, [0, 1], plan=(0, 2), crash=evidence)
     _session(path, identities, protocol, [2], plan=(2, 3))
     report = verify_transcript(path, identities.roster())
     assert report.ok, report.problems
