@@ -3,7 +3,8 @@ real transcripts (plain, secagg, ckks, tee; two sessions) with odd JSON values
 (duplicated ids, wrong types, huge integers, nested junk, edited header
 parameters such as threshold and degree), re-signed by the aggregator or not.
 Every mutant fails with named problems; only a file whose first line is no
-header any more may raise TranscriptError (not a transcript at all).
+header any more may raise TranscriptError (not a transcript at all). The
+summary behind `transcript show` reads every mutant without raising.
 
 The suite runs a small sample; a long run:
 
@@ -37,6 +38,7 @@ from protocols.transcript import (
     UNCHECKABLE,
     TranscriptReport,
     TranscriptWriter,
+    summarize_transcript,
     verify_transcript,
 )
 
@@ -182,6 +184,7 @@ def _verify_mutant(workdir: Path, records: list[dict], line: int, mutant: Any) -
         assert line == 0, "only a first line that is no header may make it not a transcript"
         return
     _assert_named_failure(report)
+    summarize_transcript(path)  # `transcript show` reads anything as written, too
 
 
 def _assert_named_failure(report: TranscriptReport) -> None:
