@@ -42,7 +42,7 @@ from protocols.transcript import (
     verify_transcript,
 )
 
-EXAMPLES = int(os.environ.get("SECUREDIFF_TRANSCRIPT_FUZZ_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("SECUREDIFF_TRANSCRIPT_FUZZ_EXAMPLES", "100"))
 IDS = Identities.generate(["c0", "c1", "c2", "c3"])
 PROTOCOLS = ("plain", "secagg", "ckks", "tee")
 
