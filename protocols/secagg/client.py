@@ -131,8 +131,8 @@ def advertise(st: ClientData, identities: Identities | None, aggregator: str) ->
     sig = b""
     if identities is not None:
         statement = crypto.advertise_statement(
-            round_index=st.ctx.round_index, client_id=st.me, c_pk=c_pk, s_pk=s_pk, e_pk=e_pk
-        )
+            round_index=st.ctx.round_index, client_id=st.me, c_pk=c_pk, s_pk=s_pk, e_pk=e_pk,
+            params=st.ctx.params_digest)
         sig = identities.signing_key(st.me).sign(statement)
     return AdvertiseKeys(round_index=st.ctx.round_index, sender=st.me, receiver=aggregator,
                          c_pk=c_pk, s_pk=s_pk, e_pk=e_pk, id_sig=sig)
@@ -173,7 +173,8 @@ def receive_route(
         raise _refuse(st, "two advertised keys are equal")
     if identities is not None:
         unsigned = crypto.first_unsigned_advert(identities.roster(), ctx.round_index, ids,
-                                                msg.c_pks, msg.s_pks, msg.e_pks, msg.id_sigs)
+                                                msg.c_pks, msg.s_pks, msg.e_pks, msg.id_sigs,
+                                                ctx.params_digest)
         if unsigned is not None:
             raise _refuse(st, f"the keys relayed for {unsigned} are not signed by its roster key")
     seed = routed_graph_seed(round_index=ctx.round_index, degree=ctx.plan.degree, ids=ids,

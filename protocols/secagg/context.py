@@ -4,10 +4,12 @@ each client and a transcript auditor."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 from protocols.hazmat.quantize import EXTRA_COORDINATES, FixedPoint, Ring, plan_ring
+from protocols.messages import canonical_json, sha256_hex
 from protocols.secagg.params import GraphPlan, SecAggParams, plan_graph
 
 
@@ -23,6 +25,7 @@ class RoundContext:
     length: int  # the vector length plus the weight and clipped-count coordinates
     min_contributors: int = 0  # distributed DP's noise floor (SecAggParams)
     colluders: int = 0  # clients assumed to collude with the aggregator (collusion_fraction)
+    params_digest: str = ""  # SHA-256 of the protocol parameters and the round's shape
 
     @property
     def threshold(self) -> int:
@@ -48,4 +51,7 @@ def round_context(
         length=length + EXTRA_COORDINATES,
         min_contributors=params.min_contributors,
         colluders=math.ceil(params.collusion_fraction * n),
+        params_digest=sha256_hex(canonical_json({
+            "params": {f.name: getattr(params, f.name) for f in dataclasses.fields(params)},
+            "n": n, "length": length, "dtype": dtype})),
     )

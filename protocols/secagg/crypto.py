@@ -95,9 +95,12 @@ def open_shares(key: bytes, sealed: bytes, *, ad: bytes) -> tuple[int, int]:
 
 
 def advertise_statement(*, round_index: int, client_id: str, c_pk: bytes, s_pk: bytes,
-                        e_pk: bytes) -> bytes:
+                        e_pk: bytes, params: str) -> bytes:
+    """What a client signs with its roster key: its round keys, bound to the round and
+    to the round's protocol parameters (`params`: RoundContext.params_digest), so an
+    advert cannot be replayed into a round run with other parameters."""
     body = {"round": round_index, "client": client_id, "c_pk": c_pk.hex(), "s_pk": s_pk.hex(),
-            "e_pk": e_pk.hex()}
+            "e_pk": e_pk.hex(), "params": params}
     return context("advertise", round_index=round_index, stage="AdvertiseKeys",
                    parties=[client_id]) + b"\n" + canonical_json(body)
 
@@ -123,7 +126,7 @@ def consistency_statement(*, round_index: int, masked_senders: Sequence[str]) ->
 @functools.lru_cache(maxsize=8)
 def first_unsigned_advert(
     roster: Roster, round_index: int, ids: tuple[str, ...], c_pks: bytes, s_pks: bytes,
-    e_pks: bytes, id_sigs: bytes,
+    e_pks: bytes, id_sigs: bytes, params: str,
 ) -> str | None:
     """The first client whose routed keys (concatenated, in `ids` order) are not signed
     by its roster key, else None. The caller checked the sizes."""
@@ -131,7 +134,7 @@ def first_unsigned_advert(
     sigs = chunks(id_sigs, SIGNATURE_BYTES)
     for i, cid in enumerate(ids):
         statement = advertise_statement(round_index=round_index, client_id=cid, c_pk=cs[i],
-                                        s_pk=ss[i], e_pk=es[i])
+                                        s_pk=ss[i], e_pk=es[i], params=params)
         if not verify_signature(public_key=roster.public_key(cid), message=statement,
                                 signature=sigs[i]):
             return cid

@@ -103,7 +103,7 @@ def receive_keys(
         else:
             statement = crypto.advertise_statement(
                 round_index=data.ctx.round_index, client_id=msg.sender, c_pk=msg.c_pk,
-                s_pk=msg.s_pk, e_pk=msg.e_pk)
+                s_pk=msg.s_pk, e_pk=msg.e_pk, params=data.ctx.params_digest)
             ok = verify_signature(public_key=roster.public_key(msg.sender), message=statement,
                                   signature=msg.id_sig)
         if not ok:

@@ -19,8 +19,10 @@ from protocols.messages import decode, encode
 from protocols.roster import Identities
 from protocols.secagg import SecAggProtocol, crypto
 from protocols.secagg.audit import transcript_meta
+from protocols.secagg.context import round_context
 from protocols.secagg.graph import harary_graph, shareholder_x
 from protocols.secagg.messages import AdvertiseKeys, ForwardShares, RouteKeys, Unmask
+from protocols.secagg.params import SecAggParams
 from protocols.stages import ClientInput, make_setup
 from protocols.transcript import TranscriptWriter, verify_transcript
 
@@ -261,11 +263,30 @@ def test_substituted_keys_are_refused_when_keys_are_signed() -> None:
         _tamper(RouteKeys, swap, who="", receiver="h2")
 
 
+def protocol_digest(**params) -> str:
+    return round_context(params=SecAggParams(**{"degree": 6, **params}), round_index=0, n=7,
+                         length=8, dtype="float64").params_digest
+
+
+def test_an_advert_signed_for_other_parameters_is_refused() -> None:
+    """A roster-signed advert binds the round's parameters: replayed into a round with
+    another floor or graph, it does not verify."""
+
+    def replay_for_other_params(msg):
+        statement = crypto.advertise_statement(round_index=0, client_id="h1", c_pk=msg.c_pk,
+                                               s_pk=msg.s_pk, e_pk=msg.e_pk,
+                                               params=protocol_digest(min_contributors=3))
+        return dataclasses.replace(msg, id_sig=IDS.signing_key("h1").sign(statement))
+
+    assert "h1" in _tamper(AdvertiseKeys, replay_for_other_params).dropped
+
+
 def test_keys_signed_wrongly_or_by_a_key_outside_the_roster_drop_the_sender() -> None:
     outsider = SigningKey.generate()
 
     def resign(msg):
         statement = crypto.advertise_statement(round_index=0, client_id="h1", c_pk=msg.c_pk,
+                                               params=protocol_digest(),
                                                s_pk=msg.s_pk, e_pk=msg.e_pk)
         return dataclasses.replace(msg, id_sig=outsider.sign(statement))
 
