@@ -340,6 +340,24 @@ class TranscriptWriter:
         return digest
 
 
+def last_round_index(path: str | os.PathLike[str]) -> int:
+    """The highest round index any record of the transcript names (-1 if none): a
+    resumed session starts above it, so that no round index is used twice."""
+    path = Path(path)
+    if not path.exists():
+        return -1
+    last = -1
+    with open(path, "rb") as fh:
+        for raw in fh:
+            try:
+                index = json.loads(raw).get("round")
+            except (ValueError, AttributeError):
+                continue
+            if type(index) is int:
+                last = max(last, index)
+    return last
+
+
 def _scan_existing(path: Path) -> tuple[dict[str, tuple[int, str]], int]:
     """Chain heads and session count of an existing transcript, for appending."""
     heads: dict[str, tuple[int, str]] = {}

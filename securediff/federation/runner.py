@@ -31,6 +31,8 @@ from protocols import (
     save_roster,
 )
 from protocols.errors import ProtocolAbort, ProtocolError
+from protocols.secagg.answers import FileAnswerLog
+from protocols.transcript import last_round_index
 from securediff.config import Config
 from securediff.errors import CheckpointError
 from securediff.federation.checkpoint import load_round_state, save_round_state
@@ -540,10 +542,20 @@ class FederatedRun:
             params.update(value_bits=self._ddp.skellam.secagg_value_bits,
                           min_contributors=self._ddp.skellam.min_survivors)
         protocol = make_protocol(cfg.federation.protocol, **params).bind(identities)
+        if hasattr(protocol, "with_answers"):
+            # Each simulated client claims a round index before it reveals a share, in a
+            # file that outlives the process: a resumed session cannot be answered twice.
+            protocol = protocol.with_answers(FileAnswerLog(self.run_dir.file("answers.jsonl")))
         self._append_roster(identities)
+        transcript_path = self.run_dir.file("transcript.jsonl")
+        # A resumed session moves on to protocol round indices no earlier session used
+        # (a round that was unmasked before the crash must never be unmasked again).
+        self._index_offset = max(0, last_round_index(transcript_path) + 1
+                                 - s.rounds_done * per_round) if strategy.federated else 0
         transcript = TranscriptWriter.open(
-            self.run_dir.file("transcript.jsonl"), identities=identities, protocol=protocol,
-            planned_rounds=(s.rounds_done * per_round, cfg.federation.rounds * per_round)
+            transcript_path, identities=identities, protocol=protocol,
+            planned_rounds=(s.rounds_done * per_round + self._index_offset,
+                            cfg.federation.rounds * per_round + self._index_offset)
             if s.rounds_done < cfg.federation.rounds else None,
         ) if strategy.federated else None
         try:
@@ -592,7 +604,8 @@ class FederatedRun:
         if inputs:
             try:
                 result = run_round(
-                    protocol, round_index=r, inputs=inputs, identities=identities,
+                    protocol, round_index=r + self._index_offset, inputs=inputs,
+                    identities=identities,
                     transcript=transcript, dropouts=self._dropouts(r, protocol, list(inputs)),
                     random_bytes=self.source.child(f"protocol/round-{r}").random_bytes)
             except ProtocolAbort as exc:
@@ -683,7 +696,8 @@ class FederatedRun:
                           for c, v in zip(s.clients, shares, strict=True)}
                 try:
                     result = run_round(
-                        protocol, round_index=index, inputs=inputs, identities=identities,
+                        protocol, round_index=index + self._index_offset, inputs=inputs,
+                        identities=identities,
                         transcript=transcript, dropouts=self._dropouts(index, protocol, list(inputs)),
                         random_bytes=self.source.child(f"protocol/round-{index}").random_bytes)
                 except ProtocolAbort as exc:

@@ -223,3 +223,30 @@ def test_a_kill_inside_a_checkpoint_resumes_to_the_uninterrupted_run(tmp_path, t
     b = load_tensors(done / "checkpoints" / "state.safetensors")
     assert all(a[k].equal(b[k]) for k in a), "resumed run differs from the uninterrupted one"
     check_manifest(done)  # every file the finished run holds matches its digest
+
+
+def test_a_round_unmasked_before_a_crash_is_never_unmasked_again(tmp_path, tiny_args,
+                                                                 monkeypatch):
+    """Round 1 is aggregated (its Unmask answers sent), then the run dies before its
+    checkpoint: the resumed session redoes the training round at a fresh protocol
+    round index, every client claims each index once, and the transcript verifies."""
+    args = ["train", "--insecure-deterministic", "4", "--json", *tiny_args, "--protocol", "secagg",
+            "--federation.rounds", "3", "--run.name", "cut"]
+    original = _crash_before_checkpoint_of(2, monkeypatch)
+    assert isinstance(cli.invoke(app, args).exception, Crash)
+    monkeypatch.setattr(runner_module.FederatedRun, "_checkpoint", original)
+    staging = tmp_path / "runs" / "cut.incomplete"
+    resumed = cli.invoke(app, ["train", "--resume", str(staging), "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    done = tmp_path / "runs" / "cut"
+    records = [json.loads(line) for line in (done / "transcript.jsonl").read_text().splitlines()]
+    headers = [r for r in records if r["kind"] == "header"]
+    # round index 1 was unmasked and closed: training rounds 1 and 2 run as indices 2 and 3
+    assert [h["rounds"] for h in headers] == [[0, 3], [2, 4]]
+    unmasked = [(r["sender"], r["round"]) for r in records
+                if r["kind"] == "message" and r["stage"] == "Unmask"]
+    assert len(unmasked) == len(set(unmasked))
+    claims = [json.loads(line) for line in (done / "answers.jsonl").read_text().splitlines()]
+    assert sorted((c["party"], c["round"]) for c in claims) == sorted(unmasked)
+    verify = cli.invoke(app, ["transcript", "verify", str(done), "--json"])
+    assert verify.exit_code == 0, verify.output
