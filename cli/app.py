@@ -68,7 +68,7 @@ def _run(config, *, as_json: bool) -> None:
                           f"{plan.forward_epsilon_classic:.3f} (classic) at delta {config.privacy.delta:g}"
                           + ("" if config.private else "  [bold red]NOT PRIVATE (insecure test mode)[/]"))
             # Before the rounds too: a long run, or one whose rounds abort, says it up front.
-            print_protocol_notice(config.federation.protocol)
+            print_protocol_notice(config.federation.protocol, dict(config.protocol))
         with RunProgress(num_clients=config.data.num_clients, enabled=not as_json) as progress:
             result = train_run(config, progress=progress)
     if as_json:

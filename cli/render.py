@@ -52,12 +52,12 @@ def summary_table(clients: list[dict[str, Any]], summary: dict[str, Any]) -> Tab
     return table
 
 
-def print_protocol_notice(protocol: str) -> None:
+def print_protocol_notice(protocol: str, params: dict[str, Any] | None = None) -> None:
     """What the aggregator's blindness rests on, for a protocol whose name promises more:
     one unwrapped line, so that it survives narrow terminals and grep."""
-    from securediff.statement import PROTOCOL_NOTICES
+    from securediff.statement import protocol_notice
 
-    notice = PROTOCOL_NOTICES.get(protocol)
+    notice = protocol_notice(protocol, params or {})
     if notice is not None:
         console.print(f"[bold yellow]protocol {protocol}: {notice}[/]", highlight=False, soft_wrap=True)
 
@@ -76,7 +76,13 @@ def statement_table(statement: dict[str, Any]) -> Table:
 
 def print_result(result: Any) -> None:
     console.print(summary_table(result.clients, result.summary))
-    print_protocol_notice(str(result.summary.get("protocol", "")))
+    for notice in result.statement.get("notices", []):
+        console.print(f"[bold yellow]protocol {result.summary.get('protocol', '')}: {notice}[/]",
+                      highlight=False, soft_wrap=True)
     console.print(statement_table(result.statement))
     console.print(f"run directory: [bold]{result.run_dir}[/]  (samples.png, metrics.json, ledger.json, "
                   f"transcript.jsonl)  time {result.seconds:.0f} s, peak memory {result.peak_rss_mb:.0f} MB")
+    pins = " ".join(f"--roster-sha256 {d}" for d in result.summary.get("roster_sha256") or ())
+    if pins:
+        console.print(f"roster pinned for review: securediff transcript verify {result.run_dir} {pins}",
+                      soft_wrap=True)

@@ -97,14 +97,16 @@ def _finish(run: FederatedRun, started: float) -> RunResult:
         shared_epsilon=shared_eps, personal_epsilon=personal_eps, accountant=cfg.privacy.accountant,
         labels=cfg.privacy.labels, label_epsilon=cfg.privacy.label_epsilon,
         adaptive_quantile=cfg.privacy.clip_quantile if cfg.privacy.clipping == "adaptive" else None,
-        hybrid_forward=cfg.federation.hybrid_forward,
+        hybrid_forward=cfg.federation.hybrid_forward, protocol_params=protocol.params,
     )
     seconds = time.perf_counter() - started
     summary = {**summary, "strategy": cfg.federation.strategy, "protocol": cfg.federation.protocol,
                "dataset": cfg.data.dataset, "num_clients": len(state.clients), "t0": plan.t0,
                "epsilon_shared_max": _finite(shared_eps), "accountant": cfg.privacy.accountant,
                "delta": cfg.privacy.delta, "private": cfg.private, "seconds": seconds,
-               "peak_rss_mb": _peak_rss_mb(), "rounds": state.round_logs}
+               "peak_rss_mb": _peak_rss_mb(), "rounds": state.round_logs,
+               # What a reviewer pins to verify the transcript (one roster per session).
+               "roster_sha256": _roster_digests(run.run_dir.file("roster.json"))}
     atomic_write_json(run.run_dir.file("metrics.json"), {"summary": summary, "clients": per_client})
     atomic_write_json(run.run_dir.file("privacy_statement.json"), statement)
     atomic_write_text(run.run_dir.file("privacy_statement.md"), statement_markdown(statement))
@@ -119,6 +121,12 @@ def _finish(run: FederatedRun, started: float) -> RunResult:
     final = run.run_dir.finalize()
     return RunResult(run_dir=final, summary=summary, clients=per_client, statement=statement,
                      seconds=seconds, peak_rss_mb=_peak_rss_mb())
+
+
+def _roster_digests(path) -> list[str]:
+    from protocols import load_rosters
+
+    return [r.digest for r in load_rosters(path)] if path.exists() else []
 
 
 def _finite(value: float) -> float | None:

@@ -21,7 +21,16 @@ NOT_PRIVATE = "NOT PRIVATE: insecure deterministic test mode (seeded noise)"
 # ciphertext the aggregator holds: a single colluding client unblinds it.
 SINGLE_KEY_CKKS_NOTICE = "single-key ckks: not secure against an aggregator that colludes with any client"
 # What the aggregator's blindness rests on, per protocol, said wherever the protocol is named.
+SECAGG_UNCHECKED_NOTICE = ("secagg without the consistency check: an aggregator that sends clients "
+                           "different survivor lists can learn individual inputs")
 PROTOCOL_NOTICES = {"tee": SIMULATED_NOTICE, "ckks": SINGLE_KEY_CKKS_NOTICE}
+
+
+def protocol_notice(protocol_name: str, params: dict[str, Any]) -> str | None:
+    """The caveat every statement of a run on this protocol repeats, if any."""
+    if protocol_name == "secagg" and params.get("consistency_check") is False:
+        return SECAGG_UNCHECKED_NOTICE
+    return PROTOCOL_NOTICES.get(protocol_name)
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,7 @@ def privacy_statement(
     label_epsilon: float,
     adaptive_quantile: float | None = None,
     hybrid_forward: bool = False,
+    protocol_params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Rows of the statement and the run's headline epsilon (max over clients).
     `adaptive_quantile`: the target quantile of adaptive clipping, None if fixed."""
@@ -61,7 +71,7 @@ def privacy_statement(
         if labels == "public"
         else f"labels pass the shared path by randomized response (epsilon {label_epsilon:g}, in the ledger)"
     )
-    notice = PROTOCOL_NOTICES.get(protocol_name)
+    notice = protocol_notice(protocol_name, protocol_params or {})
     aggregator = (
         f"aggregator ({protocol_name}: sees only the aggregate"
         + ("" if notice is None else f"; {notice}") + ")"
