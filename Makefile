@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench fuzz clean
+.PHONY: demo test lint bench fuzz adversary clean
 
 $(STAMP): requirements.lock.txt pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install -q --disable-pip-version-check flwr==1.42.0
 	$(BIN)/python benchmarks/run.py
+
+# The adversarial secagg aggregator search at 5,000 examples (the tests run 150).
+adversary: $(STAMP)
+	SECUREDIFF_ADVERSARY_EXAMPLES=5000 $(BIN)/python -m pytest -p no:cacheprovider \
+		tests/protocols/test_secagg_leakage.py -k no_aggregator --hypothesis-show-statistics
 
 # 100,000 mutated messages of every protocol through the decoder (tests run 500).
 fuzz: $(STAMP)
