@@ -94,6 +94,7 @@ def run_round(
     vector_spec: VectorSpec | None = None,
     random_bytes: RandomBytes | None = None,
     tap: Tap | None = None,
+    binding: str | None = None,
 ) -> RoundResult:
     """Run one round of `protocol` over `inputs` (client id -> vector and weight).
 
@@ -103,11 +104,15 @@ def run_round(
     `random_bytes` feeds the protocol's own randomness (default `os.urandom`).
     `tap(stage, bytes) -> bytes` sees every message in flight after it is
     recorded and returns what is delivered: a hook to test tampering in transit.
+    `binding` names the run and session (bound into signed key adverts); by default
+    the transcript's session and roster.
     Raises `ProtocolAbort` (after writing an aborted round_close) when the round
     cannot release an aggregate.
     """
+    if binding is None:
+        binding = default_binding(transcript)
     setup, plan = _plan(
-        protocol, round_index, inputs, identities, transcript, dropouts, vector_spec
+        protocol, round_index, inputs, identities, transcript, dropouts, vector_spec, binding
     )
     rb = random_bytes if random_bytes is not None else os.urandom
     wire = _Wire(setup=setup, transcript=transcript, tap=tap)
@@ -201,6 +206,7 @@ def _plan(
     transcript: TranscriptWriter | None,
     dropouts: Mapping[str, str] | None,
     vector_spec: VectorSpec | None,
+    binding: str,
 ) -> tuple[RoundSetup, dict[str, str]]:
     if not all(isinstance(v, ClientInput) for v in inputs.values()):
         raise ProtocolInputError("inputs must map client ids to ClientInput")
@@ -230,8 +236,17 @@ def _plan(
         aggregator_id=identities.aggregator_id,
         participants=list(inputs),
         vector=vector_spec,
+        binding=binding,
     )
     return setup, plan
+
+
+def default_binding(transcript: TranscriptWriter | None) -> str:
+    """A transcript's session of its roster: what a round binds when the caller names
+    no run (a run directory or a Flower run passes its own id)."""
+    if transcript is None:
+        return ""
+    return f"session {transcript.session} of roster {transcript.roster_digest}"
 
 
 def _stats(server: ServerState, wire: _Wire, aggregate_digest: str) -> dict[str, Any]:

@@ -95,6 +95,9 @@ class RoundSetup:
     participants: tuple[str, ...]
     vector: VectorSpec
     threshold: int
+    # The run and session the round belongs to, as the transport names them; bound
+    # into every signed key advert so that one cannot be replayed into another run.
+    binding: str = ""
 
 
 @dataclass(frozen=True)
@@ -399,8 +402,11 @@ def make_setup(
     aggregator_id: str,
     participants: Sequence[str],
     vector: VectorSpec,
+    binding: str = "",
 ) -> RoundSetup:
     """The public parameters of a round, validated."""
+    if not isinstance(binding, str) or len(binding) > 512 or not binding.isprintable():
+        raise ProtocolInputError("a round's binding must be printable text of at most 512 chars")
     ids = tuple(sorted(check_party_id(c) for c in participants))
     if len(set(ids)) != len(ids) or not ids:
         raise ProtocolInputError("a round needs one or more distinct participants")
@@ -415,4 +421,5 @@ def make_setup(
         participants=ids,
         vector=vector,
         threshold=protocol.threshold(len(ids)),
+        binding=binding,
     )

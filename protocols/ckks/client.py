@@ -82,7 +82,7 @@ def advertise(rules: Rules, st: ClientState) -> tuple[ClientData, AdvertiseKey]:
     d: ClientData = st.data
     kex = keyshare.agreement_key(d.random_bytes)
     statement = signed.advert_statement(round_index=st.setup.round_index,
-                                        params_digest=rules.params_digest,
+                                        params_digest=rules.digest_for(st.setup),
                                         client_id=st.client_id, public_key=kex.public_key)
     msg = AdvertiseKey(**_head(st), public_key=kex.public_key,
                        signature=rules.sign(st.client_id, statement))
@@ -106,7 +106,7 @@ def check_directory(rules: Rules, st: ClientState, msg: KeyDirectory) -> ClientD
         raise _refuse(st, f"a key directory of {n} clients, too few to release anything")
     roster = rules.roster
     if roster is not None:
-        unsigned = signed.first_unsigned_key(roster, st.setup.round_index, rules.params_digest,
+        unsigned = signed.first_unsigned_key(roster, st.setup.round_index, rules.digest_for(st.setup),
                                              ids, keys, msg.signatures)
         if unsigned is not None:
             raise _refuse(st, f"the key relayed for {unsigned} is not signed by its roster key")
@@ -127,7 +127,7 @@ def share_seed(rules: Rules, st: ClientState) -> tuple[ClientData, ShareSeed]:
         sealed.append(keyshare.seal_seed(
             own=d.kex, peer_public_key=public_key, seed=seed,
             round_index=st.setup.round_index, sender=st.client_id, receiver=peer,
-            params_digest=rules.params_digest, random_bytes=d.random_bytes,
+            params_digest=rules.digest_for(st.setup), random_bytes=d.random_bytes,
         ))
     msg = ShareSeed(**_head(st), recipients=tuple(recipients), sealed=b"".join(sealed))
     return dataclasses.replace(d, seed=seed), msg
@@ -146,7 +146,7 @@ def receive_seed(rules: Rules, st: ClientState, msg: DeliverSeed) -> ClientData:
         seed = keyshare.open_seed(
             own=d.kex, sender_public_key=keys[msg.keyholder], sealed=msg.sealed,
             round_index=st.setup.round_index, sender=msg.keyholder, receiver=me,
-            params_digest=rules.params_digest,
+            params_digest=rules.digest_for(st.setup),
         )
     return dataclasses.replace(d, keyholder=msg.keyholder,
                                context=CkksContext.from_key_seed(rules.ckks, seed))
@@ -166,7 +166,7 @@ def submit(rules: Rules, st: ClientState) -> tuple[ClientData, SubmitCiphertext]
     blobs = d.context.encrypt(values, random_bytes=d.random_bytes)
     digest = signed.ciphertext_digest(blobs)
     statement = signed.ciphertext_statement(
-        round_index=st.setup.round_index, params_digest=rules.params_digest,
+        round_index=st.setup.round_index, params_digest=rules.digest_for(st.setup),
         client_id=st.client_id, keyholder=d.keyholder, weight=d.client_input.weight,
         digest=digest,
     )
@@ -202,7 +202,7 @@ def sign_list(rules: Rules, st: ClientState) -> SignContributors:
         return SignContributors(**_head(st), signature=b"")
     ids, digests = d.signed_list
     statement = signed.list_statement(round_index=st.setup.round_index,
-                                      params_digest=rules.params_digest, keyholder=d.keyholder,
+                                      params_digest=rules.digest_for(st.setup), keyholder=d.keyholder,
                                       contributors=ids, digests=digests)
     return SignContributors(**_head(st), signature=rules.sign(st.client_id, statement))
 
@@ -274,7 +274,7 @@ def _check_signatures(rules: Rules, st: ClientState, msg: RequestDecryption,
     if roster is None:
         return
     ids, digests = d.signed_list
-    r, params = st.setup.round_index, rules.params_digest
+    r, params = st.setup.round_index, rules.digest_for(st.setup)
     statement = signed.list_statement(round_index=r, params_digest=params, keyholder=d.keyholder,
                                       contributors=ids, digests=digests)
     bad = signed.first_unsigned_list(roster, statement, tuple(msg.signers), msg.list_signatures)

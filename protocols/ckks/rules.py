@@ -3,12 +3,14 @@ parameters, the digest every signed statement binds, and the identity keys."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from protocols.ckks.params import CkksParams
 from protocols.ckks.signed import majority
 from protocols.hazmat.signing import SIGNATURE_BYTES
 from protocols.roster import Identities, Roster
+from protocols.stages import RoundSetup
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,13 @@ class Rules:
     # None only for a protocol not bound to a roster: nothing is signed or checked
     # then, which holds against an honest-but-curious aggregator only.
     identities: Identities | None
+
+    def digest_for(self, setup: RoundSetup) -> str:
+        """What a round's signatures bind: the parameters and the run and session the
+        round belongs to (`setup.binding`), so nothing signed replays into another run."""
+        if not setup.binding:
+            return self.params_digest
+        return hashlib.sha256(f"{self.params_digest}\n{setup.binding}".encode()).hexdigest()
 
     @property
     def roster(self) -> Roster | None:

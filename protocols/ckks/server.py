@@ -85,7 +85,7 @@ def receive_keys(rules: Rules, state: ServerState, messages) -> tuple[ServerStat
     for m in messages:
         ok = isinstance(m, AdvertiseKey) and len(m.public_key) == PUBLIC_KEY_BYTES
         if ok and _signed_by(rules, m.sender, signed.advert_statement(
-                round_index=state.setup.round_index, params_digest=rules.params_digest,
+                round_index=state.setup.round_index, params_digest=rules.digest_for(state.setup),
                 client_id=m.sender, public_key=m.public_key), m.signature):
             keys.append((m.sender, m.public_key, m.signature))
         else:
@@ -126,7 +126,7 @@ def receive_ciphertexts(rules: Rules, public: CkksContext, state: ServerState,
             continue
         digest = signed.ciphertext_digest(blobs)
         statement = signed.ciphertext_statement(
-            round_index=state.setup.round_index, params_digest=rules.params_digest,
+            round_index=state.setup.round_index, params_digest=rules.digest_for(state.setup),
             client_id=m.sender, keyholder=d.keyholder or "", weight=m.weight, digest=digest)
         if not _signed_by(rules, m.sender, statement, m.signature):
             bad[m.sender] = "ciphertexts not signed by the sender's roster key"
@@ -140,7 +140,7 @@ def receive_list_signatures(rules: Rules, state: ServerState,
                             messages) -> tuple[ServerState, dict]:
     d: ServerData = state.data
     statement = signed.list_statement(
-        round_index=state.setup.round_index, params_digest=rules.params_digest,
+        round_index=state.setup.round_index, params_digest=rules.digest_for(state.setup),
         keyholder=d.keyholder or "", contributors=d.contributors,
         digests=[s.digest for s in d.submitted if s.client in d.contributors])
     got, bad = [], {}

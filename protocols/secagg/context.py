@@ -25,7 +25,7 @@ class RoundContext:
     length: int  # the vector length plus the weight and clipped-count coordinates
     min_contributors: int = 0  # distributed DP's noise floor (SecAggParams)
     colluders: int = 0  # clients assumed to collude with the aggregator (collusion_fraction)
-    params_digest: str = ""  # SHA-256 of the protocol parameters and the round's shape
+    params_digest: str = ""  # SHA-256 of the parameters, the round's shape and its binding
 
     @property
     def threshold(self) -> int:
@@ -37,7 +37,8 @@ class RoundContext:
 
 
 def round_context(
-    *, params: SecAggParams, round_index: int, n: int, length: int, dtype: str
+    *, params: SecAggParams, round_index: int, n: int, length: int, dtype: str,
+    binding: str = "",
 ) -> RoundContext:
     fixed = params.fixed
     return RoundContext(
@@ -53,5 +54,5 @@ def round_context(
         colluders=math.ceil(params.collusion_fraction * n),
         params_digest=sha256_hex(canonical_json({
             "params": {f.name: getattr(params, f.name) for f in dataclasses.fields(params)},
-            "n": n, "length": length, "dtype": dtype})),
+            "n": n, "length": length, "dtype": dtype, "binding": binding})),
     )

@@ -119,6 +119,7 @@ class SecAggProtocol(AggregationProtocol):
             n=len(setup.participants),
             length=setup.vector.length,
             dtype=setup.vector.dtype,
+            binding=setup.binding,
         )
 
     def init_server(self, setup: RoundSetup, random_bytes: RandomBytes) -> server.ServerData:

@@ -40,11 +40,12 @@ def run_remote_round(
     transcript: SignedRecordWriter,
     exchange: Exchange,
     random_bytes: RandomBytes | None = None,
+    binding: str = "",
 ) -> RoundResult:
     """Run one round with remote clients; `ProtocolAbort` (after an aborted close)
-    when it cannot release an aggregate."""
+    when it cannot release an aggregate. `binding` names the run and session."""
     setup = make_setup(protocol, round_index=round_index, aggregator_id=identities.aggregator_id,
-                       participants=participants, vector=vector_spec)
+                       participants=participants, vector=vector_spec, binding=binding)
     head = setup_json(protocol, setup)
     common = {"round": round_index, "session": transcript.session, "setup": head}
     server = protocol.server_start(setup=setup, random_bytes=random_bytes or os.urandom)

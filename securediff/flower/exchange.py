@@ -43,6 +43,7 @@ def setup_json(protocol: AggregationProtocol, setup: RoundSetup) -> str:
         "length": setup.vector.length,
         "dtype": setup.vector.dtype,
         "threshold": setup.threshold,
+        "binding": setup.binding,
     }).decode("ascii")
 
 
@@ -55,6 +56,7 @@ def parse_setup(text: str) -> tuple[str, dict[str, Any], RoundSetup]:
         participants=tuple(obj["participants"]),
         vector=VectorSpec(length=int(obj["length"]), dtype=obj["dtype"]),
         threshold=int(obj["threshold"]),
+        binding=str(obj.get("binding", "")),
     )
     return obj["protocol"], dict(obj["params"]), setup
 

@@ -146,6 +146,9 @@ def run_aggregator(settings: AggregatorSettings, exchange: GridExchange) -> dict
         (run_dir / "config.toml").write_text(model.config_text, encoding="utf-8")
         clients = model.describe(clients)
     rounds, aggregates = [], {}
+    # Names the run in every signed key advert (a node's advert of one run does not
+    # verify in another); the shared model's id when training, else a fresh one.
+    run_id = model.run_id if model is not None else os.urandom(8).hex()
     transcript = SignedRecordWriter.open(
         run_dir / "transcript.jsonl", identities=me, protocol=protocol,
         store_payloads=settings.store_payloads, planned_rounds=(0, settings.rounds))
@@ -166,7 +169,8 @@ def run_aggregator(settings: AggregatorSettings, exchange: GridExchange) -> dict
                     res = run_remote_round(
                         protocol, round_index=r, participants=participants,
                         vector_spec=VectorSpec(length, "float32"), identities=me,
-                        transcript=transcript, exchange=exchange, random_bytes=rb)
+                        transcript=transcript, exchange=exchange, random_bytes=rb,
+                        binding=f"flower run {run_id}, session {transcript.session}")
                 except ProtocolInputError as exc:
                     # Too few nodes trained for the protocol (secagg needs 3): the round is
                     # closed as aborted before any message, and nothing is released.

@@ -237,7 +237,7 @@ def test_a_second_unmasking_request_or_an_out_of_order_message_is_refused() -> N
         protocol.client_step("UnmaskRequest", later, [request])
 
 
-def _tamper(kind, edit, *, bound=True, who="h1", receiver=None):
+def _tamper(kind, edit, *, bound=True, who="h1", receiver=None, binding=None):
     protocol = SecAggProtocol(degree=6)
     protocol = protocol.bind(IDS) if bound else protocol
 
@@ -248,7 +248,7 @@ def _tamper(kind, edit, *, bound=True, who="h1", receiver=None):
         return data
 
     return run_round(protocol, round_index=0, inputs=_inputs(), identities=IDS,
-                     transcript=None, tap=tap)
+                     transcript=None, tap=tap, binding=binding)
 
 
 def test_substituted_keys_are_refused_when_keys_are_signed() -> None:
@@ -263,9 +263,9 @@ def test_substituted_keys_are_refused_when_keys_are_signed() -> None:
         _tamper(RouteKeys, swap, who="", receiver="h2")
 
 
-def protocol_digest(**params) -> str:
+def protocol_digest(binding: str = "", **params) -> str:
     return round_context(params=SecAggParams(**{"degree": 6, **params}), round_index=0, n=7,
-                         length=8, dtype="float64").params_digest
+                         length=8, dtype="float64", binding=binding).params_digest
 
 
 def test_an_advert_signed_for_other_parameters_is_refused() -> None:
@@ -279,6 +279,20 @@ def test_an_advert_signed_for_other_parameters_is_refused() -> None:
         return dataclasses.replace(msg, id_sig=IDS.signing_key("h1").sign(statement))
 
     assert "h1" in _tamper(AdvertiseKeys, replay_for_other_params).dropped
+
+
+def test_an_advert_of_another_run_or_session_is_refused() -> None:
+    """The same round index and parameters in another run: the advert names that run."""
+
+    def replay_from_run_a(msg):
+        statement = crypto.advertise_statement(round_index=0, client_id="h1", c_pk=msg.c_pk,
+                                               s_pk=msg.s_pk, e_pk=msg.e_pk,
+                                               params=protocol_digest(binding="run A, session 0"))
+        return dataclasses.replace(msg, id_sig=IDS.signing_key("h1").sign(statement))
+
+    run_b = "run B, session 0"
+    assert "h1" in _tamper(AdvertiseKeys, replay_from_run_a, binding=run_b).dropped
+    assert not _tamper(AdvertiseKeys, lambda m: m, binding=run_b).dropped
 
 
 def test_keys_signed_wrongly_or_by_a_key_outside_the_roster_drop_the_sender() -> None:
