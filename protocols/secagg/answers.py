@@ -19,17 +19,17 @@ from protocols.errors import ProtocolAbort, TranscriptError
 
 
 class AnswerLog(Protocol):
-    def claim(self, party: str, round_index: int) -> None:
-        """Record that `party` answers round `round_index`; raise `ProtocolAbort` if
-        it did before."""
+    def claim(self, party: str, round_index: int | str) -> None:
+        """Record that `party` answers round `round_index` (an index, or a label that
+        also names the run); raise `ProtocolAbort` if it did before."""
 
 
 class MemoryAnswerLog:
     def __init__(self) -> None:
-        self._claimed: set[tuple[str, int]] = set()
+        self._claimed: set[tuple[str, int | str]] = set()
 
-    def claim(self, party: str, round_index: int) -> None:
-        key = (party, int(round_index))
+    def claim(self, party: str, round_index: int | str) -> None:
+        key = (party, round_index)
         if key in self._claimed:
             raise ProtocolAbort(f"{party} refuses: it already answered an unmasking request "
                                 f"for round {round_index}")
@@ -41,28 +41,28 @@ class FileAnswerLog:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._claimed: set[tuple[str, int]] = set()
+        self._claimed: set[tuple[str, int | str]] = set()
         if self.path.exists():
             for lineno, raw in enumerate(self.path.read_bytes().splitlines(), 1):
                 try:
                     rec = json.loads(raw)
-                    self._claimed.add((str(rec["party"]), int(rec["round"])))
+                    index = rec["round"]
+                    if not isinstance(index, int | str):
+                        raise TypeError(index)
+                    self._claimed.add((str(rec["party"]), index))
                 except (ValueError, KeyError, TypeError):
                     raise TranscriptError(
                         f"{self.path}:{lineno}: not an answer-log record") from None
 
-    def claim(self, party: str, round_index: int) -> None:
-        key = (party, int(round_index))
+    def claim(self, party: str, round_index: int | str) -> None:
+        key = (party, round_index)
         if key in self._claimed:
             raise ProtocolAbort(f"{party} refuses: it already answered an unmasking request "
                                 f"for round {round_index} (recorded in {self.path.name})")
-        line = json.dumps({"party": party, "round": int(round_index)}, sort_keys=True) + "\n"
+        line = json.dumps({"party": party, "round": round_index}, sort_keys=True) + "\n"
         with open(self.path, "a", encoding="ascii") as fh:
             fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
         self._claimed.add(key)
 
-    @property
-    def claimed_rounds(self) -> set[int]:
-        return {r for _, r in self._claimed}

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from protocols.errors import ProtocolAbort
+from protocols.secagg.answers import FileAnswerLog
 from protocols.stages import ClientInput, RoundSetup
 from securediff.errors import CheckpointError, ConfigError, PrivacyError
 from securediff.federation.checkpoint import load_round_state, save_round_state
@@ -366,6 +367,11 @@ def update_source(state_dir: Path, client_id: str):
         if int(meta.get("round", -1)) != setup.round_index or vector.size != setup.vector.length:
             raise ProtocolAbort(f"{client_id}: the trained update is not round "
                                 f"{setup.round_index}'s ({setup.vector.length} values)")
+        # One round set-up per trained update, recorded on disk before anything of it
+        # leaves: a restarted node, or a new Flower run at the same round index, cannot
+        # be made to mask and unmask the same update again over another survivor list.
+        FileAnswerLog(Path(state_dir) / "answers.jsonl").claim(
+            client_id, f"run {meta.get('run')}, round {setup.round_index}")
         return ClientInput(vector=vector.astype(setup.vector.dtype), weight=float(meta["weight"]))
 
     return source
