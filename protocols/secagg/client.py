@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from protocols.errors import ProtocolAbort
+from protocols.errors import ProtocolAbort, ProtocolInputError
 from protocols.hazmat.aead import AeadError
 from protocols.hazmat.kex import AgreementKey
 from protocols.hazmat.prg import reduce_ring
@@ -110,6 +110,15 @@ def _refuse(st: ClientData, why: str) -> ProtocolAbort:
 
 def _replace(st: ClientData, **changes) -> ClientData:
     return dataclasses.replace(st, **changes)
+
+
+def _agree(st: ClientData, peer: str, derive, *args, **kwargs) -> bytes:
+    """A key agreement with a routed key; a low-order or malformed key (which an
+    unbound round cannot rule out) aborts the round instead of crashing the client."""
+    try:
+        return derive(*args, **kwargs)
+    except ProtocolInputError:
+        raise _refuse(st, f"the key routed for {peer} is not a usable X25519 key") from None
 
 
 def _sorted_unique(ids: Sequence[str]) -> bool:
@@ -205,7 +214,8 @@ def share_keys(st: ClientData, aggregator: str) -> tuple[ClientData, ShareKeys]:
     nonces = crypto.stream(st.seed, "share-nonces")
     sealed = []
     for i, v in enumerate(holders):
-        key = crypto.share_key(st.c_key, st.keys[v][0], round_index=r, sender=st.me, receiver=v)
+        key = _agree(st, v, crypto.share_key, st.c_key, st.keys[v][0], round_index=r,
+                     sender=st.me, receiver=v)
         ad = crypto.share_ad(round_index=r, sender=st.me, receiver=v)
         sealed.append(crypto.seal_shares(key, b_row[i], sk_row[i], nonce=nonces(12), ad=ad))
     held = {st.me: (b_row[-1], sk_row[-1])}
@@ -226,7 +236,8 @@ def receive_forward(st: ClientData, messages: Sequence[Message]) -> ClientData:
         raise _refuse(st, "forwarded shares have the wrong size")
     held = dict(st.held)
     for v, sealed in zip(senders, crypto.chunks(msg.sealed, crypto.SEALED_BYTES), strict=True):
-        key = crypto.share_key(st.c_key, st.keys[v][0], round_index=r, sender=v, receiver=st.me)
+        key = _agree(st, v, crypto.share_key, st.c_key, st.keys[v][0], round_index=r,
+                     sender=v, receiver=st.me)
         try:
             held[v] = crypto.open_shares(key, sealed, ad=crypto.share_ad(
                 round_index=r, sender=v, receiver=st.me))
@@ -247,8 +258,8 @@ def masked_input(st: ClientData, aggregator: str) -> MaskedInput:
     acc = st.encoded.copy()
     crypto.add_self_mask(acc, st.b_seed, bits=ctx.ring.bits)
     for v in st.masked_with:
-        seed = crypto.pairwise_seed(st.s_key, st.keys[v][1], round_index=ctx.round_index,
-                                    a=st.me, b=v)
+        seed = _agree(st, v, crypto.pairwise_seed, st.s_key, st.keys[v][1],
+                      round_index=ctx.round_index, a=st.me, b=v)
         crypto.add_pair_mask(acc, seed, bits=ctx.ring.bits,
                              subtract=not crypto.pair_sign_adds(st.me, v))
     reduce_ring(acc, bits=ctx.ring.bits)

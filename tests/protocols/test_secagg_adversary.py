@@ -340,3 +340,18 @@ def test_a_tampered_or_replayed_share_is_refused() -> None:
     with pytest.raises(ProtocolAbort, match="unexpected message"):
         run_round(protocol, round_index=1, inputs=_inputs(), identities=IDS, transcript=None,
                   tap=replay)
+
+
+@pytest.mark.parametrize("which", ["c_pks", "s_pks"])
+def test_a_low_order_key_relayed_in_an_unbound_round_aborts_it(which) -> None:
+    """Without a roster nothing authenticates relayed keys; a low-order point (all-zero
+    shared secret) must end the round as an abort, not crash a client."""
+
+    def zero_key(msg):
+        i = msg.ids.index("h1")
+        keys = bytearray(getattr(msg, which))
+        keys[32 * i : 32 * (i + 1)] = bytes(32)
+        return dataclasses.replace(msg, **{which: bytes(keys)})
+
+    with pytest.raises(ProtocolAbort, match="key routed for h1 is not a usable X25519 key"):
+        _tamper(RouteKeys, zero_key, bound=False, who="", receiver="h2")
