@@ -66,6 +66,13 @@ class Adversary:
     # receiver -> ranks of the neighbours whose forwarded shares it does not get
     withhold_shares: Mapping[str, frozenset[int]] = field(default_factory=dict)
     substitute_key_for: Mapping[str, str] = field(default_factory=dict)  # receiver -> owner
+    # receiver -> server stage at which it is sent its message relabelled with another
+    # round's index (a replay of another round or session)
+    replay_at: Mapping[str, str] = field(default_factory=dict)
+    # colluder -> the key it advertises for pairwise masks instead of its own, signed
+    # with its roster key: "low-order" (the all-zero point) or "copy" (an honest
+    # client's key, relayed as its own)
+    colluder_keys: Mapping[str, str] = field(default_factory=dict)
     # Per client, the list sent for signing / unmasking as an edit of the honest list
     # U3 (the masked inputs received): (clients added, clients removed).
     sign_lists: Mapping[str, Edit] = field(default_factory=dict)
@@ -139,6 +146,8 @@ def play(protocol: SecAggProtocol, n: int, adversary: Adversary) -> Outcome:
                 alive.discard(c)
                 continue
             msg = inbox.get(c)
+            if msg is not None and adversary.replay_at.get(c) == stage:
+                msg = dataclasses.replace(msg, round_index=msg.round_index + 1)
             try:
                 clients[c], _ = protocol.client_step(stage, clients[c],
                                                      [_carry(msg)] if msg is not None else [])
@@ -148,6 +157,16 @@ def play(protocol: SecAggProtocol, n: int, adversary: Adversary) -> Outcome:
 
     data = srv.ServerData(ctx=ctx)
     adverts = client_send("AdvertiseKeys")
+    for col, how in adversary.colluder_keys.items():
+        if col in adverts and col in adversary.colluders:
+            honest = [c for c in sorted(adverts) if c not in adversary.colluders]
+            s_pk = bytes(32) if how == "low-order" or not honest else adverts[honest[0]].s_pk
+            msg = adverts[col]
+            statement = crypto.advertise_statement(
+                round_index=0, client_id=col, c_pk=msg.c_pk, s_pk=s_pk, e_pk=msg.e_pk,
+                params=ctx.params_digest)
+            adverts[col] = dataclasses.replace(msg, s_pk=s_pk,
+                                               id_sig=ids_.signing_key(col).sign(statement))
     data, _ = srv.receive_keys(data, list(adverts.values()), ids_.roster())
     data, routed = srv.route_keys(data, sorted(adverts), agg)
     out.graph = data.graph

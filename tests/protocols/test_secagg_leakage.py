@@ -2,8 +2,9 @@
 the client code (tests/protocols/secagg_leakage.py), over adversary strategies
 searched by Hypothesis: per-client withheld shares, survivor lists and unmasking
 requests (subsets and supersets of the honest list, different views for different
-clients), dropped lists, substituted keys, dropouts at every stage and colluding
-clients. The guarantee: at most the sum of the honest inputs over one survivor
+clients), dropped lists, substituted keys, replayed messages of another round,
+dropouts at every stage and colluding clients (who may advertise a low-order key or
+copy an honest client's). The guarantee: at most the sum of the honest inputs over one survivor
 list of at least max(t, min_contributors) clients, and nothing when no honest
 client unmasks. `SECUREDIFF_ADVERSARY_EXAMPLES` sets the search's size
 (`make adversary` runs 5,000)."""
@@ -26,6 +27,7 @@ from tests.protocols.secagg_leakage import Adversary, check, identities, learnab
 EXAMPLES = int(os.environ.get("SECUREDIFF_ADVERSARY_EXAMPLES", "150"))
 STAGES = ("RouteKeys", "ShareKeys", "ForwardShares", "MaskedInput", "ConsistencyRequest",
           "ConsistencySign", "UnmaskRequest", "Unmask")
+SERVER_STAGES = ("RouteKeys", "ForwardShares", "ConsistencyRequest", "UnmaskRequest")
 NO_EDIT = (frozenset(), frozenset(), None, frozenset())
 
 
@@ -153,6 +155,11 @@ def rounds(draw):
                              label="withheld shares"),
         substitute_key_for=draw(st.dictionaries(st.sampled_from(ids), st.sampled_from(ids),
                                                 max_size=1), label="substituted keys"),
+        replay_at=draw(st.dictionaries(st.sampled_from(ids), st.sampled_from(SERVER_STAGES),
+                                       max_size=1), label="replays"),
+        colluder_keys=draw(st.dictionaries(st.sampled_from(sorted(colluders)),
+                                           st.sampled_from(["low-order", "copy"]), max_size=1)
+                           if colluders else st.just({}), label="colluder keys"),
         sign_lists=draw(per_client, label="lists to sign"),
         unmask_lists=draw(per_client, label="unmask lists"),
         dropped_as=draw(st.dictionaries(st.sampled_from(ids), st.sampled_from(["u2", "all"]),
