@@ -689,9 +689,9 @@ class _Verifier:
                 # A crash after release evidence: audited above without a close; the
                 # index stays released, so the run must move on to a fresh one.
                 self.interrupted_after_release += 1
-            elif redo is not None and redo <= self.round.index:
-                # A crash left the round open before anything was released, and the
-                # resumed session redoes it.
+            elif redo is not None:
+                # A crash left the round open before anything was released; the resumed
+                # session redoes it, at its index or (as the runner does) a fresh one.
                 self.interrupted += 1
             else:
                 self.fail(line, f"new session while round {self.round.index} is still open")
