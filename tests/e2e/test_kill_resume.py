@@ -27,7 +27,8 @@ pytestmark = pytest.mark.slow
 
 EXE = str(Path(sys.executable).with_name("securediff"))
 ROUNDS = 3
-ARGS = [*TINY, "--federation.rounds", str(ROUNDS), "--training.personal_steps", "6", "--json"]
+ARGS = [*TINY, "--federation.rounds", str(ROUNDS), "--training.personal_steps", "6", "--json",
+        "--protocol", "secagg"]  # kills land before, during and after unmasking
 KILLS = 10
 
 
