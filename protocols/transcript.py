@@ -833,7 +833,9 @@ class _Verifier:
             return  # _check_parties has named it; the protocol's rules cannot be read
         self._run_audit(RoundView(round_index=rnd.index, records=tuple(rnd.views), statement=st,
                                   close_line=line))
-        if st["outcome"] == "aggregated" and all(v.payload is not None for v in rnd.views):
+        replays = getattr(self.protocol, "audit_round", None) is not None
+        if replays and st["outcome"] == "aggregated" and all(v.payload is not None
+                                                            for v in rnd.views):
             self.replayed += 1
 
     def _leave_open(self, rnd: _Round) -> bool:
