@@ -91,6 +91,10 @@ def supernode_cmd(
     tee_allow: Annotated[str | None, typer.Option("--tee-allow", help="Comma-separated enclave "
                                                   "measurements this node accepts (default: "
                                                   "the one of its own code).")] = None,
+    tee_root: Annotated[Path | None, typer.Option(
+        "--tee-root", help="PEM file of the attestation root this node trusts for tee rounds "
+        "(default: the public simulated root, which proves nothing against the aggregator's "
+        "operator); under a real root the simulated enclave is refused.")] = None,
     threat_model: Annotated[str | None, typer.Option(
         "--threat-model", help="The aggregator this node assumes: active (default; refuses "
         "ckks) or honest-but-curious.")] = None,
@@ -135,7 +139,9 @@ def supernode_cmd(
         # The node's own protocol policy (securediff/flower/policy.py), checked here
         # so that a bad setting stops the start rather than every round.
         policy: dict[str, str | int | float | None] = {
-            "protocols": protocols, "tee-allow": tee_allow, "threat-model": threat_model,
+            "protocols": protocols, "tee-allow": tee_allow,
+            "tee-root": str(tee_root.resolve()) if tee_root is not None else None,
+            "threat-model": threat_model,
             "collusion-fraction": collusion_fraction,
             "secagg-security-bits": secagg_security_bits, "min-contributors": min_contributors,
             "allow-no-consistency-check": allow_no_consistency_check or None}

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from protocols.errors import ProtocolAbort
@@ -58,6 +59,9 @@ class NodePolicy:
     tee_allow: tuple[str, ...] | None = None  # None: this node's own measurement
     tee_min_svn: int = 1
     tee_production: bool = False
+    # The attestation root this node trusts (PEM text of `tee-root`, a file path in the
+    # node config); None: the public simulated root, whose quotes anyone can mint.
+    tee_root: str | None = None
     # Cautious by default: DESIGN.md lets the aggregator be active.
     threat_model: str = "active"
     secagg: SecAggMinimums = field(default_factory=SecAggMinimums)
@@ -96,6 +100,7 @@ class NodePolicy:
                 tee_allow=_tee_allowlist(node_config.get("tee-allow") or None),
                 tee_min_svn=int(node_config.get("tee-min-svn", 1)),
                 tee_production=_flag(node_config.get("tee-production", False)),
+                tee_root=_read_root(node_config.get("tee-root") or None),
                 threat_model=str(node_config.get("threat-model", "active")),
                 secagg=secagg,
             )
@@ -129,9 +134,12 @@ class NodePolicy:
 
             # The measurement the node computes from its own copy of the aggregator
             # code, not whatever the aggregator allowlists for itself.
+            # Its own root too: under a real root the simulated enclave's quotes are
+            # refused, whatever root the aggregator names.
+            root = {} if self.tee_root is None else {"trusted_root": _root_cert(self.tee_root)}
             protocol.policy = AttestationPolicy(
                 allowed_measurements=self.tee_allow or (protocol.measurement,),
-                min_svn=self.tee_min_svn, production=self.tee_production)
+                min_svn=self.tee_min_svn, production=self.tee_production, **root)
         return protocol
 
     def _check_ckks(self, client_id: str, protocol: AggregationProtocol) -> None:
@@ -149,6 +157,27 @@ class NodePolicy:
             raise ProtocolAbort(f"{client_id}: ckks flooding of {protocol.ckks.flood_bits} bits, "
                                 f"below this node's ckks-min-flood-bits = "
                                 f"{self.ckks_min_flood_bits}")
+
+
+def _read_root(path: Any) -> str | None:
+    if path is None:
+        return None
+    try:
+        text = Path(str(path)).read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"node config tee-root: cannot read {path}: {exc}") from None
+    _root_cert(text)  # refuse a file that is not a certificate at start-up
+    return text
+
+
+def _root_cert(pem: str):
+    from protocols.errors import ProtocolInputError
+    from protocols.tee.protocol import _root
+
+    try:
+        return _root(pem)
+    except ProtocolInputError as exc:
+        raise ConfigError(f"node config tee-root: {exc}") from None
 
 
 def _tee_allowlist(value: Any) -> tuple[str, ...] | None:

@@ -12,6 +12,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -230,3 +231,28 @@ def test_a_node_that_allows_it_runs_secagg_without_the_consistency_round(world):
                                           world, 1)
     assert report.ok, report.problems
     assert results[0].contributors == tuple(remote.CLIENTS)
+
+
+def test_a_node_with_a_real_tee_root_refuses_the_simulated_enclave(tmp_path):
+    """The aggregator's attestation_root does not bind a node: under the node's own
+    real root, the simulated enclave's quotes (mintable by anyone) abort the round."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from protocols import make_protocol, run_round
+    from protocols.roster import Identities
+    from protocols.stages import ClientInput
+    from protocols.tee import SimulatedVendor
+
+    root = tmp_path / "root.pem"
+    root.write_bytes(SimulatedVendor.generate(name="node's real root (test)")
+                     .certificate.public_bytes(Encoding.PEM))
+    node = NodePolicy.from_node_config({"tee-root": str(root)})
+    tee = node.apply("c0", make_protocol("tee"), participants=4)
+    assert not tee.policy.simulated_root
+    ids = Identities.generate(["c0", "c1", "c2", "c3"])
+    inputs = {c: ClientInput(vector=np.ones(3), weight=1.0) for c in ids.client_ids}
+    with pytest.raises(ProtocolAbort, match="simulated"):
+        run_round(tee, round_index=0, inputs=inputs, identities=ids, transcript=None)
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    with pytest.raises(ConfigError, match="tee-root"):
+        NodePolicy.from_node_config({"tee-root": str(tmp_path / "junk.pem")})
