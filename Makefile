@@ -13,7 +13,7 @@ $(STAMP): requirements.lock.txt pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock.txt
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
-	$(BIN)/pip install -q --disable-pip-version-check pytest hypothesis ruff pytest-timeout
+	$(BIN)/pip install -q --disable-pip-version-check pytest hypothesis ruff pytest-timeout pytest-xdist
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -21,7 +21,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check securediff protocols audits cli tests
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The secagg benchmark runs Flower's own SecAgg+ code (flwr is also in requirements.lock.txt now).
 bench: $(STAMP)
