@@ -101,7 +101,9 @@ class SecAggProtocol(AggregationProtocol):
 
     def with_answers(self, answers: AnswerLog) -> SecAggProtocol:
         """The same protocol whose clients claim each round index in `answers` (durable
-        where it is a `FileAnswerLog`) before they reveal any share."""
+        where it is a `FileAnswerLog`) before they reveal any share. For clients that
+        step once per stage (the in-process driver): a Flower node replays its steps
+        at each request, so it claims its trained update instead (flower/trainer.py)."""
         return type(self)(identities=self.identities, answers=answers, **self.params)
 
     @property
