@@ -28,7 +28,7 @@ bench: $(STAMP)
 	$(BIN)/pip install -q --disable-pip-version-check flwr==1.42.0
 	$(BIN)/python benchmarks/run.py
 
-# The adversarial secagg aggregator search at 5,000 examples (the tests run 150).
+# The adversarial secagg aggregator search at 5,000 examples (the tests run 300).
 adversary: $(STAMP)
 	SECUREDIFF_ADVERSARY_EXAMPLES=5000 $(BIN)/python -m pytest -p no:cacheprovider \
 		tests/protocols/test_secagg_leakage.py -k no_aggregator --hypothesis-show-statistics

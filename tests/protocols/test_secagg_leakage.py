@@ -24,7 +24,7 @@ from protocols.secagg.graph import is_connected
 from protocols.secagg.params import plan_graph
 from tests.protocols.secagg_leakage import Adversary, check, identities, learnable
 
-EXAMPLES = int(os.environ.get("SECUREDIFF_ADVERSARY_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("SECUREDIFF_ADVERSARY_EXAMPLES", "300"))
 STAGES = ("RouteKeys", "ShareKeys", "ForwardShares", "MaskedInput", "ConsistencyRequest",
           "ConsistencySign", "UnmaskRequest", "Unmask")
 SERVER_STAGES = ("RouteKeys", "ForwardShares", "ConsistencyRequest", "UnmaskRequest")
