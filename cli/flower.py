@@ -120,6 +120,7 @@ def supernode_cmd(
     from securediff.flower.keys import supernode_command
     from securediff.flower.node import keep_roster
     from securediff.flower.policy import NodePolicy
+    from securediff.locks import DirectoryLock
 
     extra: dict[str, str | int | float] = {}
     with handle_errors():
@@ -151,6 +152,11 @@ def supernode_cmd(
         if state_dir is not None:
             roster_path = state_dir.resolve() / "roster.json"
             if not dry_run:
+                # One SuperNode per state directory for its whole life: the lock's file
+                # descriptor survives the exec below, and the kernel drops it when the
+                # SuperNode exits (Flower's per-message processes share its state dir).
+                state_dir.mkdir(parents=True, exist_ok=True)
+                DirectoryLock.acquire(state_dir, what="node state directory", inheritable=True)
                 kept = keep_roster(roster, state_dir)
                 pins = " ".join(f"--roster-sha256 {d}" for d in kept.digests)
                 console.print(f"roster kept at {kept.path} (file SHA-256 {kept.sha256}); a "

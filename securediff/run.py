@@ -19,6 +19,7 @@ from securediff.config import Config, from_dict, load_toml
 from securediff.federation.report import evaluate_clients, save_sample_grid
 from securediff.federation.runner import FederatedRun, Progress
 from securediff.federation.setup import Plan, plan_run
+from securediff.locks import LOCK_NAME
 from securediff.statement import privacy_statement, statement_markdown
 from securediff.storage import RunDirectory, atomic_write_json, atomic_write_text, sha256_file
 
@@ -115,7 +116,8 @@ def _finish(run: FederatedRun, started: float) -> RunResult:
     manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     manifest["files"] = {
         str(p.relative_to(run.run_dir.path)): sha256_file(p)
-        for p in sorted(run.run_dir.path.rglob("*")) if p.is_file() and p.name != "manifest.json"
+        for p in sorted(run.run_dir.path.rglob("*"))
+        if p.is_file() and p.name not in ("manifest.json", LOCK_NAME)
     }
     atomic_write_json(manifest_path, manifest)
     final = run.run_dir.finalize()
@@ -147,21 +149,27 @@ def train(config: Config, *, progress: Progress | None = None) -> RunResult:
     except BaseException:
         run_dir.discard()  # nothing worth resuming yet: leave no half-written directory
         raise
-    run.train()
-    return _finish(run, started)
+    try:
+        run.train()
+        return _finish(run, started)
+    finally:
+        run_dir.release()  # the lock lives as long as this command writes the run
 
 
 def resume(path: Path, *, progress: Progress | None = None) -> RunResult:
     """Continue an unfinished run from its last complete round (no re-noising)."""
     started = time.perf_counter()
     run_dir = RunDirectory.open_incomplete(Path(path))
-    config = from_dict(load_toml(run_dir.file("config.toml")))
-    config = config.replace(run={"out_dir": str(run_dir.path.parent)})
-    plan = plan_run(config)
-    run = FederatedRun(plan, run_dir, progress=progress)
-    run.setup(resume=True)
-    run.train()
-    return _finish(run, started)
+    try:
+        config = from_dict(load_toml(run_dir.file("config.toml")))
+        config = config.replace(run={"out_dir": str(run_dir.path.parent)})
+        plan = plan_run(config)
+        run = FederatedRun(plan, run_dir, progress=progress)
+        run.setup(resume=True)
+        run.train()
+        return _finish(run, started)
+    finally:
+        run_dir.release()
 
 
 def load_config(path: Path | None, overrides: dict[str, dict[str, Any]], *, base: Config | None = None) -> Config:

@@ -23,6 +23,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from securediff.errors import CheckpointError, RunDirectoryError
+from securediff.locks import DirectoryLock
 
 INCOMPLETE_SUFFIX = ".incomplete"
 
@@ -138,9 +139,13 @@ def resolve_committed(path: Path, sha256: str, *, roll_forward: bool) -> Path:
 class RunDirectory:
     """The directory of one run, staged under a `.incomplete` name until finished."""
 
-    def __init__(self, staging: Path, final: Path) -> None:
+    def __init__(self, staging: Path, final: Path, lock: DirectoryLock | None = None) -> None:
         self.path = staging
         self.final = final
+        # One writer at a time (create and open_incomplete take it): a second
+        # `train --resume`, or a resume while the run is still going, stops with the
+        # holder's name instead of interleaving. Readers of a finished run hold none.
+        self.lock = lock
 
     @classmethod
     def create(cls, out_dir: Path, name: str) -> RunDirectory:
@@ -157,7 +162,7 @@ class RunDirectory:
             staging.mkdir(parents=True)
         except OSError as exc:
             raise RunDirectoryError(f"cannot create {staging}: {exc.strerror}") from None
-        return cls(staging, final)
+        return cls(staging, final, DirectoryLock.acquire(staging))
 
     @classmethod
     def open_incomplete(cls, path: Path) -> RunDirectory:
@@ -172,22 +177,33 @@ class RunDirectory:
         final = path.parent / path.name[: -len(INCOMPLETE_SUFFIX)]
         if final.exists():
             raise RunDirectoryError(f"{final} already exists; cannot finish {path} into it")
+        run = cls(path, final, DirectoryLock.acquire(path))  # before anything is touched
         # Half-written temporaries of a killed atomic write: never read, and they
         # would otherwise end up in the finished run's manifest.
         for tmp in path.rglob(".*.tmp"):
             tmp.unlink(missing_ok=True)
-        return cls(path, final)
+        return run
 
     def file(self, *parts: str) -> Path:
         return self.path.joinpath(*parts)
 
     def finalize(self) -> Path:
+        if self.lock is not None:  # still held: nobody else can take it now
+            self.lock.path.unlink(missing_ok=True)
         try:
             os.replace(self.path, self.final)
         except OSError as exc:
             raise RunDirectoryError(f"cannot finish run into {self.final}: {exc.strerror}") from None
+        self.release()
         self.path = self.final
         return self.final
 
+    def release(self) -> None:
+        """Give up the lock (the command that writes the run ends, finished or not)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
     def discard(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+        self.release()

@@ -47,9 +47,12 @@ def test_run_directory_is_staged_until_finalized(tmp_path):
     atomic_write_json(run.file("x.json"), {"a": 1})
     with pytest.raises(RunDirectoryError):
         RunDirectory.create(tmp_path, "r")
+    with pytest.raises(RunDirectoryError, match="in use by process"):
+        RunDirectory.open_incomplete(tmp_path / "r")  # the first writer still holds it
+    run.release()
     reopened = RunDirectory.open_incomplete(tmp_path / "r")
     assert reopened.path == run.path
-    final = run.finalize()
+    final = reopened.finalize()
     assert final == tmp_path / "r" and read_json(final / "x.json") == {"a": 1}
     assert not (tmp_path / "r.incomplete").exists()
     with pytest.raises(RunDirectoryError):

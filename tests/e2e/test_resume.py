@@ -250,3 +250,34 @@ def test_a_round_unmasked_before_a_crash_is_never_unmasked_again(tmp_path, tiny_
     assert sorted((c["party"], c["round"]) for c in claims) == sorted(unmasked)
     verify = cli.invoke(app, ["transcript", "verify", str(done), "--json"])
     assert verify.exit_code == 0, verify.output
+
+
+def test_a_resume_while_another_command_writes_the_run_is_refused(tmp_path, tiny_args,
+                                                                  monkeypatch):
+    """Two writers of one run would interleave their transcripts and checkpoints: the
+    second stops with one line naming the holder (exit 3) and touches nothing."""
+    import subprocess
+    import sys
+
+    args = ["train", "--json", *tiny_args, "--federation.rounds", "3", "--run.name", "live"]
+    original = _crash_before_checkpoint_of(2, monkeypatch)
+    assert isinstance(cli.invoke(app, args).exception, Crash)
+    monkeypatch.setattr(runner_module.FederatedRun, "_checkpoint", original)
+    staging = tmp_path / "runs" / "live.incomplete"
+    pending = staging / ".progress.json.tmp"  # a temporary the live writer would own
+    pending.write_text("{}")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from securediff.locks import DirectoryLock; "
+         "DirectoryLock.acquire(sys.argv[1]); print('held', flush=True); time.sleep(60)",
+         str(staging)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        refused = cli.invoke(app, ["train", "--resume", str(staging)])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert refused.exit_code == 3, refused.output
+    assert f"in use by process {holder.pid}" in refused.output
+    assert "Traceback" not in refused.output and pending.exists()
+    resumed = cli.invoke(app, ["train", "--resume", str(staging), "--json"])
+    assert resumed.exit_code == 0, resumed.output

@@ -130,3 +130,24 @@ def test_a_new_roster_replaces_the_kept_one_and_the_earlier_stays(keyed, tmp_pat
         keep_roster(tmp_path / "junk.json", state)
     assert (state / "roster.json").read_bytes() == (other / "roster.json").read_bytes()
     assert not (state / "roster.json.staged").exists()
+
+
+def test_one_supernode_per_state_directory(keyed, tmp_path, monkeypatch):
+    """A second node on the same state directory stops with the holder's name; the
+    lock is inheritable so that it outlives the exec into flower-supernode."""
+    import fcntl
+
+    started: list[list[str]] = []
+    monkeypatch.setattr(os, "execvp", lambda file, argv: started.append(argv))
+    state = tmp_path / "state"
+    first = _supernode(["--state-dir", str(state)], roster=keyed / "roster.json")
+    assert first.exit_code == 0, first.output
+    second = _supernode(["--state-dir", str(state)], roster=keyed / "roster.json")
+    assert second.exit_code == 3 and f"in use by process {os.getpid()}" in second.output
+    assert "Traceback" not in second.output and len(started) == 1
+    held = [fd for fd in os.listdir("/proc/self/fd")
+            if os.path.realpath(f"/proc/self/fd/{fd}") == str(state / ".lock")]
+    assert held and all(os.get_inheritable(int(fd)) for fd in held)
+    for fd in held:  # what the exec'd SuperNode's exit would do
+        fcntl.flock(int(fd), fcntl.LOCK_UN)
+        os.close(int(fd))

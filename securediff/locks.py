@@ -1,0 +1,72 @@
+"""An exclusive lock on a directory that one command writes (a run directory, a
+Flower node's state directory), held for the life of that command.
+
+The lock is an advisory `flock` on `<dir>/.lock`, a file that also names its
+holder (pid and host) so that a second writer can say who is in the way. The
+kernel drops the lock when the holder dies, even by `kill -9`, so a stale lock
+never blocks a resume; the file itself stays and means nothing without the lock.
+Readers of a finished run take no lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+from pathlib import Path
+
+from securediff.errors import RunDirectoryError
+
+LOCK_NAME = ".lock"
+
+
+class DirectoryLock:
+    """Held from `acquire` until `release` (or the process ends)."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd: int | None = fd
+
+    @classmethod
+    def acquire(cls, directory: str | os.PathLike[str], *, what: str = "run directory",
+                inheritable: bool = False) -> DirectoryLock:
+        """Lock `directory`, or raise `RunDirectoryError` naming the holder.
+        `inheritable` keeps the lock across `exec` (a command that becomes a
+        long-running server, as `securediff flower supernode` does)."""
+        path = Path(directory) / LOCK_NAME
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise RunDirectoryError(f"cannot lock {directory}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise RunDirectoryError(f"{what} {directory} is in use by {holder}; wait for it to "
+                                    "finish or stop it first") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+        os.fsync(fd)
+        os.set_inheritable(fd, inheritable)
+        return cls(path, fd)
+
+    def release(self, *, remove: bool = False) -> None:
+        """Give the lock up; `remove` also deletes the lock file (a finished run keeps
+        only its own files)."""
+        if self._fd is None:
+            return
+        if remove:
+            self.path.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = None
+
+
+def _holder(fd: int) -> str:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        info = json.loads(os.read(fd, 4096) or b"{}")
+        return f"process {int(info['pid'])} on {info['host']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
