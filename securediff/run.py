@@ -16,6 +16,7 @@ import torch
 
 import securediff
 from securediff.config import Config, from_dict, load_toml
+from securediff.errors import CheckpointError
 from securediff.federation.report import evaluate_clients, save_sample_grid
 from securediff.federation.runner import FederatedRun, Progress
 from securediff.federation.setup import Plan, plan_run
@@ -24,6 +25,7 @@ from securediff.statement import privacy_statement, statement_markdown
 from securediff.storage import RunDirectory, atomic_write_json, atomic_write_text, sha256_file
 
 RUN_FORMAT = 1
+PINNED_AT_START = ("config.toml", "partition.json")
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,28 @@ def _write_start_files(run_dir: RunDirectory, plan: Plan) -> None:
         # Seeds are recorded only in the insecure test mode; a private run's keys are never written.
         "seeds": {"insecure_seed": cfg.run.insecure_seed, "partition_seed": cfg.data.partition_seed},
         "t0": plan.t0, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        # What a resume must find unchanged: it recomputes the plan (t0, budget, who
+        # holds which record) from these, so an edit would change what is computed
+        # and claimed mid-run.
+        "pinned": {name: sha256_file(run_dir.file(name)) for name in PINNED_AT_START},
     })
+
+
+def _check_pinned(run_dir: RunDirectory) -> None:
+    """Refuse to resume a run whose start files changed since it started."""
+    try:
+        pinned = json.loads(run_dir.file("manifest.json").read_text(encoding="utf-8")).get(
+            "pinned", {})
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"cannot read {run_dir.file('manifest.json')}: {exc}") from None
+    for name in PINNED_AT_START:
+        path = run_dir.file(name)
+        if name not in pinned:
+            continue  # a run started before pins were recorded
+        if not path.is_file() or sha256_file(path) != pinned[name]:
+            raise CheckpointError(
+                f"{path} differs from the one the run started with (manifest.json pins its "
+                "SHA-256): a resume would compute and claim something else; restore it")
 
 
 def _finish(run: FederatedRun, started: float) -> RunResult:
@@ -161,6 +184,7 @@ def resume(path: Path, *, progress: Progress | None = None) -> RunResult:
     started = time.perf_counter()
     run_dir = RunDirectory.open_incomplete(Path(path))
     try:
+        _check_pinned(run_dir)
         config = from_dict(load_toml(run_dir.file("config.toml")))
         config = config.replace(run={"out_dir": str(run_dir.path.parent)})
         plan = plan_run(config)

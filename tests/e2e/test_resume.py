@@ -281,3 +281,28 @@ def test_a_resume_while_another_command_writes_the_run_is_refused(tmp_path, tiny
     assert "Traceback" not in refused.output and pending.exists()
     resumed = cli.invoke(app, ["train", "--resume", str(staging), "--json"])
     assert resumed.exit_code == 0, resumed.output
+
+
+@pytest.mark.parametrize("name,edit", [
+    ("config.toml", lambda text: text.replace("target_epsilon = 10.0", "target_epsilon = 3.0")),
+    ("partition.json", lambda text: text.replace("1", "2", 1)),
+])
+def test_a_resume_refuses_start_files_edited_since_the_start(tmp_path, tiny_args, monkeypatch,
+                                                             name, edit):
+    """An edited config would recalibrate t0 mid-run and the statement would claim the
+    new epsilon for data noised at the old one; an edited partition would move records."""
+    args = ["train", "--json", *tiny_args, "--federation.rounds", "3", "--run.name", "cut"]
+    original = _crash_before_checkpoint_of(2, monkeypatch)
+    assert isinstance(cli.invoke(app, args).exception, Crash)
+    monkeypatch.setattr(runner_module.FederatedRun, "_checkpoint", original)
+    staging = tmp_path / "runs" / "cut.incomplete"
+    path = staging / name
+    before = path.read_text()
+    assert edit(before) != before
+    path.write_text(edit(before))
+    refused = cli.invoke(app, ["train", "--resume", str(staging)])
+    assert refused.exit_code == 3, refused.output
+    assert name in refused.output and "differs from the one the run started with" in \
+        " ".join(refused.output.split())
+    path.write_text(before)
+    assert cli.invoke(app, ["train", "--resume", str(staging), "--json"]).exit_code == 0
