@@ -154,13 +154,18 @@ def epsilon(
 
 def _load_ledgers(run_dir: Path) -> dict[str, Any]:
     from securediff.privacy.ledger import PrivacyLedger
+    from securediff.reopen import check_manifest
 
     path = run_dir / "ledger.json"
+    if (run_dir / "manifest.json").is_file() and not run_dir.name.endswith(".incomplete"):
+        # A finished run: its ledger is reported only if it is the one the run ended
+        # with (an edited sigma would otherwise print a smaller epsilon).
+        check_manifest(run_dir)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"{path} not found") from None
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected an object mapping client id to ledger")

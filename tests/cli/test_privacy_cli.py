@@ -166,3 +166,23 @@ def test_ledger_missing_or_corrupt_exits_3(tmp_path: Path) -> None:
     assert runner.invoke(app, ["privacy", "ledger", str(tmp_path)]).exit_code == 3
     (tmp_path / "ledger.json").write_text(json.dumps({"a": {"format": 1, "events": []}}))
     assert runner.invoke(app, ["privacy", "ledger", str(tmp_path)]).exit_code == 3
+
+
+def test_ledger_of_a_finished_run_is_checked_against_its_manifest(tmp_path: Path) -> None:
+    """An edited sigma would print a smaller epsilon: a finished run's ledger is
+    reported only if it is the one the run ended with."""
+    import hashlib
+
+    _write_run(tmp_path)
+    ledger = tmp_path / "ledger.json"
+    (tmp_path / "manifest.json").write_text(json.dumps(
+        {"files": {"ledger.json": hashlib.sha256(ledger.read_bytes()).hexdigest()}}))
+    assert runner.invoke(app, ["privacy", "ledger", str(tmp_path)]).exit_code == 0
+    ledger.write_text(ledger.read_text().replace('"noise_multiplier": 1.0',
+                                                 '"noise_multiplier": 100.0'))
+    edited = runner.invoke(app, ["privacy", "ledger", str(tmp_path)])
+    assert edited.exit_code == 3 and "changed after the run finished" in edited.output
+    ledger.write_bytes(b"\xff\xfe binary")
+    (tmp_path / "manifest.json").unlink()
+    binary = runner.invoke(app, ["privacy", "ledger", str(tmp_path)])
+    assert binary.exit_code == 3 and "Traceback" not in binary.output
