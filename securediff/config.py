@@ -427,9 +427,11 @@ def from_dict(raw: dict[str, Any], *, base: Config | None = None) -> Config:
 
 def load_toml(path: Path) -> dict[str, Any]:
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text (TOML must be)") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

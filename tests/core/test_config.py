@@ -50,3 +50,12 @@ def test_flag_parse_errors():
 def test_every_key_is_listed_as_a_flag():
     text = flag_help()
     assert "--privacy.t0" in text and "--federation.rounds" in text
+
+
+def test_a_config_file_that_is_not_utf8_is_a_config_error(tmp_path):
+    from securediff.config import load_toml
+
+    path = tmp_path / "run.toml"
+    path.write_bytes(b"[data]\nnum_clients = \xff\xfe\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_toml(path)
