@@ -18,7 +18,7 @@ import securediff
 from securediff.config import Config, from_dict, load_toml
 from securediff.errors import CheckpointError
 from securediff.federation.report import evaluate_clients, save_sample_grid
-from securediff.federation.runner import FederatedRun, Progress
+from securediff.federation.runner import FederatedRun, Progress, resolve_device
 from securediff.federation.setup import Plan, plan_run
 from securediff.locks import LOCK_NAME
 from securediff.statement import privacy_statement, statement_markdown
@@ -162,9 +162,10 @@ def train(config: Config, *, progress: Progress | None = None) -> RunResult:
     """A new run. Nothing is written until the config and the data have been checked."""
     started = time.perf_counter()
     plan = plan_run(config)
+    resolve_device(config.run.device)  # a device this host lacks: refused before any file
     run_dir = RunDirectory.create(Path(config.run.out_dir), config.run.name)
-    run = FederatedRun(plan, run_dir, progress=progress)
     try:
+        run = FederatedRun(plan, run_dir, progress=progress)
         _write_start_files(run_dir, plan)
         run.setup(resume=False)
         if run.plan is not plan:  # adaptive clipping chose C and t0: record what the run uses

@@ -121,3 +121,17 @@ def test_a_missing_idx_dataset_file_exits_2(tmp_path, tiny_args):
     assert result.exit_code == 2, result.output
     assert "train-images" in result.output
     assert not any((tmp_path / "runs").glob("*")) if (tmp_path / "runs").exists() else True
+
+
+def test_cuda_on_a_host_without_it_leaves_no_run_directory(tmp_path, tiny_args):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this host has CUDA")
+    result = runner.invoke(app, ["train", "--run.name", "gpu", *tiny_args, "--run.device", "cuda"])
+    assert result.exit_code == 2 and "no CUDA device" in result.output
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    # The same name then starts at once on the CPU: no dead end.
+    again = runner.invoke(app, ["train", "--run.name", "gpu", *tiny_args, "--run.device", "cpu",
+                                "--federation.rounds", "1", "--json"])
+    assert again.exit_code == 0, again.output
