@@ -57,6 +57,11 @@ def print_protocol_notice(protocol: str, params: dict[str, Any] | None = None) -
     one unwrapped line, so that it survives narrow terminals and grep."""
     from securediff.statement import protocol_notice
 
+    if protocol == "plain":  # the library default: say it before the rounds, not after
+        console.print("[bold red]protocol plain: INSECURE baseline, the aggregator sees every "
+                      "client's update (choose --protocol secagg, ckks or tee)[/]",
+                      highlight=False, soft_wrap=True)
+        return
     notice = protocol_notice(protocol, params or {})
     if notice is not None:
         console.print(f"[bold yellow]protocol {protocol}: {notice}[/]", highlight=False, soft_wrap=True)

@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cli.common import (
+    EXIT_CANNOT_PROCEED,
     EXIT_CHECK_FAILED,
     EXIT_USAGE,
     JsonFlag,
@@ -84,6 +85,8 @@ def verify(
     thresholds, the both-shares rule, and with payloads the unmasked sum), on every
     round that released anything, closed or not.
     Exit 0 verified, 1 failed, 2 bad usage, 3 unreadable."""
+    if not target.exists():
+        fail(f"no run directory or transcript at {target}", EXIT_CANNOT_PROCEED)
     path = _path(target)
     for digest in roster_sha256 or ():
         if _SHA256.fullmatch(digest) is None:

@@ -48,8 +48,9 @@ class RunConfig:
 
     def validate(self) -> None:
         _check(self.workers >= 0, "run.workers", "an integer >= 0 (0 = one per CPU core)", self.workers)
-        _check(bool(self.name) and "/" not in self.name and not self.name.startswith("."),
-               "run.name", "a non-empty name without '/' that does not start with '.'", self.name)
+        _check(bool(self.name) and "/" not in self.name and not self.name.startswith(".")
+               and self.name.isprintable(), "run.name",
+               "a non-empty printable name without '/' that does not start with '.'", self.name)
         _check(self.device in ("auto", "cpu", "cuda"), "run.device", "auto, cpu or cuda", self.device)
         _check(self.insecure_seed is None or self.insecure_seed >= 0, "run.insecure_seed",
                "a non-negative integer", self.insecure_seed)

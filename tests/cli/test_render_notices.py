@@ -50,3 +50,16 @@ def test_no_notice_for_plain_or_secagg() -> None:
     with console.capture() as captured:
         print_protocol_notice("secagg")
     assert captured.get() == ""
+
+
+def test_plain_and_unchecked_secagg_are_named_before_the_rounds() -> None:
+    """A bare `securediff train` aggregates with plain (the library default): it says so
+    before any update leaves, not only in the final statement."""
+    with console.capture() as captured:
+        print_protocol_notice("plain")
+        print_protocol_notice("secagg", {"consistency_check": False})
+        print_protocol_notice("secagg", {"consistency_check": True})
+    out = " ".join(captured.get().split())
+    assert "protocol plain: INSECURE baseline, the aggregator sees every client's update" in out
+    assert "secagg without the consistency check" in out
+    assert out.count("protocol secagg:") == 1  # the checked secagg says nothing

@@ -286,3 +286,10 @@ def test_a_tee_round_says_it_is_simulated(tmp_path: Path) -> None:
     verified = _verify(str(tmp_path))
     assert verified.exit_code == 0 and SIMULATED_NOTICE in verified.output
     assert SIMULATED_NOTICE in json.loads(_verify(str(tmp_path), "--json").stdout)["notes"]
+
+
+def test_verify_of_a_missing_directory_names_it(tmp_path: Path) -> None:
+    result = _verify(str(tmp_path / "no-such-run"))
+    assert result.exit_code == 3
+    assert f"no run directory or transcript at {tmp_path / 'no-such-run'}" in " ".join(
+        result.output.split())

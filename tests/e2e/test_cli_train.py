@@ -93,6 +93,7 @@ def test_insecure_runs_repeat_bit_for_bit(tmp_path, tiny_args):
         (["--training.lr", "2"], "training.lr"),
         (["--run.device", "tpu"], "run.device"),
         (["--run.name", "../escape"], "run.name"),
+        (["--run.name", "two\nlines"], "run.name"),
         (["stray"], "unexpected argument"),
     ],
 )
