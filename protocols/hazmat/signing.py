@@ -1,8 +1,10 @@
 """Ed25519 identity signatures (RFC 8032) over bytes the caller made canonical.
 
-A private key comes from the OS generator inside OpenSSL and lives only in
-memory: there is deliberately no way to export or load one, so a run's identity
-keys die with its process and a resumed run pins a new roster.
+A private key comes from the OS generator inside OpenSSL, or from a 32-byte
+RFC 8032 seed (`from_private_bytes`: secagg's per-round keys come from a round
+seed), and lives only in memory: there is deliberately no way to export one, so
+a run's identity keys die with its process and a resumed run pins a new roster
+(`keyfile` is the one exception, for parties on their own machines).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 PUBLIC_KEY_BYTES = 32
+PRIVATE_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
 
 
@@ -27,6 +30,13 @@ class SigningKey:
     @classmethod
     def generate(cls) -> SigningKey:
         return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_private_bytes(cls, raw: bytes) -> SigningKey:
+        """The key of the 32-byte RFC 8032 private seed `raw`."""
+        if not isinstance(raw, bytes) or len(raw) != PRIVATE_KEY_BYTES:
+            raise ValueError("an Ed25519 private key is 32 bytes")
+        return cls(Ed25519PrivateKey.from_private_bytes(raw))
 
     def sign(self, message: bytes) -> bytes:
         return self._key.sign(message)

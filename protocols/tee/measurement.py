@@ -28,6 +28,7 @@ _DOMAIN = b"securediff/tee/measurement/v1\n"
 ENCLAVE_FILES: tuple[str, ...] = (
     "protocols/errors.py",
     "protocols/hazmat/aead.py",
+    "protocols/hazmat/kdf.py",
     "protocols/hazmat/kex.py",
     "protocols/messages.py",
     "protocols/stages.py",
