@@ -16,11 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from protocols.errors import ProtocolAbort
-from protocols.hazmat.aead import NONCE_BYTES, AeadError, open_sealed
+from protocols.hazmat.aead import NONCE_BYTES, AeadError, open_sealed, seal
 from protocols.hazmat.kex import AgreementKey
 from protocols.messages import canonical_json
 
@@ -29,7 +26,7 @@ _DOMAIN = b"securediff/ckks/key-seed/v1"
 
 def agreement_key(random_bytes: Callable[[int], bytes]) -> AgreementKey:
     """An X25519 key from 32 bytes of the injected source (clamped by X25519 itself)."""
-    return AgreementKey(X25519PrivateKey.from_private_bytes(random_bytes(32)))
+    return AgreementKey.from_private_bytes(random_bytes(32))
 
 
 def _context(*, round_index: int, sender: str, receiver: str, sender_key: bytes,
@@ -61,8 +58,7 @@ def seal_seed(
                    sender_key=own.public_key, receiver_key=peer_public_key,
                    params_digest=params_digest)
     key = own.derive(peer_public_key, info=ctx)
-    nonce = random_bytes(NONCE_BYTES)
-    return nonce + AESGCM(key).encrypt(nonce, seed, ctx)
+    return seal(key, seed, associated_data=ctx, nonce=random_bytes(NONCE_BYTES))
 
 
 def open_seed(

@@ -14,11 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from protocols.hazmat.aead import NONCE_BYTES, TAG_BYTES, open_sealed
+from protocols.hazmat.aead import NONCE_BYTES, TAG_BYTES, open_sealed, seal
 from protocols.hazmat.kex import AgreementKey
 from protocols.hazmat.prg import add_mask, prg_bytes, prg_stream
 from protocols.hazmat.shamir import SHARE_BYTES, decode_share, encode_share
@@ -56,11 +53,11 @@ def stream(seed: bytes, label: str) -> Callable[[int], bytes]:
 
 
 def agreement_key(raw: bytes) -> AgreementKey:
-    return AgreementKey(X25519PrivateKey.from_private_bytes(raw))
+    return AgreementKey.from_private_bytes(raw)
 
 
 def ephemeral_signer(raw: bytes) -> SigningKey:
-    return SigningKey(Ed25519PrivateKey.from_private_bytes(raw))
+    return SigningKey.from_private_bytes(raw)
 
 
 def pairwise_seed(key: AgreementKey, peer_pk: bytes, *, round_index: int, a: str, b: str) -> bytes:
@@ -86,7 +83,7 @@ def share_ad(*, round_index: int, sender: str, receiver: str) -> bytes:
 def seal_shares(key: bytes, b_share: int, sk_share: int, *, nonce: bytes, ad: bytes) -> bytes:
     """AES-256-GCM over both shares; the key is used for this one message only."""
     plaintext = encode_share(b_share) + encode_share(sk_share)
-    return nonce + AESGCM(key).encrypt(nonce, plaintext, ad)
+    return seal(key, plaintext, associated_data=ad, nonce=nonce)
 
 
 def open_shares(key: bytes, sealed: bytes, *, ad: bytes) -> tuple[int, int]:

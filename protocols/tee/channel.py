@@ -7,10 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-from protocols.hazmat.aead import NONCE_BYTES, AeadError, open_sealed
+from protocols.hazmat.aead import NONCE_BYTES, AeadError, open_sealed, seal
 from protocols.hazmat.kex import AgreementKey
 from protocols.messages import canonical_json
 
@@ -18,7 +15,7 @@ _DOMAIN = b"securediff/tee/channel/v1"
 
 
 def agreement_key(random_bytes: Callable[[int], bytes]) -> AgreementKey:
-    return AgreementKey(X25519PrivateKey.from_private_bytes(random_bytes(32)))
+    return AgreementKey.from_private_bytes(random_bytes(32))
 
 
 def channel_context(*, round_index: int, client_id: str, client_key: bytes, enclave_key: bytes,
@@ -32,8 +29,7 @@ def channel_context(*, round_index: int, client_id: str, client_key: bytes, encl
 def seal_to_enclave(*, own: AgreementKey, enclave_key: bytes, context: bytes, plaintext: bytes,
                     random_bytes: Callable[[int], bytes]) -> bytes:
     key = own.derive(enclave_key, info=context)
-    nonce = random_bytes(NONCE_BYTES)
-    return nonce + AESGCM(key).encrypt(nonce, plaintext, context)
+    return seal(key, plaintext, associated_data=context, nonce=random_bytes(NONCE_BYTES))
 
 
 def open_in_enclave(*, own: AgreementKey, client_key: bytes, context: bytes, sealed: bytes) -> bytes:

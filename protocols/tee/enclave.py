@@ -24,11 +24,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from protocols.errors import ProtocolAbort, ProtocolInputError
+from protocols.hazmat.kdf import hkdf_sha384
 from protocols.hazmat.kex import AgreementKey
 from protocols.messages import canonical_json
 from protocols.stages import RoundSetup
@@ -81,9 +79,8 @@ class SimulatedEnclave:
         self.debug = debug
         # The code's sealing key, narrowed to this instance by a secret that never
         # leaves its memory: round state need not outlive the instance, and must not.
-        instance = HKDF(algorithm=hashes.SHA384(), length=32, salt=random_bytes(32),
-                        info=b"securediff/tee/instance-state/v1")
-        self._sealer = Sealer(instance.derive(platform.sealing_key(measurement)))
+        self._sealer = Sealer(hkdf_sha384(platform.sealing_key(measurement), salt=random_bytes(32),
+                                          info=b"securediff/tee/instance-state/v1"))
         self._released: dict[bytes, tuple[str, ...]] = {}  # SHA-256(state key) -> contributors
 
     # -- sealed state ----------------------------------------------------------
@@ -113,7 +110,7 @@ class SimulatedEnclave:
 
     def public_key(self, sealed: bytes) -> bytes:
         key, _, _ = self._unseal(sealed)
-        return AgreementKey(X25519PrivateKey.from_private_bytes(key)).public_key
+        return AgreementKey.from_private_bytes(key).public_key
 
     def quote(self, sealed: bytes, *, nonce: bytes, transcript_head: bytes) -> Quote:
         enclave_key = self.public_key(sealed)
@@ -143,7 +140,7 @@ class SimulatedEnclave:
         if round_index not in (None, setup.round_index):
             raise ProtocolAbort(f"the enclave state holds round {round_index}, not "
                                 f"{setup.round_index}: one state, one round")
-        own = AgreementKey(X25519PrivateKey.from_private_bytes(key))
+        own = AgreementKey.from_private_bytes(key)
         bad: dict[str, str] = {}
         for cid, client_key, blob in submissions:
             context = channel_context(round_index=setup.round_index, client_id=cid,

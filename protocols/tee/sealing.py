@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-from protocols.hazmat.aead import NONCE_BYTES, AeadError, open_sealed
+from protocols.hazmat.aead import NONCE_BYTES, AeadError, open_sealed, seal
 from protocols.tee.errors import UnsealError
 
 _DOMAIN = b"securediff/tee/sealed-state/v1\n"
@@ -27,8 +25,8 @@ class Sealer:
         self._key = key
 
     def seal(self, plaintext: bytes, *, label: bytes, random_bytes: Callable[[int], bytes]) -> bytes:
-        nonce = random_bytes(NONCE_BYTES)
-        return nonce + AESGCM(self._key).encrypt(nonce, plaintext, _DOMAIN + label)
+        return seal(self._key, plaintext, associated_data=_DOMAIN + label,
+                    nonce=random_bytes(NONCE_BYTES))
 
     def unseal(self, sealed: bytes, *, label: bytes) -> bytes:
         try:

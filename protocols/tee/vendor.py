@@ -27,8 +27,9 @@ from functools import lru_cache
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import NameOID
+
+from protocols.hazmat.kdf import hkdf_sha384
 
 RandomBytes = Callable[[int], bytes]
 WELL_KNOWN_LABEL = b"securediff SIMULATED TEE vendor root v1 -- public key material, not a root of trust"
@@ -121,9 +122,7 @@ def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
 
 @lru_cache(maxsize=1)
 def _well_known() -> SimulatedVendor:
-    material = HKDF(algorithm=hashes.SHA384(), length=64, salt=None, info=b"root").derive(
-        WELL_KNOWN_LABEL
-    )
+    material = hkdf_sha384(WELL_KNOWN_LABEL, info=b"root", length=64)
     return SimulatedVendor._self_signed(p384_key(material), "securediff SIMULATED TEE vendor root")
 
 
@@ -166,7 +165,7 @@ class SimulatedPlatform:
         """HKDF-SHA384(platform secret, measurement): only this code on this platform
         derives it (the MRENCLAVE sealing policy)."""
         info = b"securediff/tee/seal/v1\n" + measurement.encode("ascii")
-        return HKDF(algorithm=hashes.SHA384(), length=32, salt=None, info=info).derive(self._secret)
+        return hkdf_sha384(self._secret, info=info)
 
     def __repr__(self) -> str:
         return f"SimulatedPlatform(id={self.platform_id})"
