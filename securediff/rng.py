@@ -7,9 +7,10 @@ privacy claim rests on is drawn from it. An insecure source derives its key
 from a recorded seed so that test runs repeat bit for bit; every artefact of
 such a run is labelled "not private".
 
-Gaussian draws use Box-Muller on 53-bit uniforms in float64. Like every
-floating-point sampler it has the low-order-bit weakness described by Mironov
-(CCS 2012); the discrete samplers of distributed DP avoid it.
+The keystream, the 53-bit float64 uniforms and the Box-Muller normals are
+`protocols.hazmat.chacha`, shared with the protocols' own noise. Like every
+floating-point sampler Box-Muller has the low-order-bit weakness described by
+Mironov (CCS 2012); the discrete samplers of distributed DP avoid it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import os
 
 import numpy as np
 import torch
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+from protocols.hazmat.chacha import chacha20_stream, standard_normal, uniforms
 
 _INSECURE_DOMAIN = b"securediff/insecure-deterministic/v1"
 _CHILD_DOMAIN = b"securediff/child-stream/v1"
@@ -35,8 +37,7 @@ class RandomSource:
             raise ValueError("RandomSource key must be 32 bytes")
         self._key = key
         self.private = private
-        # ChaCha20 in `cryptography` takes a 16-byte nonce (4-byte counter + 12-byte nonce).
-        self._stream = Cipher(algorithms.ChaCha20(key, b"\x00" * 16), mode=None).encryptor()
+        self._stream = chacha20_stream(key)
 
     @classmethod
     def from_os(cls) -> RandomSource:
@@ -59,7 +60,7 @@ class RandomSource:
 
     # -- raw draws -------------------------------------------------------------
     def random_bytes(self, n: int) -> bytes:
-        return self._stream.update(b"\x00" * n)
+        return self._stream(n)
 
     def _uint64(self, n: int) -> np.ndarray:
         return np.frombuffer(self.random_bytes(8 * n), dtype=np.uint64)
@@ -67,21 +68,12 @@ class RandomSource:
     def uniform(self, shape: tuple[int, ...] | int) -> np.ndarray:
         """Uniform float64 in (0, 1]: 53 random bits, never exactly zero."""
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        n = math.prod(shape)
-        bits = self._uint64(n) >> np.uint64(11)
-        return ((bits.astype(np.float64) + 1.0) * 2.0**-53).reshape(shape)
+        return uniforms(self.random_bytes, math.prod(shape)).reshape(shape)
 
     def normal_np(self, shape: tuple[int, ...] | int) -> np.ndarray:
         """Standard normal float64 by Box-Muller (both branches used)."""
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        n = math.prod(shape)
-        half = (n + 1) // 2
-        u1 = self.uniform(half)
-        u2 = self.uniform(half)
-        radius = np.sqrt(-2.0 * np.log(u1))
-        angle = 2.0 * math.pi * u2
-        z = np.concatenate([radius * np.cos(angle), radius * np.sin(angle)])[:n]
-        return z.reshape(shape)
+        return standard_normal(self.random_bytes, math.prod(shape)).reshape(shape)
 
     def normal(
         self,

@@ -13,6 +13,7 @@ floating-point sampler it has the low-order-bit weakness described by Mironov
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable
 
 import numpy as np
@@ -40,9 +41,10 @@ def chacha20_stream(key: bytes, *, nonce: bytes = bytes(NONCE_BYTES), counter: i
     encryptor = Cipher(algorithms.ChaCha20(key, full_nonce), mode=None).encryptor()
 
     def random_bytes(n: int) -> bytes:
-        if type(n) is not int or n < 0:
+        count = operator.index(n)  # numpy integers too: callers compute sizes with numpy
+        if count < 0:
             raise ProtocolInputError(f"cannot draw {n!r} keystream bytes")
-        return encryptor.update(bytes(n))
+        return encryptor.update(bytes(count))
 
     return random_bytes
 

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from protocols.errors import ProtocolAbort, ProtocolInputError, RosterError
+from protocols.hazmat.chacha import chacha20_stream
 from protocols.messages import canonical_json, decode, encode, sha256_hex
 from protocols.registry import make_protocol
 from protocols.remote import PartyChain, PartyIdentities
@@ -48,8 +48,7 @@ _SEED_DOMAIN = b"securediff/flower/node-seed/v1\n"
 
 def stream(key: bytes) -> Callable[[int], bytes]:
     """A ChaCha20 keystream as the protocol's `random_bytes`."""
-    enc = Cipher(algorithms.ChaCha20(key, b"\x00" * 16), mode=None).encryptor()
-    return lambda n: enc.update(b"\x00" * n)
+    return chacha20_stream(key)
 
 
 @dataclass
