@@ -109,8 +109,6 @@ def verify_cmd(
 ) -> None:
     """Verify a quote: simulated root, chain, signature, measurement, debug, svn, nonce,
     key binding. Exit 0 verified, 1 a check failed (named), 2 bad usage."""
-    from cryptography import x509
-
     from protocols.tee import SIMULATED_NOTICE
     from protocols.tee.errors import AttestationError
     from protocols.tee.quote import Quote
@@ -118,6 +116,7 @@ def verify_cmd(
         AttestationPolicy,
         ReplayCache,
         is_simulated_root,
+        load_root,
         root_fingerprint,
         verify_quote,
     )
@@ -126,7 +125,7 @@ def verify_cmd(
                 "transcript_head": _hex(transcript_head, "--transcript-head")}
     try:
         raw = quote_path.read_bytes()
-        trusted = x509.load_pem_x509_certificate(root.read_bytes()) if root is not None else None
+        trusted = load_root(root.read_bytes()) if root is not None else None
         seen = _read_cache(replay_cache)
     except (OSError, ValueError) as exc:
         fail(f"cannot read input: {exc}", EXIT_USAGE)

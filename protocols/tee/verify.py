@@ -43,6 +43,11 @@ def _well_known_root() -> x509.Certificate:
     return SimulatedVendor.well_known().certificate
 
 
+def load_root(pem: bytes) -> x509.Certificate:
+    """A trusted vendor root from its PEM; `ValueError` if it is not one certificate."""
+    return x509.load_pem_x509_certificate(pem)
+
+
 def root_fingerprint(root: x509.Certificate) -> str:
     """SHA-256 of the root certificate's DER, hex: how outputs name a trusted root."""
     return root.fingerprint(hashes.SHA256()).hex()
