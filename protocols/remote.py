@@ -15,7 +15,6 @@ chains, the same co-signed round closes.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +25,6 @@ from protocols.messages import canonical_json, sha256_hex
 from protocols.roster import Identities, Roster
 from protocols.stages import AggregationProtocol
 from protocols.transcript import (
-    CLOSE_STAGE,
     COSIG_DOMAIN,
     RECORD_DOMAIN,
     TRANSCRIPT_VERSION,
@@ -181,32 +179,6 @@ class SignedRecordWriter(TranscriptWriter):
             rnd.touched.setdefault(party, []).append(digest)
         return digest
 
-    def round_statement(
-        self,
-        *,
-        round_index: int,
-        survivors: Sequence[str],
-        dropped: Sequence[tuple[str, str]],
-        aggregate_digest: str | None,
-        reason: str | None = None,
-    ) -> tuple[dict[str, Any], list[str]]:
-        """The close statement survivors are asked to co-sign, and the record list it names."""
-        rnd = self._open_round(round_index)
-        statement = {
-            "v": TRANSCRIPT_VERSION,
-            "outcome": "aggregated" if aggregate_digest is not None else "aborted",
-            "protocol": self.protocol_name,
-            "roster": self.roster_digest,
-            "session": self.session,
-            "round": round_index,
-            "survivors": sorted(survivors),
-            "dropped": [[c, why] for c, why in sorted(dropped)],
-            "records_digest": records_digest(rnd.digests),
-            "aggregate": aggregate_digest,
-            "reason": reason,
-        }
-        return statement, list(rnd.digests)
-
     def expected_cosig_head(self, party: str) -> tuple[int, str | None]:
         return self._next(party)
 
@@ -235,20 +207,7 @@ class SignedRecordWriter(TranscriptWriter):
                 raise ProtocolAbort(f"{cid}: no valid co-signature of the round close")
             entries.append(entry)
             heads[cid] = (seq, cosig_digest(entry))
-        record = {
-            "kind": "round_close",
-            "session": self.session,
-            "round": statement["round"],
-            "stage": CLOSE_STAGE,
-            "statement": dict(statement),
-            "records": list(rnd.digests),
-            "cosigs": entries,
-        }
-        self._heads.update(heads)
-        digest = self._write(record, self.identities.aggregator_id)
-        os.fsync(self._fh.fileno())
-        self._round = None
-        return digest
+        return self._write_close(statement, entries, heads)
 
 
 def _valid_sig(roster: Roster, party: str, message: bytes, sig_hex: str) -> bool:

@@ -281,19 +281,18 @@ class TranscriptWriter:
             rnd.touched.setdefault(party, []).append(digest)
         return digest
 
-    def close_round(
+    def round_statement(
         self,
         *,
         round_index: int,
         survivors: Sequence[str],
         dropped: Sequence[tuple[str, str]],
         aggregate_digest: str | None,
-        client_views: Mapping[str, str | None],
         reason: str | None = None,
-    ) -> str:
-        """Write the round's close: aggregated when `aggregate_digest` is given, else
-        aborted with `reason`. Every survivor co-signs; `client_views` holds the
-        aggregate digest each survivor saw itself (None where it saw none)."""
+    ) -> tuple[dict[str, Any], list[str]]:
+        """The close statement survivors are asked to co-sign, and the record list it
+        names: aggregated when `aggregate_digest` is given, else aborted with `reason`.
+        Built here only, for the in-process co-signers and the remote ones alike."""
         rnd = self._open_round(round_index)
         statement = {
             "v": TRANSCRIPT_VERSION,
@@ -308,13 +307,33 @@ class TranscriptWriter:
             "aggregate": aggregate_digest,
             "reason": reason,
         }
+        return statement, list(rnd.digests)
+
+    def close_round(
+        self,
+        *,
+        round_index: int,
+        survivors: Sequence[str],
+        dropped: Sequence[tuple[str, str]],
+        aggregate_digest: str | None,
+        client_views: Mapping[str, str | None],
+        reason: str | None = None,
+    ) -> str:
+        """Write the round's close: aggregated when `aggregate_digest` is given, else
+        aborted with `reason`. Every survivor co-signs; `client_views` holds the
+        aggregate digest each survivor saw itself (None where it saw none)."""
+        statement, record_digests = self.round_statement(
+            round_index=round_index, survivors=survivors, dropped=dropped,
+            aggregate_digest=aggregate_digest, reason=reason,
+        )
+        rnd = self._open_round(round_index)
         cosigs = []
         signed: dict[str, tuple[int, str]] = {}
         for cid in statement["survivors"]:
             seq, prev = self._next(cid)
             entry = cosign_statement(
                 statement=statement,
-                record_digests=rnd.digests,
+                record_digests=record_digests,
                 own_digests=rnd.touched.get(cid, ()),
                 own_aggregate_digest=client_views.get(cid),
                 client_id=cid,
@@ -324,16 +343,27 @@ class TranscriptWriter:
             )
             cosigs.append(entry)
             signed[cid] = (seq, cosig_digest(entry))
+        return self._write_close(statement, cosigs, signed)
+
+    def _write_close(
+        self,
+        statement: Mapping[str, Any],
+        cosigs: list[dict[str, Any]],
+        heads: Mapping[str, tuple[int, str]],
+    ) -> str:
+        """Write the round_close record of `statement` with every survivor's co-signature;
+        the survivors' chains advance (to `heads`) only now that all of them signed."""
+        rnd = self._open_round(statement["round"])
         record = {
             "kind": "round_close",
             "session": self.session,
-            "round": round_index,
+            "round": statement["round"],
             "stage": CLOSE_STAGE,
-            "statement": statement,
+            "statement": dict(statement),
             "records": list(rnd.digests),
             "cosigs": cosigs,
         }
-        self._heads.update(signed)  # only once every survivor has agreed to sign
+        self._heads.update(heads)
         digest = self._write(record, self.identities.aggregator_id)
         os.fsync(self._fh.fileno())
         self._round = None
