@@ -7,9 +7,10 @@ from typing import Any
 
 from securediff.config import from_dict, load_toml
 from securediff.errors import CheckpointError, ConfigError
-from securediff.federation.report import evaluate_clients, sample_client, save_sample_grid
+from securediff.federation.report import evaluate_clients, sample_client
 from securediff.federation.runner import FederatedRun
 from securediff.federation.setup import plan_run
+from securediff.figures import client_samples_figure, write_figure
 from securediff.storage import INCOMPLETE_SUFFIX, RunDirectory, read_json, sha256_file
 
 
@@ -64,11 +65,13 @@ def sample_run(run_dir: Path, *, client: str | None, per_class: int, out: Path |
     grids = {}
     for c in clients:
         x, _ = sample_client(run.state.strategy, c, run.plan, per_class=per_class, generator=gen, device=run.device)
-        # Rows: one client's samples, class by class.
-        grids[c.client_id] = x
+        grids[c.client_id] = x  # class-major: per_class samples of class 0, then 1, ...
     out = Path(out) if out is not None else Path(run_dir) / "sampled.png"
-    save_sample_grid(out, grids)
-    return out, read_json(Path(run_dir) / "privacy_statement.json")
+    statement = read_json(Path(run_dir) / "privacy_statement.json")
+    write_figure(out, client_samples_figure(grids, per_class=per_class,
+                                            class_names=run.plan.dataset.class_names,
+                                            statement=statement))
+    return out, statement
 
 
 def evaluate_run(run_dir: Path, *, device: str = "auto") -> dict[str, Any]:

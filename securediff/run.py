@@ -17,9 +17,10 @@ import torch
 import securediff
 from securediff.config import Config, from_dict, load_toml
 from securediff.errors import CheckpointError
-from securediff.federation.report import evaluate_clients, save_sample_grid
+from securediff.federation.report import evaluate_clients
 from securediff.federation.runner import FederatedRun, Progress, resolve_device
 from securediff.federation.setup import Plan, plan_run
+from securediff.figures import run_samples_figure, write_figure
 from securediff.locks import LOCK_NAME
 from securediff.statement import privacy_statement, statement_markdown
 from securediff.storage import RunDirectory, atomic_write_json, atomic_write_text, sha256_file
@@ -101,7 +102,6 @@ def _finish(run: FederatedRun, started: float) -> RunResult:
         state.strategy, state.clients, plan, cache_dir=Path(cfg.run.out_dir) / ".cache", device=run.device,
         generator=run.source.child("sampling").torch_generator(), progress=run.progress,
     )
-    save_sample_grid(run.run_dir.file("samples.png"), grids)
     per_client = []
     for client, m in zip(state.clients, metrics, strict=True):
         row = m.to_dict()
@@ -123,6 +123,9 @@ def _finish(run: FederatedRun, started: float) -> RunResult:
         adaptive_quantile=cfg.privacy.clip_quantile if cfg.privacy.clipping == "adaptive" else None,
         hybrid_forward=cfg.federation.hybrid_forward, protocol_params=protocol.params,
     )
+    # Drawn after the statement: its caption states the guarantee the statement claims.
+    write_figure(run.run_dir.file("samples.png"), run_samples_figure(
+        grids, class_names=plan.dataset.class_names, statement=statement))
     seconds = time.perf_counter() - started
     summary = {**summary, "strategy": cfg.federation.strategy, "protocol": cfg.federation.protocol,
                "dataset": cfg.data.dataset, "num_clients": len(state.clients), "t0": plan.t0,
