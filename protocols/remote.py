@@ -29,12 +29,12 @@ from protocols.transcript import (
     RECORD_DOMAIN,
     TRANSCRIPT_VERSION,
     TranscriptWriter,
-    _store_payload,
     cosig_digest,
     cosign_statement,
     message_meta,
     records_digest,
     statement_digest,
+    store_payload,
 )
 
 
@@ -168,7 +168,7 @@ class SignedRecordWriter(TranscriptWriter):
             raise TranscriptError(f"{sender}: invalid record signature")
         rnd = self._open_round(rec["round"])
         if self.payload_dir is not None:
-            _store_payload(self.payload_dir, expected["payload_sha256"], payload)
+            store_payload(self.payload_dir, expected["payload_sha256"], payload)
         line = canonical_json(rec)
         self._fh.write(line + b"\n")
         self._fh.flush()

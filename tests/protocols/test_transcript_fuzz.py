@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-import protocols.transcript as transcript_module
+import protocols.transcript.verify as verify_module
 from protocols.driver import run_round
 from protocols.errors import TranscriptError
 from protocols.messages import canonical_json
@@ -87,14 +87,14 @@ def workdir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module", autouse=True)
 def cached_signature_checks():
     """Mutants share every record but one: remember the Ed25519 checks (pure calls)."""
-    original = transcript_module.verify_signature
+    original = verify_module.verify_signature
 
     @functools.cache
     def check(public_key: bytes, message: bytes, signature: bytes) -> bool:
         return original(public_key=public_key, message=message, signature=signature)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(transcript_module, "verify_signature",
+        mp.setattr(verify_module, "verify_signature",
                    lambda **kw: check(kw["public_key"], kw["message"], kw["signature"]))
         yield
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import protocols.transcript as transcript_module
+import protocols.transcript.verify as verify_module
 from protocols.driver import run_round
 from protocols.errors import TranscriptError
 from protocols.hazmat.quantize import decode
@@ -64,13 +64,13 @@ def cached_signature_checks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each mutant differs from the clean transcript in one place: the Ed25519 checks
     of every other record are the same pure calls again, so remember them (the
     suite runs thousands of verifications)."""
-    original = transcript_module.verify_signature
+    original = verify_module.verify_signature
 
     @functools.cache
     def check(public_key: bytes, message: bytes, signature: bytes) -> bool:
         return original(public_key=public_key, message=message, signature=signature)
 
-    monkeypatch.setattr(transcript_module, "verify_signature",
+    monkeypatch.setattr(verify_module, "verify_signature",
                         lambda **kw: check(kw["public_key"], kw["message"], kw["signature"]))
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import protocols.transcript as transcript_module
+import protocols.transcript.verify as verify_module
 from protocols.driver import run_round
 from protocols.messages import canonical_json
 from protocols.plain import PlainProtocol
@@ -50,7 +50,7 @@ def audited_plain(monkeypatch: pytest.MonkeyPatch) -> None:
         return AuditedPlain(**params) if name == AuditedPlain.name else make_protocol(
             name, **params)
 
-    monkeypatch.setattr(transcript_module, "make_protocol", make)
+    monkeypatch.setattr(verify_module, "make_protocol", make)
     AUDITED.clear()
 
 

@@ -1,419 +1,44 @@
-"""Signed, chained transcripts of protocol runs, and their verification.
-
-`transcript.jsonl` holds one canonical JSON record per line:
-
-- `header`: starts a session (a run, or a resume of it): format version,
-  protocol and its parameters, the digest of the roster whose keys sign it,
-  and the rounds the session plans to close (or null).
-- `message`: one protocol message: round, stage, type, sender, receiver,
-  SHA-256 and size of its canonical bytes, and `meta`: the public facts of the
-  message a protocol's audit needs (`protocol.transcript_meta`, e.g. which
-  shares a secagg client revealed), or null.
-- `round_close`: ends a round. Its `statement` (outcome, survivors, dropped,
-  digest of the round's record list, aggregate digest) is co-signed by every
-  survivor; `records` lists the round's record digests in file order.
-
-Every record and every co-signature carries the signer's sequence number
-(per party, gapless across the whole file, sessions included) and the digest
-of that party's previous signed item, and is signed with the party's Ed25519
-key. The aggregator writes the file, so it could rewrite its own chain; what
-it cannot forge are the survivors' co-signatures, which pin each round's
-records and outcome and sit in the clients' own chains.
-
-On request the writer also stores every payload beside the transcript, in
-`<transcript>.payloads/<sha256>`; `verify_transcript` then checks each stored
-payload against its record and lets the protocol replay the round
-(`protocol.audit_round`: for secagg, that the released aggregate is the
-unmasked sum). Without payloads the protocol audits the signed metas alone.
-
-A round holds release evidence once it has a message in one of the protocol's
-`evidence_stages` (the messages that let the aggregator compute a sum). The
-verifier audits every such round, closed or left open (an aggregator that never
-closes a round must not escape its audit), and fails a round index that holds
-evidence twice: a second sum at one index could be differenced with the first.
-"""
+"""Verifying a transcript against pinned rosters, trusting nothing the aggregator
+wrote: shapes, chains, signatures, stage order, co-signed closes, stored
+payloads, and each protocol's own audit of every round holding release evidence."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from protocols.errors import MessageDecodeError, ProtocolAbort, ProtocolError, TranscriptError
-from protocols.hazmat.signing import SigningKey, verify_signature
+from protocols.errors import MessageDecodeError, ProtocolError, TranscriptError
+from protocols.hazmat.signing import verify_signature
 from protocols.messages import canonical_json, decode, sha256_hex
 from protocols.registry import make_protocol
-from protocols.roster import Identities, Roster
+from protocols.roster import Roster
 from protocols.stages import AggregationProtocol
-
-TRANSCRIPT_VERSION = 1
-CLOSE_STAGE = "RoundClose"
-RECORD_DOMAIN = b"securediff/transcript/v1/record\n"
-COSIG_DOMAIN = b"securediff/transcript/v1/cosig\n"
-LIST_DOMAIN = b"securediff/transcript/v1/records\n"
-# The problem named when a record slips past every named check and a check raises.
-UNCHECKABLE = "record could not be checked (malformed)"
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_HEX128 = re.compile(r"[0-9a-f]{128}")
-
-
-def records_digest(digests: Sequence[str]) -> str:
-    """The digest of a round's ordered record list, as its close statement names it."""
-    return sha256_hex(LIST_DOMAIN + "\n".join(digests).encode("ascii"))
-
-
-def statement_digest(statement: Mapping[str, Any]) -> str:
-    return sha256_hex(canonical_json(statement))
-
-
-def cosig_digest(cosig: Mapping[str, Any]) -> str:
-    return sha256_hex(canonical_json(cosig))
-
-
-def _unsigned(obj: Mapping[str, Any]) -> bytes:
-    return canonical_json({k: v for k, v in obj.items() if k != "sig"})
-
-
-def cosign_statement(
-    *,
-    statement: Mapping[str, Any],
-    record_digests: Sequence[str],
-    own_digests: Collection[str],
-    own_aggregate_digest: str | None,
-    client_id: str,
-    key: SigningKey,
-    seq: int,
-    prev: str | None,
-) -> dict[str, Any]:
-    """A survivor's side of the round close: check the statement against what the
-    client itself saw, then sign it as the next item of its own chain."""
-    if client_id not in statement["survivors"]:
-        raise ProtocolAbort(f"{client_id} was asked to co-sign a round it is not a survivor of")
-    if statement["records_digest"] != records_digest(record_digests):
-        raise ProtocolAbort(f"{client_id}: the record list does not match the statement")
-    if not set(own_digests) <= set(record_digests):
-        raise ProtocolAbort(f"{client_id}: the round's record list leaves out its own messages")
-    if own_aggregate_digest is not None and statement["aggregate"] != own_aggregate_digest:
-        raise ProtocolAbort(f"{client_id}: the statement names an aggregate it did not receive")
-    entry: dict[str, Any] = {
-        "signer": client_id,
-        "seq": seq,
-        "prev": prev,
-        "statement": statement_digest(statement),
-    }
-    entry["sig"] = key.sign(COSIG_DOMAIN + canonical_json(entry)).hex()
-    return entry
-
-
-def payload_dir(path: Path) -> Path:
-    """Where the payloads of transcript `path` are stored when asked for."""
-    return path.with_name(path.name + ".payloads")
-
-
-def _store_payload(directory: Path, digest: str, payload: bytes) -> None:
-    target = directory / digest
-    if not target.exists():
-        tmp = directory / f".{digest}.tmp"
-        tmp.write_bytes(payload)
-        os.replace(tmp, target)
-
-
-def message_meta(protocol: AggregationProtocol | None, payload: bytes) -> dict[str, Any] | None:
-    """The protocol's public facts about one message (None if it records none)."""
-    meta_of = getattr(protocol, "transcript_meta", None)
-    if meta_of is None:
-        return None
-    try:
-        return meta_of(decode(payload))
-    except MessageDecodeError:
-        return None
-
-
-@dataclass
-class _OpenRound:
-    index: int
-    digests: list[str] = field(default_factory=list)
-    touched: dict[str, list[str]] = field(default_factory=dict)
-
-
-class TranscriptWriter:
-    """Appends a session to a transcript file, signing for every party in memory."""
-
-    def __init__(
-        self,
-        fh: BinaryIO,
-        *,
-        path: Path,
-        identities: Identities,
-        protocol: AggregationProtocol,
-        heads: dict[str, tuple[int, str]],
-        session: int,
-        store_payloads: bool = False,
-    ) -> None:
-        self._fh = fh
-        self.path = path
-        self.identities = identities
-        self.protocol = protocol
-        self.protocol_name = protocol.name
-        self.payload_dir = payload_dir(path) if store_payloads else None
-        self.roster_digest = identities.roster().digest
-        self.session = session
-        self._heads = heads
-        self._round: _OpenRound | None = None
-
-    @classmethod
-    def open(
-        cls,
-        path: str | os.PathLike[str],
-        *,
-        identities: Identities,
-        protocol: AggregationProtocol,
-        store_payloads: bool = False,
-        planned_rounds: tuple[int, int] | None = None,
-    ) -> TranscriptWriter:
-        """Start a new session at the end of `path` (created if missing): a resumed run
-        appends here, and every party's chain continues from the existing records.
-        `planned_rounds` = (first, end) are the round indices this session means to
-        close; the header records them, and since every later record of the
-        aggregator chains back to the header and the survivors co-sign those
-        records, a transcript cut after a whole round is caught without outside
-        knowledge (when the session is the last one).
-        With `store_payloads`, every message's bytes are kept beside the transcript so
-        that a reviewer can replay the rounds (large: one copy of everything sent)."""
-        path = Path(path)
-        heads, sessions = _scan_existing(path)
-        if store_payloads:
-            payload_dir(path).mkdir(exist_ok=True)
-        writer = cls(
-            open(path, "ab"),  # closed by close()
-            path=path,
-            identities=identities,
-            protocol=protocol,
-            heads=heads,
-            session=sessions,
-            store_payloads=store_payloads,
-        )
-        writer._write(
-            {
-                "kind": "header",
-                "session": sessions,
-                "protocol": protocol.name,
-                "params": protocol.params,
-                "roster": writer.roster_digest,
-                "rounds": None if planned_rounds is None else [int(r) for r in planned_rounds],
-            },
-            identities.aggregator_id,
-        )
-        return writer
-
-    def __enter__(self) -> TranscriptWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if not self._fh.closed:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._fh.close()
-
-    def _next(self, party: str) -> tuple[int, str | None]:
-        head = self._heads.get(party)
-        return (0, None) if head is None else (head[0] + 1, head[1])
-
-    def _write(self, record: dict[str, Any], party: str) -> str:
-        seq, prev = self._next(party)
-        rec = {**record, "v": TRANSCRIPT_VERSION, "sender": party, "seq": seq, "prev": prev}
-        rec["sig"] = (
-            self.identities.signing_key(party).sign(RECORD_DOMAIN + canonical_json(rec)).hex()
-        )
-        line = canonical_json(rec)
-        self._fh.write(line + b"\n")
-        self._fh.flush()
-        digest = sha256_hex(line)
-        self._heads[party] = (seq, digest)
-        return digest
-
-    def _open_round(self, round_index: int) -> _OpenRound:
-        if self._round is None:
-            self._round = _OpenRound(index=round_index)
-        elif self._round.index != round_index:
-            raise TranscriptError(f"round {self._round.index} is still open")
-        return self._round
-
-    def record_message(
-        self,
-        *,
-        round_index: int,
-        stage: str,
-        message_type: str,
-        sender: str,
-        receiver: str,
-        payload: bytes,
-    ) -> str:
-        """Record one message (signed by its sender); returns the record's digest."""
-        rnd = self._open_round(round_index)
-        payload_digest = sha256_hex(payload)
-        if self.payload_dir is not None:
-            _store_payload(self.payload_dir, payload_digest, payload)
-        digest = self._write(
-            {
-                "kind": "message",
-                "session": self.session,
-                "round": round_index,
-                "stage": stage,
-                "type": message_type,
-                "receiver": receiver,
-                "payload_sha256": payload_digest,
-                "payload_size": len(payload),
-                "meta": message_meta(self.protocol, payload),
-            },
-            sender,
-        )
-        rnd.digests.append(digest)
-        for party in (sender, receiver):
-            rnd.touched.setdefault(party, []).append(digest)
-        return digest
-
-    def round_statement(
-        self,
-        *,
-        round_index: int,
-        survivors: Sequence[str],
-        dropped: Sequence[tuple[str, str]],
-        aggregate_digest: str | None,
-        reason: str | None = None,
-    ) -> tuple[dict[str, Any], list[str]]:
-        """The close statement survivors are asked to co-sign, and the record list it
-        names: aggregated when `aggregate_digest` is given, else aborted with `reason`.
-        Built here only, for the in-process co-signers and the remote ones alike."""
-        rnd = self._open_round(round_index)
-        statement = {
-            "v": TRANSCRIPT_VERSION,
-            "outcome": "aggregated" if aggregate_digest is not None else "aborted",
-            "protocol": self.protocol_name,
-            "roster": self.roster_digest,
-            "session": self.session,
-            "round": round_index,
-            "survivors": sorted(survivors),
-            "dropped": [[c, why] for c, why in sorted(dropped)],
-            "records_digest": records_digest(rnd.digests),
-            "aggregate": aggregate_digest,
-            "reason": reason,
-        }
-        return statement, list(rnd.digests)
-
-    def close_round(
-        self,
-        *,
-        round_index: int,
-        survivors: Sequence[str],
-        dropped: Sequence[tuple[str, str]],
-        aggregate_digest: str | None,
-        client_views: Mapping[str, str | None],
-        reason: str | None = None,
-    ) -> str:
-        """Write the round's close: aggregated when `aggregate_digest` is given, else
-        aborted with `reason`. Every survivor co-signs; `client_views` holds the
-        aggregate digest each survivor saw itself (None where it saw none)."""
-        statement, record_digests = self.round_statement(
-            round_index=round_index, survivors=survivors, dropped=dropped,
-            aggregate_digest=aggregate_digest, reason=reason,
-        )
-        rnd = self._open_round(round_index)
-        cosigs = []
-        signed: dict[str, tuple[int, str]] = {}
-        for cid in statement["survivors"]:
-            seq, prev = self._next(cid)
-            entry = cosign_statement(
-                statement=statement,
-                record_digests=record_digests,
-                own_digests=rnd.touched.get(cid, ()),
-                own_aggregate_digest=client_views.get(cid),
-                client_id=cid,
-                key=self.identities.signing_key(cid),
-                seq=seq,
-                prev=prev,
-            )
-            cosigs.append(entry)
-            signed[cid] = (seq, cosig_digest(entry))
-        return self._write_close(statement, cosigs, signed)
-
-    def _write_close(
-        self,
-        statement: Mapping[str, Any],
-        cosigs: list[dict[str, Any]],
-        heads: Mapping[str, tuple[int, str]],
-    ) -> str:
-        """Write the round_close record of `statement` with every survivor's co-signature;
-        the survivors' chains advance (to `heads`) only now that all of them signed."""
-        rnd = self._open_round(statement["round"])
-        record = {
-            "kind": "round_close",
-            "session": self.session,
-            "round": statement["round"],
-            "stage": CLOSE_STAGE,
-            "statement": dict(statement),
-            "records": list(rnd.digests),
-            "cosigs": cosigs,
-        }
-        self._heads.update(heads)
-        digest = self._write(record, self.identities.aggregator_id)
-        os.fsync(self._fh.fileno())
-        self._round = None
-        return digest
-
-
-def last_round_index(path: str | os.PathLike[str]) -> int:
-    """The highest round index any record of the transcript names (-1 if none): a
-    resumed session starts above it, so that no round index is used twice."""
-    path = Path(path)
-    if not path.exists():
-        return -1
-    last = -1
-    with open(path, "rb") as fh:
-        for raw in fh:
-            try:
-                index = json.loads(raw).get("round")
-            except (ValueError, AttributeError):
-                continue
-            if type(index) is int:
-                last = max(last, index)
-    return last
-
-
-def _scan_existing(path: Path) -> tuple[dict[str, tuple[int, str]], int]:
-    """Chain heads and session count of an existing transcript, for appending."""
-    heads: dict[str, tuple[int, str]] = {}
-    sessions = 0
-    if not path.exists() or path.stat().st_size == 0:
-        return heads, sessions
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            if not raw.endswith(b"\n"):
-                raise TranscriptError(
-                    f"{path}:{lineno}: incomplete last line; repair before resuming"
-                )
-            body = raw[:-1]
-            try:
-                rec = json.loads(body)
-                if rec["kind"] == "round_close":
-                    for cosig in rec["cosigs"]:
-                        heads[cosig["signer"]] = (cosig["seq"], cosig_digest(cosig))
-                sessions += rec["kind"] == "header"
-                heads[rec["sender"]] = (rec["seq"], sha256_hex(body))
-            except (ValueError, KeyError, TypeError) as exc:
-                raise TranscriptError(f"{path}:{lineno}: not a transcript record ({exc})") from None
-    return heads, sessions
-
-
-# -- verification --------------------------------------------------------------------
+from protocols.transcript.format import (
+    CLOSE_STAGE,
+    COMMON_FIELDS,
+    COSIG_DOMAIN,
+    COSIG_FIELDS,
+    HEX64,
+    HEX128,
+    RECORD_DOMAIN,
+    SCHEMAS,
+    STATEMENT_FIELDS,
+    TRANSCRIPT_VERSION,
+    UNCHECKABLE,
+    cosig_digest,
+    looks_like_header,
+    message_meta,
+    payload_dir,
+    records_digest,
+    shape_ok,
+    statement_digest,
+    unsigned_bytes,
+)
 
 
 @dataclass(frozen=True)
@@ -493,7 +118,7 @@ def verify_transcript(
     try:
         with open(path, "rb") as fh:
             first = fh.readline()
-            if not _looks_like_header(first):
+            if not looks_like_header(first):
                 raise TranscriptError(
                     f"{path} is not a securediff transcript (no header on line 1)"
                 )
@@ -520,69 +145,6 @@ def verify_transcript(
         interrupted_rounds=verifier.interrupted,
         interrupted_after_release=verifier.interrupted_after_release,
         protocols=tuple(verifier.protocols),
-    )
-
-
-def _looks_like_header(raw: bytes) -> bool:
-    try:
-        rec = json.loads(raw)
-    except ValueError:
-        return False
-    return (
-        isinstance(rec, dict) and rec.get("v") == TRANSCRIPT_VERSION and rec.get("kind") == "header"
-    )
-
-
-_OPT_STR = (str, type(None))
-_SCHEMAS: dict[str, dict[str, Any]] = {
-    "header": {
-        "session": int,
-        "protocol": str,
-        "params": dict,
-        "roster": str,
-        "rounds": (list, type(None)),  # absent in transcripts written before it existed
-    },
-    "message": {
-        "session": int,
-        "round": int,
-        "stage": str,
-        "type": str,
-        "receiver": str,
-        "payload_sha256": str,
-        "payload_size": int,
-        "meta": (dict, type(None)),
-    },
-    "round_close": {
-        "session": int,
-        "round": int,
-        "stage": str,
-        "statement": dict,
-        "records": list,
-        "cosigs": list,
-    },
-}
-_COMMON = {"v": int, "kind": str, "sender": str, "seq": int, "prev": _OPT_STR, "sig": str}
-_STATEMENT = {
-    "v": int,
-    "outcome": str,
-    "protocol": str,
-    "roster": str,
-    "session": int,
-    "round": int,
-    "survivors": list,
-    "dropped": list,
-    "records_digest": str,
-    "aggregate": _OPT_STR,
-    "reason": _OPT_STR,
-}
-_COSIG = {"signer": str, "seq": int, "prev": _OPT_STR, "statement": str, "sig": str}
-
-
-def _shape_ok(obj: Any, schema: Mapping[str, Any]) -> bool:
-    return (
-        isinstance(obj, dict)
-        and set(obj) == set(schema)
-        and all(isinstance(obj[k], t) and not isinstance(obj[k], bool) for k, t in schema.items())
     )
 
 
@@ -667,10 +229,10 @@ class _Verifier:
             return
         kind = rec.get("kind") if isinstance(rec, dict) else None
         kind = kind if isinstance(kind, str) else None
-        schema = {**_COMMON, **_SCHEMAS.get(kind, {})}
+        schema = {**COMMON_FIELDS, **SCHEMAS.get(kind, {})}
         if kind == "header" and "rounds" not in rec:
             del schema["rounds"]
-        if kind not in _SCHEMAS or not _shape_ok(rec, schema):
+        if kind not in SCHEMAS or not shape_ok(rec, schema):
             self.fail(line, "malformed record (unknown kind, missing or extra fields)")
             return
         if rec["v"] != TRANSCRIPT_VERSION:
@@ -785,7 +347,7 @@ class _Verifier:
 
     def _payload(self, line: int, rec: dict[str, Any]) -> bytes | None:
         """The stored payload of a message, checked against its record (None if absent)."""
-        if self.payloads is None or not _HEX64.fullmatch(rec["payload_sha256"]):
+        if self.payloads is None or not HEX64.fullmatch(rec["payload_sha256"]):
             return None
         try:
             payload = (self.payloads / rec["payload_sha256"]).read_bytes()
@@ -821,7 +383,7 @@ class _Verifier:
         st = rec["statement"]
         rnd = self.round if self.round is not None else self._current_round(line, rec["round"])
         self.round = None
-        if rec["stage"] != CLOSE_STAGE or not _shape_ok(st, _STATEMENT):
+        if rec["stage"] != CLOSE_STAGE or not shape_ok(st, STATEMENT_FIELDS):
             self.fail(line, "malformed round_close statement")
             self._aggregator_record(line, rec, digest)
             return
@@ -947,7 +509,7 @@ class _Verifier:
         if key in rnd.seen:
             self.fail(line, f"second {spec.name} message from {sender} to {receiver} in the round")
         rnd.seen.add(key)
-        if not _HEX64.fullmatch(rec["payload_sha256"]) or rec["payload_size"] < 0:
+        if not HEX64.fullmatch(rec["payload_sha256"]) or rec["payload_size"] < 0:
             self.fail(line, "malformed payload digest or size")
 
     def _check_record_list(self, line: int, listed: list[Any], digest: str, rnd: _Round) -> None:
@@ -962,7 +524,7 @@ class _Verifier:
         else:
             if len(listed) > len(rnd.records):
                 self.fail(line, f"round {rnd.index}'s close lists records the transcript lacks")
-        if not all(isinstance(d, str) and _HEX64.fullmatch(d) for d in listed) or (
+        if not all(isinstance(d, str) and HEX64.fullmatch(d) for d in listed) or (
             records_digest(listed) != digest
         ):
             self.fail(line, "the record list does not match the co-signed records digest")
@@ -1002,7 +564,7 @@ class _Verifier:
                     line, "an aborted round must name a reason, no aggregate and no survivors"
                 )
             return
-        if st["outcome"] != "aggregated" or not _HEX64.fullmatch(st["aggregate"] or ""):
+        if st["outcome"] != "aggregated" or not HEX64.fullmatch(st["aggregate"] or ""):
             self.fail(line, "outcome must be 'aggregated' with an aggregate digest, or 'aborted'")
             return
         if self.protocol is None or self.roster is None:
@@ -1028,7 +590,7 @@ class _Verifier:
         expected_statement = statement_digest(st)
         signers = []
         for cosig in cosigs:
-            if not _shape_ok(cosig, _COSIG):
+            if not shape_ok(cosig, COSIG_FIELDS):
                 self.fail(line, "malformed co-signature")
                 continue
             signers.append(cosig["signer"])
@@ -1072,10 +634,10 @@ class _Verifier:
             self.roster is not None
             and party in self.roster
             and isinstance(obj.get("sig"), str)
-            and _HEX128.fullmatch(obj["sig"]) is not None
+            and HEX128.fullmatch(obj["sig"]) is not None
             and verify_signature(
                 public_key=self.roster.public_key(party),
-                message=domain + _unsigned(obj),
+                message=domain + unsigned_bytes(obj),
                 signature=bytes.fromhex(obj["sig"]),
             )
         )
@@ -1083,127 +645,3 @@ class _Verifier:
 
 def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not allowed")
-
-
-# -- summaries (for `securediff transcript show`) -------------------------------------
-
-
-@dataclass(frozen=True)
-class PartyRound:
-    """One party's traffic in one round."""
-
-    party: str
-    messages: int
-    bytes_sent: int
-    bytes_received: int
-    last_stage: str
-    status: str  # "survivor", "dropped: <reason>", "aggregator" or "open"
-
-
-@dataclass(frozen=True)
-class RoundSummary:
-    session: int
-    round: int
-    protocol: str
-    outcome: str  # "aggregated", "aborted", or "open" (no round_close)
-    reason: str | None
-    stages: tuple[tuple[str, int, int], ...]  # (stage, messages, bytes) in stage order
-    parties: tuple[PartyRound, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def summarize_transcript(path: str | os.PathLike[str]) -> tuple[RoundSummary, ...]:
-    """Who sent what, how much, and who dropped, per round. Reads without verifying:
-    run `verify_transcript` to trust any of it."""
-    rounds: list[RoundSummary] = []
-    protocol, session = "?", -1
-    current: dict[str, Any] | None = None
-    try:
-        lines = Path(path).read_bytes().splitlines()
-    except OSError as exc:
-        raise TranscriptError(f"cannot read transcript {path}: {exc}") from None
-    if not lines or not _looks_like_header(lines[0]):
-        raise TranscriptError(f"{path} is not a securediff transcript (no header on line 1)")
-    for raw in lines:
-        try:
-            rec = json.loads(raw)
-            kind = rec["kind"]
-        except (ValueError, KeyError, TypeError):
-            continue
-        if kind == "header":
-            number = rec.get("session")
-            protocol = str(rec.get("protocol"))
-            session = number if type(number) is int else session + 1
-        elif kind == "message":
-            if current is None or current["round"] != rec.get("round"):
-                if current is not None:
-                    rounds.append(_summary(current, None))
-                current = {"round": rec.get("round"), "session": session, "protocol": protocol,
-                           "messages": []}
-            current["messages"].append(rec)
-        elif kind == "round_close":
-            if current is None or current["round"] != rec.get("round"):
-                current = {"round": rec.get("round"), "session": session, "protocol": protocol,
-                           "messages": []}
-            rounds.append(_summary(current, rec))
-            current = None
-    if current is not None:
-        rounds.append(_summary(current, None))
-    return tuple(rounds)
-
-
-def _summary(acc: dict[str, Any], close: dict[str, Any] | None) -> RoundSummary:
-    stages: dict[str, list[int]] = {}
-    sent: dict[str, list[int]] = {}
-    received: dict[str, int] = {}
-    last: dict[str, str] = {}
-    for rec in acc["messages"]:
-        size = rec.get("payload_size", 0) if isinstance(rec.get("payload_size"), int) else 0
-        stage, sender, receiver = str(rec.get("stage")), str(rec.get("sender")), str(
-            rec.get("receiver"))
-        stages.setdefault(stage, [0, 0])
-        stages[stage][0] += 1
-        stages[stage][1] += size
-        sent.setdefault(sender, [0, 0])
-        sent[sender][0] += 1
-        sent[sender][1] += size
-        received[receiver] = received.get(receiver, 0) + size
-        last[sender] = stage
-    # Read as written, so any shape may turn up: keep what is readable, drop the rest.
-    statement = close.get("statement") if close is not None else None
-    statement = statement if isinstance(statement, dict) else {}
-    survivors = {s for s in _as_list(statement.get("survivors")) if isinstance(s, str)}
-    dropped = {d[0]: str(d[1]) for d in _as_list(statement.get("dropped"))
-               if isinstance(d, list) and len(d) == 2 and isinstance(d[0], str)}
-    aggregator = close.get("sender") if close is not None else None
-
-    def status(party: str) -> str:
-        if party == aggregator:
-            return "aggregator"
-        if party in survivors:
-            return "survivor"
-        if party in dropped:
-            return f"dropped: {dropped[party]}"
-        return "open"
-
-    parties = sorted(set(sent) | set(received) | set(dropped))
-    return RoundSummary(
-        session=acc["session"],
-        round=acc["round"],
-        protocol=acc["protocol"],
-        outcome=str(statement.get("outcome", "open")) if close is not None else "open",
-        reason=None if statement.get("reason") is None else str(statement.get("reason")),
-        stages=tuple((s, c, b) for s, (c, b) in stages.items()),
-        parties=tuple(
-            PartyRound(party=p, messages=sent.get(p, [0, 0])[0], bytes_sent=sent.get(p, [0, 0])[1],
-                       bytes_received=received.get(p, 0), last_stage=last.get(p, "-"),
-                       status=status(p))
-            for p in parties
-        ),
-    )
-
-
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
