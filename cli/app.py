@@ -15,6 +15,7 @@ from cli.flower import flower_app
 from cli.privacy import privacy_app
 from cli.progress import RunProgress
 from cli.render import partition_table, print_protocol_notice, print_result
+from cli.report import report_run
 from cli.tee import tee_app
 from cli.transcript import transcript_app
 
@@ -31,6 +32,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(tee_app, name="tee")
 app.add_typer(flower_app, name="flower")
 app.add_typer(experiment_app, name="experiment")
+app.command("report")(report_run)
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 InsecureOpt = Annotated[

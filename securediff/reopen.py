@@ -14,13 +14,20 @@ from securediff.figures import client_samples_figure, write_figure
 from securediff.storage import INCOMPLETE_SUFFIX, RunDirectory, read_json, sha256_file
 
 
-def open_finished(run_dir: Path, *, device: str = "auto") -> FederatedRun:
+def check_finished(run_dir: Path, *, also: tuple[str, ...] = ()) -> None:
+    """Refuse what is not a finished run whose manifest verifies (and, for the
+    files named in `also`, whose digests match where the manifest records one)."""
     run_dir = Path(run_dir)
     if run_dir.name.endswith(INCOMPLETE_SUFFIX):
         raise CheckpointError(f"{run_dir} is unfinished; continue it with `securediff train --resume {run_dir}`")
     if not (run_dir / "config.toml").is_file():
         raise CheckpointError(f"{run_dir} is not a securediff run directory (no config.toml)")
-    check_manifest(run_dir)
+    check_manifest(run_dir, also=also)
+
+
+def open_finished(run_dir: Path, *, device: str = "auto") -> FederatedRun:
+    run_dir = Path(run_dir)
+    check_finished(run_dir)
     config = from_dict(load_toml(run_dir / "config.toml"))
     config = config.replace(run={"device": device, "out_dir": str(run_dir.parent)})
     run = FederatedRun(plan_run(config), RunDirectory(run_dir, run_dir))
@@ -33,15 +40,16 @@ def open_finished(run_dir: Path, *, device: str = "auto") -> FederatedRun:
 _PINNED = ("config.toml", "partition.json", "ledger.json", "roster.json", "transcript.jsonl")
 
 
-def check_manifest(run_dir: Path) -> None:
-    """Refuse a finished run whose pinned files differ from the SHA-256 digests its
-    manifest recorded when it finished (edited, truncated or missing)."""
+def check_manifest(run_dir: Path, *, also: tuple[str, ...] = ()) -> None:
+    """Refuse a finished run whose pinned files (and those named in `also`) differ
+    from the SHA-256 digests its manifest recorded when it finished (edited,
+    truncated or missing)."""
     try:
         files = read_json(run_dir / "manifest.json")["files"]
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"{run_dir}/manifest.json records no file digests") from exc
     for name, digest in sorted(files.items()):
-        if not (name in _PINNED or name.startswith("checkpoints/")):
+        if not (name in _PINNED or name in also or name.startswith("checkpoints/")):
             continue
         path = run_dir / name
         if not path.is_file():
