@@ -106,10 +106,12 @@ def train(
 
     with handle_errors():
         if resume is not None:
-            if config is not None or ctx.args:
-                fail("--resume continues a run with its own config.toml; give no --config or flags", EXIT_USAGE)
-            with RunProgress(num_clients=0, enabled=not as_json) as progress:
-                result = resume_run(resume, progress=progress)
+            if config is not None or ctx.args or protocol or dropout_rate is not None \
+                    or insecure_deterministic is not None:
+                fail("--resume continues a run with its own config.toml; of the flags only "
+                     "--device and --json may be given", EXIT_USAGE)
+            with RunProgress(enabled=not as_json) as progress:
+                result = resume_run(resume, progress=progress, device=device or None)
             print_json(_result_json(result)) if as_json else print_result(result)
             return
         overrides = parse_flag_overrides(list(ctx.args))

@@ -6,6 +6,7 @@ import json
 import math
 import platform
 import resource
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import torch
 import securediff
 from securediff.config import Config, from_dict, load_toml
 from securediff.errors import CheckpointError
+from securediff.federation.progress_file import roster_digests
 from securediff.federation.report import evaluate_clients
 from securediff.federation.runner import FederatedRun, Progress, resolve_device
 from securediff.federation.setup import Plan, plan_run
@@ -133,7 +135,7 @@ def _finish(run: FederatedRun, started: float) -> RunResult:
                "delta": cfg.privacy.delta, "private": cfg.private, "seconds": seconds,
                "peak_rss_mb": _peak_rss_mb(), "rounds": state.round_logs,
                # What a reviewer pins to verify the transcript (one roster per session).
-               "roster_sha256": _roster_digests(run.run_dir.file("roster.json"))}
+               "roster_sha256": roster_digests(run.run_dir.file("roster.json"))}
     atomic_write_json(run.run_dir.file("metrics.json"), {"summary": summary, "clients": per_client})
     atomic_write_json(run.run_dir.file("privacy_statement.json"), statement)
     atomic_write_text(run.run_dir.file("privacy_statement.md"), statement_markdown(statement))
@@ -151,12 +153,6 @@ def _finish(run: FederatedRun, started: float) -> RunResult:
                      seconds=seconds, peak_rss_mb=_peak_rss_mb())
 
 
-def _roster_digests(path) -> list[str]:
-    from protocols import load_rosters
-
-    return [r.digest for r in load_rosters(path)] if path.exists() else []
-
-
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
@@ -168,11 +164,7 @@ def train(config: Config, *, progress: Progress | None = None) -> RunResult:
     resolve_device(config.run.device)  # a device this host lacks: refused before any file
     run_dir = RunDirectory.create(Path(config.run.out_dir), config.run.name)
     try:
-        run = FederatedRun(plan, run_dir, progress=progress)
-        _write_start_files(run_dir, plan)
-        run.setup(resume=False)
-        if run.plan is not plan:  # adaptive clipping chose C and t0: record what the run uses
-            _write_start_files(run_dir, run.plan)
+        run = _start(plan, run_dir, progress)
     except BaseException:
         run_dir.discard()  # nothing worth resuming yet: leave no half-written directory
         raise
@@ -183,17 +175,71 @@ def train(config: Config, *, progress: Progress | None = None) -> RunResult:
         run_dir.release()  # the lock lives as long as this command writes the run
 
 
-def resume(path: Path, *, progress: Progress | None = None) -> RunResult:
-    """Continue an unfinished run from its last complete round (no re-noising)."""
+def _start(plan: Plan, run_dir: RunDirectory, progress: Progress | None) -> FederatedRun:
+    """Start files, noise-once and the first checkpoint of a run that has none yet."""
+    run = FederatedRun(plan, run_dir, progress=progress)
+    _write_start_files(run_dir, plan)
+    run.setup(resume=False)
+    if run.plan is not plan:  # adaptive clipping chose C and t0: record what the run uses
+        _write_start_files(run_dir, run.plan)
+    return run
+
+
+# What a session writes once updates may have left a client. Without any of them and
+# without a first checkpoint, nothing was released: a killed start can begin again.
+_RELEASE_TRACES = ("roster.json", "transcript.jsonl", "answers.jsonl")
+_SETUP_EVENTS = {"forward_noise", "quantile_count", "randomized_response"}
+
+
+def _never_checkpointed(run_dir: RunDirectory) -> bool:
+    if run_dir.file("checkpoints", "progress.json").exists():
+        return False
+    traces = [name for name in _RELEASE_TRACES if run_dir.file(name).exists()]
+    if traces:
+        raise CheckpointError(f"{run_dir.file('checkpoints', 'progress.json')} is missing but "
+                              f"{traces[0]} shows that rounds ran: refusing to resume")
+    return True
+
+
+def _pinned_config(run_dir: RunDirectory, device: str | None) -> Config:
+    """The run's own config; only where it runs (the device) may be overridden."""
+    run = {"out_dir": str(run_dir.path.parent)}
+    if device is not None:
+        run["device"] = device
+    return from_dict(load_toml(run_dir.file("config.toml"))).replace(run=run)
+
+
+def _restart(run_dir: RunDirectory, config: Config, progress: Progress | None) -> FederatedRun:
+    """Begin a run killed before its first checkpoint again, in its own directory.
+
+    Its noised data (if the kill came after they were written) never reached any
+    aggregator; they are deleted with the partial ledger before the start noises
+    afresh, so the directory never holds two noisings of one record. The start
+    files are those the run was started with (their pins were checked)."""
+    plan = plan_run(config)
+    shutil.rmtree(run_dir.file("checkpoints"), ignore_errors=True)
+    run_dir.file("ledger.json").unlink(missing_ok=True)
+    if progress:
+        progress("restart", {"reason": "killed before its first checkpoint"})
+    return _start(plan, run_dir, progress)
+
+
+def resume(path: Path, *, progress: Progress | None = None, device: str | None = None) -> RunResult:
+    """Continue an unfinished run from its last complete round (no re-noising).
+
+    `device` may differ from the run's own: it changes where the work runs, not
+    what is computed or claimed. Everything else comes from the pinned config."""
     started = time.perf_counter()
     run_dir = RunDirectory.open_incomplete(Path(path))
     try:
         _check_pinned(run_dir)
-        config = from_dict(load_toml(run_dir.file("config.toml")))
-        config = config.replace(run={"out_dir": str(run_dir.path.parent)})
-        plan = plan_run(config)
-        run = FederatedRun(plan, run_dir, progress=progress)
-        run.setup(resume=True)
+        config = _pinned_config(run_dir, device)
+        resolve_device(config.run.device)
+        if _never_checkpointed(run_dir):
+            run = _restart(run_dir, config, progress)
+        else:
+            run = FederatedRun(plan_run(config), run_dir, progress=progress)
+            run.setup(resume=True)
         run.train()
         return _finish(run, started)
     finally:

@@ -56,6 +56,12 @@ from securediff.federation.distributed import (
     skellam_event,
 )
 from securediff.federation.parallel import Serialized, map_clients, resolve_workers
+from securediff.federation.progress_file import (
+    check_rosters,
+    read_progress,
+    roster_digests,
+    seal_progress,
+)
 from securediff.federation.setup import Plan
 from securediff.federation.strategies import (
     STRATEGY_CLASSES,
@@ -396,8 +402,12 @@ class FederatedRun:
         # a kill between any two of these leaves a state that matches its record.
         digest = save_round_state(staged_path(path), modules=modules, optimizers=optimizers,
                                   round_index=self.state.rounds_done)
-        atomic_write_json(self.run_dir.file("checkpoints", "progress.json"), {
+        atomic_write_json(self.run_dir.file("checkpoints", "progress.json"), seal_progress({
             "rounds_done": self.state.rounds_done, "state_sha256": digest,
+            # The sessions whose transcript lines precede this checkpoint: a resume
+            # refuses a roster.json that no longer holds them (the transcript would
+            # no longer verify).
+            "roster_sha256": roster_digests(self.run_dir.file("roster.json")),
             "noised_sha256": getattr(self, "_noised_sha256", None), "round_logs": self.state.round_logs,
             # What each ledger held at this checkpoint: a resume refuses a ledger that
             # does not extend it (an edit that drops events would under-count).
@@ -406,11 +416,13 @@ class FederatedRun:
             # Adaptive clipping state (derived from released, private values only).
             "update_clip": self.state.update_clip,
             "sample_clip": {c.client_id: c.sample_clip for c in self.state.clients if c.sample_clip},
-        })
+        }))
         promote_staged(path)
 
     def _restore(self) -> None:
-        progress = read_json(self.run_dir.file("checkpoints", "progress.json"))
+        progress = read_progress(self.run_dir.file("checkpoints", "progress.json"),
+                                 rounds=self.cfg.federation.rounds)
+        check_rosters(self.run_dir.file("roster.json"), progress["roster_sha256"])
         ledgers = read_json(self.run_dir.file("ledger.json"))
         for client in self.state.clients:
             if client.client_id not in ledgers:
@@ -534,6 +546,8 @@ class FederatedRun:
     def train(self) -> None:
         s, cfg = self.state, self.cfg
         strategy = s.strategy
+        self.progress("run_start", {"clients": len(s.clients), "rounds": cfg.federation.rounds,
+                                    "rounds_done": s.rounds_done})
         identities = Identities.generate([c.client_id for c in s.clients])
         params = dict(cfg.protocol)
         # Distributed DP: one protocol round per step, and the plan fixes the ring and the floor.

@@ -69,14 +69,15 @@ def _kill_and_resume(out: Path, name: str, after: float, seed: list[str],
     staging, done = out / f"{name}.incomplete", out / name
     if done.exists():  # it finished before the kill
         return done
-    if not (staging / "checkpoints" / "progress.json").exists():
-        # Killed before its first checkpoint: no update has left any client yet,
-        # there is nothing to resume and --resume says so; a fresh start recovers.
-        if staging.exists():
-            assert _resume(staging).returncode != 0
-            subprocess.run(["rm", "-rf", str(staging)], check=True)
+    if not staging.exists():  # killed before the directory was made: start again
         finished = _train(out, name, *seed)
         assert finished.wait(timeout=600) == 0, finished.stderr.read().decode()
+        return done
+    if not (staging / "checkpoints" / "progress.json").exists():
+        # Killed before its first checkpoint: no update has left any client yet, and
+        # the resume begins the run again in its own directory (no dead end).
+        resumed = _resume(staging)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
         return done
     # The noise was charged before the noised data were written, and only once.
     assert set(_forward_events(staging).values()) == {1}

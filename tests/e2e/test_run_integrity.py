@@ -1,0 +1,114 @@
+"""What a resume reads is what the run wrote: a killed start begins again, and an
+edited progress.json or a deleted roster.json is refused with one line (exit 3)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.app import app
+from securediff.federation import runner as runner_module
+from securediff.storage import RunDirectory, load_tensors, read_json
+
+cli = CliRunner()
+
+
+class Crash(Exception):
+    pass
+
+
+def _crash_at_checkpoint(monkeypatch, number: int) -> None:
+    """Die like kill -9 at the `number`-th checkpoint (1 = the set-up's): no clean-up runs."""
+    original = runner_module.FederatedRun._checkpoint
+    calls = {"n": 0}
+
+    def checkpoint(self):
+        calls["n"] += 1
+        if calls["n"] == number:
+            raise Crash("simulated kill")
+        original(self)
+
+    monkeypatch.setattr(runner_module.FederatedRun, "_checkpoint", checkpoint)
+    monkeypatch.setattr(RunDirectory, "discard", RunDirectory.release)
+
+
+def _one_line_exit_3(result) -> None:
+    assert result.exit_code == 3, result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(tmp_path, tiny_args,
+                                                                          monkeypatch):
+    args = ["train", "--insecure-deterministic", "4", "--json", *tiny_args]
+    assert cli.invoke(app, [*args, "--run.name", "whole"]).exit_code == 0
+    with monkeypatch.context() as patch:
+        _crash_at_checkpoint(patch, 1)  # after noise-once and the ledger, before progress.json
+        assert isinstance(cli.invoke(app, [*args, "--run.name", "cut"]).exception, Crash)
+    staging = tmp_path / "runs" / "cut.incomplete"
+    assert (staging / "ledger.json").exists() and not (staging / "checkpoints" / "progress.json").exists()
+
+    resumed = cli.invoke(app, ["train", "--resume", str(staging), "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    done = tmp_path / "runs" / "cut"
+    ledgers = read_json(done / "ledger.json")
+    assert all(sum(e["kind"] == "forward_noise" for e in led["events"]) == 1 for led in ledgers.values())
+    a = load_tensors(tmp_path / "runs" / "whole" / "checkpoints" / "state.safetensors")
+    b = load_tensors(done / "checkpoints" / "state.safetensors")
+    assert all(a[k].equal(b[k]) for k in a), "the restarted run differs from the uninterrupted one"
+    assert cli.invoke(app, ["transcript", "verify", str(done), "--json"]).exit_code == 0
+
+
+@pytest.fixture
+def crashed_after_round_one(tmp_path, tiny_args, monkeypatch):
+    """An unfinished 2-round run with one complete round (a fresh copy per test)."""
+    with monkeypatch.context() as patch:
+        _crash_at_checkpoint(patch, 3)  # set-up, round 1, then die in round 2's
+        cli.invoke(app, ["train", "--insecure-deterministic", "2", "--run.name", "c", *tiny_args])
+    staging = tmp_path / "runs" / "c.incomplete"
+    assert read_json(staging / "checkpoints" / "progress.json")["rounds_done"] == 1
+    return staging
+
+
+def _edit_progress(staging, edit) -> None:
+    path = staging / "checkpoints" / "progress.json"
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps(edit(record)))
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda r: {}, "seal"),
+    (lambda r: {**r, "rounds_done": 99}, "edited"),
+    (lambda r: {k: v for k, v in r.items() if k != "ledger_events"}, "edited"),
+], ids=["emptied", "rounds_done-99", "ledger-record-dropped"])
+def test_an_edited_progress_file_is_refused(crashed_after_round_one, edit, needle):
+    _edit_progress(crashed_after_round_one, edit)
+    result = cli.invoke(app, ["train", "--resume", str(crashed_after_round_one)])
+    _one_line_exit_3(result)
+    assert "progress.json" in result.output and needle in result.output
+
+
+def test_a_deleted_roster_is_refused(crashed_after_round_one):
+    (crashed_after_round_one / "roster.json").unlink()
+    result = cli.invoke(app, ["train", "--resume", str(crashed_after_round_one)])
+    _one_line_exit_3(result)
+    assert "roster.json" in result.output
+
+
+def test_progress_missing_after_rounds_ran_is_refused_not_restarted(crashed_after_round_one):
+    (crashed_after_round_one / "checkpoints" / "progress.json").unlink()
+    result = cli.invoke(app, ["train", "--resume", str(crashed_after_round_one)])
+    _one_line_exit_3(result)
+    assert "rounds ran" in result.output
+
+
+def test_a_resume_may_change_the_device_but_nothing_that_is_computed(crashed_after_round_one):
+    refused = cli.invoke(app, ["train", "--resume", str(crashed_after_round_one), "--protocol", "plain"])
+    assert refused.exit_code == 2 and "--device" in refused.output
+    copy = crashed_after_round_one.with_name("d.incomplete")
+    shutil.copytree(crashed_after_round_one, copy)
+    resumed = cli.invoke(app, ["train", "--resume", str(copy), "--device", "cpu", "--json"])
+    assert resumed.exit_code == 0, resumed.output
