@@ -33,7 +33,8 @@ closes a round must not escape its audit), and fails a round index that holds
 evidence twice: a second sum at one index could be differenced with the first.
 
 The package: `format` (record shapes, domains, digests), `writer` (the file and
-every party's chain), `verify` (replay against pinned rosters), `summary` (the
+every party's chain), `verify` (replay against pinned rosters) and `report`
+(what it returns, and the round view a protocol audits), `summary` (the
 per-round traffic `securediff transcript show` prints). Import from here.
 """
 
@@ -50,14 +51,9 @@ from protocols.transcript.format import (
     records_digest,
     statement_digest,
 )
+from protocols.transcript.report import RoundRecord, RoundView, TranscriptProblem, TranscriptReport
 from protocols.transcript.summary import PartyRound, RoundSummary, summarize_transcript
-from protocols.transcript.verify import (
-    RoundRecord,
-    RoundView,
-    TranscriptProblem,
-    TranscriptReport,
-    verify_transcript,
-)
+from protocols.transcript.verify import verify_transcript
 from protocols.transcript.writer import (
     TranscriptWriter,
     cosign_statement,
