@@ -145,7 +145,7 @@ def build_report(run_dir: Path) -> str:
         f"<pre>{esc(config_text)}</pre>",
         _partition_section(run_dir, cfg),
         _metrics_section(metrics),
-        markdown.to_html(_text(run_dir / "privacy_statement.md"), demote=1),
+        markdown.to_html(_text(run_dir / "privacy_statement.md"), demote=2),
         _ledger_section(run_dir, metrics, statement),
         _samples_section(run_dir),
         _audit_section(run_dir),
