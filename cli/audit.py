@@ -77,6 +77,7 @@ def run(
     from audits.attacks import ATTACKS
     from audits.report import write_report
     from audits.runs import AuditOptions, audit_run
+    from securediff.locks import writing
 
     with handle_errors():
         options = AuditOptions(
@@ -86,8 +87,9 @@ def run(
             confidence=confidence, device=device,
         )
         say = None if as_json else (lambda msg: err_console.print(f"[dim]audit: {msg}[/]"))
-        result, reports = audit_run(run_dir, options=options, source=_source(seed), progress=say)
-        paths = write_report(run_dir, result, reports)
+        with writing(run_dir):  # one writer of RUN_DIR/audit/ at a time
+            result, reports = audit_run(run_dir, options=options, source=_source(seed), progress=say)
+            paths = write_report(run_dir, result, reports)
     if as_json:
         print_json(result)
     else:

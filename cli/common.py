@@ -18,7 +18,9 @@ from securediff.errors import (
     ConfigError,
     DataError,
     RunDirectoryError,
+    RunInterrupted,
     SecureDiffError,
+    describe_os_error,
 )
 
 # Exit codes (DESIGN.md, CLI conventions).
@@ -26,6 +28,7 @@ EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2
 EXIT_CANNOT_PROCEED = 3
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 console = Console()
 err_console = Console(stderr=True)
@@ -58,8 +61,20 @@ def handle_errors() -> Iterator[None]:
 
     try:
         yield
+    except RunInterrupted as exc:
+        fail(str(exc), EXIT_INTERRUPTED if exc.by_user else EXIT_CANNOT_PROCEED)
     except (SecureDiffError, ProtocolError) as exc:
         fail(str(exc), exit_code_for(exc))
+    # What the OS or the machine refuses, outside any run directory (a run maps its
+    # own to RunInterrupted with a resume hint): one line, never a traceback.
+    except KeyboardInterrupt:
+        fail("interrupted", EXIT_INTERRUPTED)
+    except OSError as exc:
+        fail(describe_os_error(exc), EXIT_CANNOT_PROCEED)
+    except UnicodeError as exc:
+        fail(f"cannot decode input: {exc}", EXIT_CANNOT_PROCEED)
+    except MemoryError:
+        fail("out of memory", EXIT_CANNOT_PROCEED)
 
 
 def print_json(obj: Any) -> None:

@@ -112,6 +112,9 @@ def forward(
         _render("forward-noise mechanism", out)
 
 
+MAX_ACCOUNTED_STEPS = 100_000_000
+
+
 @privacy_app.command("epsilon")
 def epsilon(
     noise_multiplier: Annotated[float, typer.Option("--noise-multiplier")],
@@ -127,6 +130,11 @@ def epsilon(
     from securediff.privacy.accountants import AccountantUnsupportedError, dpsgd_epsilon
 
     with handle_errors():
+        if not 1 <= steps <= MAX_ACCOUNTED_STEPS:
+            # The PLD accountant's memory grows with the steps: 1e8 takes ~0.8 GB and
+            # 18 s here, 1e9 ~3 GB and 90 s, 1e12 would ask for hundreds of GB.
+            raise ConfigError(f"--steps must be in 1..{MAX_ACCOUNTED_STEPS:,} (more steps than a "
+                              f"run takes, and beyond what the accountant can hold), got {steps:,}")
         try:
             eps = dpsgd_epsilon(
                 noise_multiplier=noise_multiplier,

@@ -30,3 +30,20 @@ class CheckpointError(SecureDiffError, ValueError):
 
 class RunDirectoryError(SecureDiffError, OSError):
     """The run directory cannot be created, resumed or completed."""
+
+
+class RunInterrupted(RunDirectoryError):
+    """A run stopped after its first checkpoint (Ctrl-C, a full disk, a read-only
+    file system): its directory is intact and the message says how to resume."""
+
+    def __init__(self, message: str, *, by_user: bool = False) -> None:
+        super().__init__(message)
+        self.by_user = by_user
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an OS refusal: what failed, on which path."""
+    reason = exc.strerror or str(exc) or exc.__class__.__name__
+    # os.replace names the destination second: that is the path the user gave.
+    path = exc.filename2 if getattr(exc, "filename2", None) is not None else exc.filename
+    return f"{reason}: {path}" if path is not None else reason

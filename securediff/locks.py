@@ -14,6 +14,8 @@ import fcntl
 import json
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from securediff.errors import RunDirectoryError
@@ -61,6 +63,21 @@ class DirectoryLock:
             self.path.unlink(missing_ok=True)
         os.close(self._fd)
         self._fd = None
+
+
+@contextmanager
+def writing(directory: str | os.PathLike[str], *, what: str = "run directory") -> Iterator[None]:
+    """Hold `directory`'s lock while a command adds files to it (an audit, samples or
+    a report beside a finished run). A path that is not a directory is left to the
+    command's own checks, which name the problem better than a lock could."""
+    if not Path(directory).is_dir():
+        yield
+        return
+    lock = DirectoryLock.acquire(directory, what=what)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _holder(fd: int) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from securediff.federation.report import evaluate_clients, sample_client
 from securediff.federation.runner import FederatedRun
 from securediff.federation.setup import plan_run
 from securediff.figures import client_samples_figure, write_figure
+from securediff.locks import writing
 from securediff.storage import INCOMPLETE_SUFFIX, RunDirectory, read_json, sha256_file
 
 
@@ -75,10 +77,14 @@ def sample_run(run_dir: Path, *, client: str | None, per_class: int, out: Path |
         x, _ = sample_client(run.state.strategy, c, run.plan, per_class=per_class, generator=gen, device=run.device)
         grids[c.client_id] = x  # class-major: per_class samples of class 0, then 1, ...
     out = Path(out) if out is not None else Path(run_dir) / "sampled.png"
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a directory; give the PNG file to write")
     statement = read_json(Path(run_dir) / "privacy_statement.json")
-    write_figure(out, client_samples_figure(grids, per_class=per_class,
-                                            class_names=run.plan.dataset.class_names,
-                                            statement=statement))
+    figure = client_samples_figure(grids, per_class=per_class, class_names=run.plan.dataset.class_names,
+                                   statement=statement)
+    inside = out.resolve().parent == Path(run_dir).resolve()
+    with writing(run_dir) if inside else nullcontext():  # one writer of a run at a time
+        write_figure(out, figure)
     return out, statement
 
 

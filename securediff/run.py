@@ -9,6 +9,8 @@ import resource
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ import torch
 
 import securediff
 from securediff.config import Config, from_dict, load_toml
-from securediff.errors import CheckpointError
+from securediff.errors import CheckpointError, RunDirectoryError, RunInterrupted, describe_os_error
 from securediff.federation.progress_file import roster_digests
 from securediff.federation.report import evaluate_clients
 from securediff.federation.runner import FederatedRun, Progress, resolve_device
@@ -169,10 +171,27 @@ def train(config: Config, *, progress: Progress | None = None) -> RunResult:
         run_dir.discard()  # nothing worth resuming yet: leave no half-written directory
         raise
     try:
-        run.train()
-        return _finish(run, started)
+        with _resumable(run_dir):
+            run.train()
+            return _finish(run, started)
     finally:
         run_dir.release()  # the lock lives as long as this command writes the run
+
+
+@contextmanager
+def _resumable(run_dir: RunDirectory) -> Iterator[None]:
+    """A run past its first checkpoint that stops (Ctrl-C, a full disk, a read-only
+    file system) keeps its directory; the error says how to go on."""
+    hint = f"resume with: securediff train --resume {run_dir.path}"
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise RunInterrupted(f"interrupted; the run is kept, {hint}", by_user=True) from None
+    except RunDirectoryError:
+        raise
+    except OSError as exc:
+        raise RunInterrupted(f"{describe_os_error(exc)}; the run is kept up to its last "
+                             f"complete round; once that is fixed, {hint}") from None
 
 
 def _start(plan: Plan, run_dir: RunDirectory, progress: Progress | None) -> FederatedRun:
@@ -235,13 +254,14 @@ def resume(path: Path, *, progress: Progress | None = None, device: str | None =
         _check_pinned(run_dir)
         config = _pinned_config(run_dir, device)
         resolve_device(config.run.device)
-        if _never_checkpointed(run_dir):
-            run = _restart(run_dir, config, progress)
-        else:
-            run = FederatedRun(plan_run(config), run_dir, progress=progress)
-            run.setup(resume=True)
-        run.train()
-        return _finish(run, started)
+        with _resumable(run_dir):
+            if _never_checkpointed(run_dir):
+                run = _restart(run_dir, config, progress)
+            else:
+                run = FederatedRun(plan_run(config), run_dir, progress=progress)
+                run.setup(resume=True)
+            run.train()
+            return _finish(run, started)
     finally:
         run_dir.release()
 
