@@ -74,6 +74,13 @@ def _metrics_section(metrics: dict[str, Any]) -> str:
             + table([h for _, h in METRIC_COLUMNS], rows, numeric=set(range(1, 8))))
 
 
+def _statement_section(run_dir: Path) -> str:
+    text = _text(run_dir / "privacy_statement.md")
+    # Its own title repeats the section's.
+    text = text.removeprefix("# Privacy statement\n")
+    return markdown.to_html(text, demote=2)
+
+
 def _ledger_section(run_dir: Path, metrics: dict[str, Any], statement: dict[str, Any]) -> str:
     raw = read_json(run_dir / "ledger.json")
     if not isinstance(raw, dict):
@@ -142,10 +149,10 @@ def build_report(run_dir: Path) -> str:
               "the SHA-256 digest manifest.json recorded when the run finished, except where "
               "marked.</p>")
     bodies = (
-        f"<pre>{esc(config_text)}</pre>",
+        f"<pre class=\"config\">{esc(config_text)}</pre>",
         _partition_section(run_dir, cfg),
         _metrics_section(metrics),
-        markdown.to_html(_text(run_dir / "privacy_statement.md"), demote=2),
+        _statement_section(run_dir),
         _ledger_section(run_dir, metrics, statement),
         _samples_section(run_dir),
         _audit_section(run_dir),

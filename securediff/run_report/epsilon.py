@@ -64,6 +64,7 @@ def epsilon_by_round(ledgers: dict[str, PrivacyLedger],
 def epsilon_figure(rows: list[dict[str, Any]], *, title: str):
     """Epsilon against rounds: the maximum bold, each client thin."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(7.0, 3.4), dpi=100)
     ax = fig.add_subplot()
@@ -78,6 +79,7 @@ def epsilon_figure(rows: list[dict[str, Any]], *, title: str):
     ax.set_ylabel("epsilon of the shared model")
     ax.set_title(title, fontsize=10)
     ax.set_ylim(bottom=0)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()

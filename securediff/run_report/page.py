@@ -21,6 +21,7 @@ table{border-collapse:collapse;margin:.6rem 0;font-size:.88rem}
 th,td{border:1px solid #d0d7de;padding:.25rem .5rem;text-align:left;vertical-align:top}
 th{background:#f3f5f7}td.num{text-align:right;font-variant-numeric:tabular-nums}
 pre{background:#f6f8fa;border:1px solid #d0d7de;padding:.7rem;overflow-x:auto;font-size:.82rem}
+pre.config{columns:16rem;column-rule:1px solid #d0d7de}
 .scroll{overflow-x:auto}.banner{display:inline-block;padding:.25rem .7rem;border-radius:4px;
  font-weight:700;color:#fff}.private{background:#1a7f37}.not-private{background:#c62828}
 .note{color:#57606a;font-size:.88rem}img{max-width:100%;image-rendering:pixelated;
