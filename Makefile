@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench fuzz adversary clean
+.PHONY: demo test lint bench fuzz adversary report-render clean
 
 $(STAMP): requirements.lock.txt pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -40,6 +40,30 @@ fuzz: $(STAMP)
 	@if $(BIN)/pip install -q --disable-pip-version-check atheris==2.3.0; then \
 		$(BIN)/python tests/protocols/atheris_messages.py -runs=1000000 -max_len=8192; \
 	else echo "atheris did not install here: coverage-guided fuzzing skipped"; fi
+
+# A run's report.html rendered by headless Chromium (Debian's package, installed when
+# missing), and a check that the screenshot is not a blank page. RUN=path picks the
+# run; default: the newest finished run in runs/, or a tiny test-mode run made here.
+REPORT_SHOT ?= runs/report-screenshot.png
+TINY_RUN := --data.num_clients 3 --federation.rounds 2 --federation.local_steps 3 \
+	--training.personal_steps 4 --training.batch_size 16 --model.base_channels 8 \
+	--eval.samples_per_class 4 --eval.evaluator_epochs 1 --diffusion.sample_steps 8
+report-render: $(STAMP)
+	@command -v chromium >/dev/null || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends chromium; }
+	@run="$(RUN)"; \
+	if [ -z "$$run" ]; then run=$$(ls -td runs/*/ 2>/dev/null | grep -v '\.incomplete/$$' | head -1); fi; \
+	if [ -z "$$run" ]; then run=runs/report-tiny; \
+		$(BIN)/securediff train --insecure-deterministic 0 --run.out_dir runs \
+			--run.name report-tiny --json $(TINY_RUN) >/dev/null || exit 3; fi; \
+	run=$${run%/}; echo "run: $$run"; \
+	$(BIN)/securediff report "$$run" || exit 3; \
+	mkdir -p $$(dirname $(REPORT_SHOT)); \
+	chromium --headless --no-sandbox --disable-gpu --hide-scrollbars \
+		--screenshot=$(REPORT_SHOT) --window-size=1200,3000 \
+		"file://$$(realpath $$run/report.html)" 2>/dev/null || exit 3; \
+	$(BIN)/python tests/report/screenshot_check.py $(REPORT_SHOT)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
