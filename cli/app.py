@@ -98,6 +98,10 @@ def train(
     dropout_rate: Annotated[float | None, typer.Option(
         "--dropout-rate", help="Simulated dropout fraction per round (= --federation.dropout_rate).")] = None,
     insecure_deterministic: InsecureOpt = None,
+    discard: Annotated[str | None, typer.Option(
+        "--discard", metavar="NAME",
+        help="Remove the unfinished run NAME (in --run.out_dir, default runs) after confirmation.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm --discard without asking.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Run federated training. Every config key is also a flag: --section.key VALUE
@@ -107,6 +111,9 @@ def train(
     from securediff.run import resume as resume_run
 
     with handle_errors():
+        if discard is not None:
+            _discard(discard, list(ctx.args), yes=yes, as_json=as_json)
+            return
         if resume is not None:
             if config is not None or ctx.args or protocol or dropout_rate is not None \
                     or insecure_deterministic is not None:
@@ -127,6 +134,47 @@ def train(
             overrides.setdefault("run", {})["insecure_seed"] = insecure_deterministic
         cfg = load_config(config, overrides)
     _run(cfg, as_json=as_json)
+
+
+def _discard(name: str, args: list[str], *, yes: bool, as_json: bool) -> None:
+    from securediff.config import parse_flag_overrides
+    from securediff.runs_index import discard_unfinished
+
+    overrides = parse_flag_overrides(args)
+    if set(overrides) - {"run"} or set(overrides.get("run", {})) - {"out_dir"}:
+        fail("--discard takes only --run.out_dir besides the run's name", EXIT_USAGE)
+    out_dir = Path(overrides.get("run", {}).get("out_dir", "runs"))
+    if not yes:
+        try:
+            yes = typer.confirm(f"remove the unfinished run {name} in {out_dir} and everything "
+                                "in it?", default=False, err=True)
+        except (typer.Abort, EOFError):  # no answer (stdin closed): not a yes
+            yes = False
+        if not yes:
+            fail(f"{name} was not discarded: answer y, or give --yes", EXIT_USAGE)
+    removed = discard_unfinished(out_dir, name)
+    if as_json:
+        print_json({"discarded": str(removed)})
+    else:
+        console.print(f"removed {removed}", soft_wrap=True, highlight=False)
+
+
+@app.command()
+def runs(
+    out_dir: Annotated[Path, typer.Argument(help="Where runs are written (--run.out_dir).")] = Path("runs"),
+    as_json: JsonFlag = False,
+) -> None:
+    """List the runs in OUT_DIR: running (with pid), unfinished, finished or corrupt, and epsilon."""
+    from securediff.runs_index import list_runs
+
+    with handle_errors():
+        entries = list_runs(out_dir)
+    if as_json:
+        print_json({"runs": [e.to_dict() for e in entries]})
+        return
+    from cli.render import runs_table
+
+    console.print(runs_table(entries))
 
 
 @app.command()

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from cli.common import EXIT_CHECK_FAILED, JsonFlag, console, err_console, handle_errors, print_json
+from cli.render import fit
 
 audit_app = typer.Typer(
     help="Privacy audits: attack a finished run; check that the audits catch broken DP.",
@@ -52,7 +53,7 @@ def _run_table(result: dict[str, Any]) -> Table:
                           _fmt(a["tpr_at_fpr"]["0.001"]), _fmt(a["epsilon_lower_bound"]),
                           _fmt(a["ceiling"]), _fmt(a["epsilon_claimed"]),
                           _styled(a["verdict"]))
-    return table
+    return fit(table, 0, 1)
 
 
 @audit_app.command("run")
@@ -109,7 +110,7 @@ def _selfcheck_table(report: dict[str, Any]) -> Table:
         table.add_row(c["mechanism"], c["defect"], c["audit"], _fmt(c["epsilon_claimed"]),
                       _fmt(c["epsilon_lower_bound"]), _fmt(c["ceiling"]), _fmt(c["confidence"]),
                       _styled(c["verdict"]), ok)
-    return table
+    return fit(table, 0)
 
 
 @audit_app.command("selfcheck")

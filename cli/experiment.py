@@ -86,6 +86,8 @@ def report(
         return
     from rich.table import Table
 
+    from cli.render import fit
+
     table = Table(title=f"suite {results['suite']}" + ("" if results["private"] else " (NOT PRIVATE)"))
     for col in ("method", "seeds", "eps", "accuracy", "bias std", "FID minority", "MIA AUC"):
         table.add_column(col)
@@ -93,7 +95,7 @@ def report(
         m = r["metrics"]
         table.add_row(r["name"], str(len(r["seeds"])), *(_fmt(m[k]) for k in (
             "epsilon_claimed", "accuracy", "bias_std", "fid_minority", "mia_auc")))
-    console.print(table)
+    console.print(fit(table, 0))
     for miss in results["missing"]:
         console.print(f"{miss['method']}: MISSING: {miss['reason']}", highlight=False, soft_wrap=True)
 

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from cli.common import JsonFlag, console, handle_errors, print_json
+from cli.render import fit
 from securediff.errors import CheckpointError, ConfigError
 
 privacy_app = typer.Typer(
@@ -215,7 +216,7 @@ def _split_table(split: dict[str, Any]) -> Table:
                 for name, part in row.get("parts", {}).items():
                     table.add_row("", "", f"  {name} (z = {part['noise_multiplier']:.4g})", "",
                                   _fmt(part["epsilon"]))
-    return table
+    return fit(table, 0)
 
 
 @privacy_app.command("ledger")
@@ -258,7 +259,7 @@ def ledger(
                 *(_fmt(eps[name]) for name in ("pld", "prv", "rdp", "exact")),
                 f"{_fmt(claim['epsilon'])} ({claim['accountant']})",
             )
-    console.print(table)
+    console.print(fit(table, 0))
     if split_rows is not None:
         console.print(_split_table(split_rows))
     for artefact, claim in headline.items():

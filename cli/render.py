@@ -4,9 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich import box
 from rich.table import Table
 
 from cli.common import console
+
+
+def fit(table: Table, *id_columns: int) -> Table:
+    """Make `table` readable at 80 columns: no vertical rules (the width goes to the
+    cells), identifiers (client ids, names) never wrapped or shortened, and no cell
+    ever cut to an ellipsis: a cell that does not fit folds onto the next line.
+    Call it after the rows are added."""
+    table.box = box.SIMPLE_HEAD
+    table.pad_edge = False
+    for index, column in enumerate(table.columns):
+        column.overflow = "fold"
+        cells = [str(column.header), *(c for c in column.cells if isinstance(c, str))]
+        if index in id_columns:
+            column.no_wrap = True
+            column.min_width = max(map(len, cells))
+        else:  # wrap between words, never inside one (a header, a figure)
+            column.min_width = max(len(word) for cell in cells for word in [*cell.split(), ""])
+    return table
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -18,17 +37,19 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 def partition_table(rows: list[dict[str, Any]], num_classes: int) -> Table:
-    table = Table(title="Partition (member counts per class; holdout kept for audits)")
-    table.add_column("client", no_wrap=True)
-    table.add_column("members", justify="right")
-    table.add_column("holdout", justify="right")
+    table = Table(title=f"Partition: member counts per class 0..{num_classes - 1}",
+                  caption="mem: members; hold: holdout (the audits' non-members); "
+                  "minority: the client's minority classes")
+    table.add_column("client")
+    table.add_column("mem", justify="right")
+    table.add_column("hold", justify="right")
     for k in range(num_classes):
         table.add_column(str(k), justify="right")
     table.add_column("minority")
     for r in rows:
         table.add_row(r["client"], str(r["members"]), str(r["holdout"]), *map(str, r["class_counts"]),
                       ",".join(map(str, r["minority_classes"])) or "—")
-    return table
+    return fit(table, 0)
 
 
 def summary_table(clients: list[dict[str, Any]], summary: dict[str, Any]) -> Table:
@@ -36,9 +57,9 @@ def summary_table(clients: list[dict[str, Any]], summary: dict[str, Any]) -> Tab
              f"protocol {summary['protocol']}")
     if not summary["private"]:
         title += "  [bold red](NOT PRIVATE: insecure test mode)[/]"
-    table = Table(title=title)
-    for col in ("client", "members", "epsilon (shared)", "downstream acc", "FID majority",
-                "FID minority", "bias std", "bias gap"):
+    table = Table(title=title, caption="eps: epsilon of the shared model; acc: downstream accuracy "
+                  "on synthetic data; FID on majority / minority classes; class-wise bias std and gap")
+    for col in ("client", "mem", "eps", "acc", "FID maj", "FID min", "bias std", "bias gap"):
         table.add_column(col, justify="right" if col != "client" else "left")
     for c in clients:
         table.add_row(str(c["client_id"]), str(c["members"]), _fmt(c["epsilon_shared"], 2), _fmt(c["accuracy"]),
@@ -49,7 +70,7 @@ def summary_table(clients: list[dict[str, Any]], summary: dict[str, Any]) -> Tab
     table.add_row("mean", "", _fmt(summary.get("epsilon_shared_max"), 2) + " (max)", _fmt(mean.get("accuracy")),
                   _fmt(mean.get("fid_majority"), 2), _fmt(mean.get("fid_minority"), 2),
                   _fmt(mean.get("bias_std")), _fmt(mean.get("bias_gap")))
-    return table
+    return fit(table, 0)
 
 
 def print_protocol_notice(protocol: str, params: dict[str, Any] | None = None) -> None:
@@ -76,6 +97,8 @@ def statement_table(statement: dict[str, Any]) -> Table:
     table.add_column("guarantee")
     for r in statement["rows"]:
         table.add_row(r["artefact"], r["who_sees_it"], r["guarantee"])
+    fit(table)
+    table.box, table.show_lines = box.SIMPLE, True  # long text: rules between rows help
     return table
 
 
@@ -91,3 +114,14 @@ def print_result(result: Any) -> None:
     if pins:
         console.print(f"roster pinned for review: securediff transcript verify {result.run_dir} {pins}",
                       soft_wrap=True)
+
+
+def runs_table(entries: list[Any]) -> Table:
+    """`securediff runs`: one row per run directory."""
+    styles = {"running": "cyan", "unfinished": "yellow", "finished": "green", "corrupt": "bold red"}
+    table = Table(title="runs", caption="eps: the headline epsilon of a finished run's privacy statement")
+    for col in ("name", "state", "eps", "detail"):
+        table.add_column(col, justify="right" if col == "eps" else "left")
+    for e in entries:
+        table.add_row(e.name, f"[{styles[e.state]}]{e.state}[/]", _fmt(e.epsilon, 2), e.detail)
+    return fit(table, 0)

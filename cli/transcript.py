@@ -19,6 +19,7 @@ from cli.common import (
     handle_errors,
     print_json,
 )
+from cli.render import fit
 from protocols.roster import load_rosters
 from protocols.tee import SIMULATED_NOTICE
 from protocols.transcript import (
@@ -202,7 +203,7 @@ def _round_table(summary: RoundSummary) -> Table:
         style = "red" if p.status.startswith("dropped") else None
         table.add_row(p.party, str(p.messages), _size(p.bytes_sent), _size(p.bytes_received),
                       p.last_stage, p.status, style=style)
-    return table
+    return fit(table, 0)
 
 
 def _size(n: int) -> str:

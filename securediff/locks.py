@@ -65,6 +65,23 @@ class DirectoryLock:
         self._fd = None
 
 
+def holder_of(directory: str | os.PathLike[str]) -> str | None:
+    """Who holds `directory`'s lock now, or None. A probe takes a shared lock for an
+    instant (never creating the lock file), so a writer starting at that very
+    moment may be told the directory is in use: it says so, and a retry succeeds."""
+    try:
+        fd = os.open(Path(directory) / LOCK_NAME, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _holder(fd)
+    finally:
+        os.close(fd)  # also drops the probe's shared lock
+    return None
+
+
 @contextmanager
 def writing(directory: str | os.PathLike[str], *, what: str = "run directory") -> Iterator[None]:
     """Hold `directory`'s lock while a command adds files to it (an audit, samples or
