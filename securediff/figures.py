@@ -94,7 +94,7 @@ def image_grid_figure(rows: Sequence[np.ndarray], *, row_labels: Sequence[str],
         raise ValueError("one label per row, and at least one row")
     h = rows[0].shape[2]
     scale = max(1, -(-TILE_PX // h))
-    pad = max(1, scale // 2)
+    pad = max(2, scale // 2)
     canvas = _canvas(rows, scale, pad)
     grid_h, grid_w = canvas.shape[:2]
     rows_txt = [_short(str(r)) for r in row_labels]
@@ -102,11 +102,13 @@ def image_grid_figure(rows: Sequence[np.ndarray], *, row_labels: Sequence[str],
     tile_chars = (h * scale) // 7
     rotate = any(len(c) > tile_chars for c in cols_txt)
     left = 24 + 7 * max(len(r) for r in rows_txt) + (18 if row_title else 0)
-    right = 16
+    # A label rotated by 45 degrees reaches about 0.72 x its length up and to the right.
+    slant = int(0.72 * 7 * max((len(c) for c in cols_txt), default=1)) if rotate else 0
+    right = max(16, slant - (grid_w // max(len(cols_txt), 1)) // 2 + 24)
     width_px = max(grid_w + left + right, 560)
     wrap = max(40, int(width_px / 6.2))
     caption_lines = [ln for line in caption for ln in textwrap.wrap(line, wrap)]
-    col_px = (7 * max((len(c) for c in cols_txt), default=1) if rotate else 14) + 10
+    col_px = (slant + 14 if rotate else 14) + 10
     top = 34 + col_px + (16 if col_title else 0) + (18 if banner else 0)
     bottom = 18 + 14 * len(caption_lines)
     height_px = grid_h + top + bottom

@@ -105,3 +105,18 @@ def test_roc_names_the_claim_and_each_verdict() -> None:
                   "loss: AUC 0.61, no-claim"):
         assert label in joined
     assert _decode(roc_png(reports, title="t")).format == "PNG"
+
+
+def test_long_class_names_stay_inside_the_figure() -> None:
+    names = ["adipose", "background", "debris", "lymphocytes", "mucus", "smooth muscle",
+             "normal colon mucosa", "cancer-associated stroma", "colorectal adenocarcinoma"]
+    grids = {f"client-{i:02d}": np.zeros((9, 3, 28, 28)) for i in range(4)}
+    fig = run_samples_figure(grids, class_names=names, statement=_statement(private=True))
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    width, height = fig.bbox.width, fig.bbox.height
+    for label in fig.axes[0].get_xticklabels() + fig.axes[0].get_yticklabels() + fig.texts:
+        box = label.get_window_extent(renderer)
+        assert box.x0 >= 0 and box.y0 >= 0, label.get_text()
+        assert box.x1 <= width and box.y1 <= height, label.get_text()
