@@ -91,8 +91,7 @@ def sample_run(run_dir: Path, *, client: str | None, per_class: int, out: Path |
 def evaluate_run(run_dir: Path, *, device: str = "auto") -> dict[str, Any]:
     run = open_finished(run_dir, device=device)
     metrics, summary, _ = evaluate_clients(
-        run.state.strategy, run.state.clients, run.plan, cache_dir=Path(run_dir).parent / ".cache",
-        device=run.device, generator=run.source.child("evaluate-command").torch_generator(),
+        run.state.strategy, run.state.clients, run.plan, device=run.device, generator=run.source.child("evaluate-command").torch_generator(),
     )
     clients = []
     for c, m in zip(run.state.clients, metrics, strict=True):

@@ -103,7 +103,7 @@ def _finish(run: FederatedRun, started: float) -> RunResult:
     plan, cfg, state = run.plan, run.cfg, run.state
     run.progress("evaluate", {})
     metrics, summary, grids = evaluate_clients(
-        state.strategy, state.clients, plan, cache_dir=Path(cfg.run.out_dir) / ".cache", device=run.device,
+        state.strategy, state.clients, plan, device=run.device,
         generator=run.source.child("sampling").torch_generator(), progress=run.progress,
     )
     per_client = []

@@ -11,6 +11,12 @@ here keeps the terminal width a per-invocation choice, as it is without xdist.
 from __future__ import annotations
 
 import os
+import tempfile
+
+# The evaluator cache (a per-user directory outside run directories) is one
+# temporary directory per test process: shared by the tests of that process,
+# never the user's own.
+os.environ["SECUREDIFF_CACHE_DIR"] = tempfile.mkdtemp(prefix="securediff-test-cache-")
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.pop("COLUMNS", None)

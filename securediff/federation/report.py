@@ -12,6 +12,7 @@ from securediff.data.partition import minority_classes
 from securediff.data.tint import apply_tint, client_tint
 from securediff.diffusion.sampling import SamplerSpec, sample_split
 from securediff.evaluation import ClientMetrics, evaluate_client, summarize, train_evaluator
+from securediff.evaluation.cache import evaluator_cache_dir, evaluator_cache_key
 from securediff.federation.clients import Client
 from securediff.federation.setup import Plan
 from securediff.federation.strategies import Strategy
@@ -47,14 +48,17 @@ def _pool_images(plan: Plan) -> tuple[np.ndarray, np.ndarray]:
 
 
 def evaluate_clients(
-    strategy: Strategy, clients: list[Client], plan: Plan, *, cache_dir: Path, device: torch.device,
+    strategy: Strategy, clients: list[Client], plan: Plan, *, cache_dir: Path | None = None,
+    device: torch.device,
     generator: torch.Generator, progress=None,
 ) -> tuple[list[ClientMetrics], dict, dict[str, np.ndarray]]:
     cfg = plan.config
     pool_x, pool_y = _pool_images(plan)
     evaluator = train_evaluator(pool_x, pool_y, num_classes=plan.dataset.num_classes,
                                 generator=torch.Generator().manual_seed(0), epochs=cfg.eval.evaluator_epochs,
-                                cache_dir=cache_dir, cache_key=f"{cfg.data.dataset}-{plan.partition.num_clients}")
+                                cache_dir=evaluator_cache_dir() if cache_dir is None else cache_dir,
+                                cache_key=evaluator_cache_key(cfg.data.dataset, pool_x, pool_y,
+                                                              epochs=cfg.eval.evaluator_epochs))
     test_idx = plan.partition.test_indices
     metrics, grids = [], {}
     for client in clients:
