@@ -19,8 +19,9 @@ from securediff.errors import BudgetExceededError, CheckpointError, ConfigError,
 from securediff.privacy.accountants import (
     ACCOUNTANTS,
     AccountantUnsupportedError,
+    Composition,
     check_accountant,
-    compose_epsilon,
+    compose,
 )
 
 Relation = Literal["replace_one", "add_remove"]
@@ -269,7 +270,12 @@ def event_from_dict(data: dict[str, Any]) -> MechanismEvent:
 
 
 def artefact_epsilon(events: list[MechanismEvent], *, delta: float, accountant: str) -> float:
-    """Epsilon of one artefact from its events.
+    """Epsilon of one artefact from its events (`artefact_composition`)."""
+    return artefact_composition(events, delta=delta, accountant=accountant).epsilon
+
+
+def artefact_composition(events: list[MechanismEvent], *, delta: float, accountant: str) -> Composition:
+    """Epsilon of one artefact from its events, with its relation and method.
 
     Usually the composition of all of them. When DP-SGD trained on PFDM's noised
     data x~ only (`DPSGDEvent.input == "noised"`), the artefact is a post-processing
@@ -283,13 +289,13 @@ def artefact_epsilon(events: list[MechanismEvent], *, delta: float, accountant: 
     forward noise is there), so the claim names one relation."""
     on_noised = [e for e in events if isinstance(e, DPSGDEvent) and e.input == "noised"]
     if not on_noised:
-        return compose_epsilon(events, delta=delta, accountant=accountant)
+        return compose(events, delta=delta, accountant=accountant)
     relation = "replace_one" if any(e.relation == "replace_one" for e in events) else "add_remove"
     made_x = [e for e in events if not (isinstance(e, DPSGDEvent) and e.input == "noised")]
     trained = [e for e in events if not isinstance(e, ForwardNoiseEvent | RandomizedResponseEvent)]
-    views = [compose_epsilon(v, delta=delta, accountant=accountant, relation=relation)
+    views = [compose(v, delta=delta, accountant=accountant, relation=relation)
              for v in (made_x, trained) if v]
-    return min(views)
+    return min(views, key=lambda c: c.epsilon)
 
 
 class PrivacyLedger:
@@ -416,16 +422,21 @@ class PrivacyLedger:
             if not events:
                 continue
             by_accountant: dict[str, float | None] = {}
+            found: dict[str, Composition] = {}
             for name in ACCOUNTANTS:
                 try:
-                    by_accountant[name] = self.epsilon(artefact, accountant=name)
+                    found[name] = artefact_composition(events, delta=self.delta, accountant=name)
+                    by_accountant[name] = found[name].epsilon
                 except AccountantUnsupportedError:
                     by_accountant[name] = None
             best = min((v, k) for k, v in by_accountant.items() if v is not None)
+            # method: "direct", or "group-privacy" where add/remove events reached a
+            # replace-one claim only by that conversion (accountants.compose)
             artefacts[artefact] = {
                 "events": len(events),
                 "epsilon": by_accountant,
-                "claimed": {"epsilon": best[0], "accountant": best[1]},
+                "claimed": {"epsilon": best[0], "accountant": best[1],
+                            "relation": found[best[1]].relation, "method": found[best[1]].method},
             }
         return {
             "client_id": self.client_id,

@@ -153,9 +153,16 @@ def test_mixed_ledger_under_every_accountant() -> None:
     assert summary["claimed"] == {
         "epsilon": min(values.values()),
         "accountant": min(values, key=values.get),
+        "relation": "replace_one",
+        "method": "direct",  # pld: dp_accounting's replace-one pair of the DP-SGD steps
     }
     with pytest.raises(AccountantUnsupportedError):
         ledger.epsilon("shared", accountant="exact")
+    # where the claim needs group privacy, the summary says so
+    prv = PrivacyLedger(client_id="c", budget_epsilon=30.0, delta=DELTA, accountant="prv",
+                        events=[FWD, sgd])
+    assert compose([FWD, sgd], delta=DELTA, accountant="prv").method == "group-privacy"
+    assert prv.summary()["artefacts"]["shared"]["epsilon"]["prv"] == values["prv"]
 
 
 def test_charge_is_write_ahead_and_leaves_ledger_unchanged_on_refusal() -> None:
