@@ -23,10 +23,11 @@ from securediff.config import from_dict, load_toml
 from securediff.errors import CheckpointError
 from securediff.federation.checkpoint import load_round_state
 from securediff.federation.clients import Client
-from securediff.federation.report import evaluate_clients, sample_client, save_sample_grid
+from securediff.federation.report import evaluate_clients, sample_client
 from securediff.federation.runner import build_strategy, resolve_device
 from securediff.federation.setup import Plan, plan_run
 from securediff.federation.strategies import Strategy
+from securediff.figures import client_samples_figure, write_figure
 from securediff.flower.manifest import read_manifest
 from securediff.privacy.ledger import PrivacyLedger
 from securediff.rng import RandomSource
@@ -133,9 +134,10 @@ def sample_node(models: NodeModels, *, per_class: int, out: Path) -> Path:
     gen = RandomSource.from_os().child("flower-sample").torch_generator()
     x, _ = sample_client(models.strategy, models.client, models.plan, per_class=per_class,
                          generator=gen, device=models.device)
-    rows = {f"class-{k}": x[k * per_class:(k + 1) * per_class]
-            for k in range(models.plan.dataset.num_classes)}
-    save_sample_grid(Path(out), rows)
+    fig = client_samples_figure({models.client.client_id: x}, per_class=per_class,
+                                class_names=models.plan.dataset.class_names,
+                                statement=node_statement(models))
+    write_figure(Path(out), fig)
     return Path(out)
 
 
