@@ -1,4 +1,5 @@
-"""The end of a run: sample every client's model, evaluate, draw the grid."""
+"""The end of a run: sample every client's model and evaluate it (securediff.figures
+draws the labelled grid)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from securediff.data.partition import minority_classes
 from securediff.data.tint import apply_tint, client_tint
@@ -75,26 +75,3 @@ def evaluate_clients(
                                        minority_classes=minority, num_classes=plan.dataset.num_classes))
         grids[client.client_id] = sx[:: cfg.eval.samples_per_class]  # one per class
     return metrics, summarize(metrics), grids
-
-
-def save_sample_grid(path: Path, grids: dict[str, np.ndarray], *, scale: int = 4, pad: int = 1) -> None:
-    """Rows = clients, columns = classes; written atomically as PNG."""
-    from securediff.storage import atomic_write_bytes
-
-    rows = list(grids.values())
-    n_rows, n_cols = len(rows), rows[0].shape[0]
-    c, h, w = rows[0].shape[1:]
-    cell_h, cell_w = h * scale + pad, w * scale + pad
-    canvas = np.full((n_rows * cell_h + pad, n_cols * cell_w + pad, 3), 255, dtype=np.uint8)
-    for i, row in enumerate(rows):
-        for j, img in enumerate(row):
-            pix = ((np.clip(img, -1, 1) + 1) * 127.5).round().astype(np.uint8)
-            pix = np.repeat(pix, 3, axis=0) if c == 1 else pix
-            pix = pix.transpose(1, 2, 0).repeat(scale, 0).repeat(scale, 1)
-            y0, x0 = pad + i * cell_h, pad + j * cell_w
-            canvas[y0:y0 + h * scale, x0:x0 + w * scale] = pix
-    import io
-
-    buf = io.BytesIO()
-    Image.fromarray(canvas).save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
