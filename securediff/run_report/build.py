@@ -102,8 +102,12 @@ def _ledger_section(run_dir: Path, metrics: dict[str, Any], statement: dict[str,
 
 
 def _samples_section(run_dir: Path) -> str:
-    out = ["<p>Rows are clients, columns classes; the caption states the guarantee the privacy "
-           "statement gives.</p>", png_img((run_dir / "samples.png").read_bytes(), "samples")]
+    if (run_dir / "samples.png").is_file():
+        out = ["<p>Rows are clients, columns classes; the caption states the guarantee the "
+               "privacy statement gives.</p>",
+               png_img((run_dir / "samples.png").read_bytes(), "samples")]
+    else:
+        out = ["<p>This run directory holds no samples.png.</p>"]
     if (run_dir / "sampled.png").is_file():
         out += ["<p class=\"note\">sampled.png: drawn by <code>securediff sample</code> after the "
                 "run finished (not pinned by the manifest).</p>",
