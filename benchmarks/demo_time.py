@@ -31,7 +31,7 @@ def run_demo(out_dir: Path) -> dict:
     securediff = Path(sys.executable).with_name("securediff")
     load = os.getloadavg()[0]
     start = time.perf_counter()
-    proc = subprocess.run([str(securediff), "demo", "--out-dir", str(out_dir), "--json"], capture_output=True,
+    proc = subprocess.run([str(securediff), "demo", "--run.out_dir", str(out_dir), "--json"], capture_output=True,
                           text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
     wall = time.perf_counter() - start
     if proc.returncode != 0:

@@ -10,6 +10,7 @@ import typer
 
 from cli.audit import audit_app
 from cli.common import EXIT_USAGE, JsonFlag, console, fail, handle_errors, print_json
+from cli.config import config_app, refuse_twin_spellings
 from cli.experiment import experiment_app
 from cli.export import export_run
 from cli.flower import flower_app
@@ -33,6 +34,24 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(tee_app, name="tee")
 app.add_typer(flower_app, name="flower")
 app.add_typer(experiment_app, name="experiment")
+app.add_typer(config_app, name="config")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        import securediff
+
+        console.print(f"securediff {securediff.__version__}", highlight=False)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Federated training of personalized, differentially private diffusion models
+    with blind aggregation."""
 app.command("report")(report_run)
 app.command("export")(export_run)
 
@@ -82,9 +101,10 @@ def _run(config, *, as_json: bool) -> None:
 
 
 def _config_flags_epilog() -> str:
-    from securediff.config import flag_help
+    from securediff.config_help import flags_epilog
 
-    return "Config flags (each config key):\n\n" + "\n\n".join(flag_help().splitlines())
+    return ("Config flags (every key of config.toml; `securediff config init` writes one with "
+            "each key annotated):\n\n" + flags_epilog())
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
@@ -94,9 +114,9 @@ def train(
     config: Annotated[Path | None, typer.Option("--config", help="TOML config file.")] = None,
     resume: Annotated[Path | None, typer.Option("--resume", help="Continue an unfinished run directory.")] = None,
     device: DeviceOpt = "",
-    protocol: Annotated[str, typer.Option("--protocol", help="Aggregation protocol (= --federation.protocol).")] = "",
+    protocol: Annotated[str, typer.Option("--protocol", help="Aggregation protocol: plain, secagg, ckks or tee (config key federation.protocol).")] = "",
     dropout_rate: Annotated[float | None, typer.Option(
-        "--dropout-rate", help="Simulated dropout fraction per round (= --federation.dropout_rate).")] = None,
+        "--dropout-rate", help="Simulated dropout fraction per round, in [0, 1) (config key federation.dropout_rate).")] = None,
     insecure_deterministic: InsecureOpt = None,
     discard: Annotated[str | None, typer.Option(
         "--discard", metavar="NAME",
@@ -124,6 +144,7 @@ def train(
             print_json(_result_json(result)) if as_json else print_result(result)
             return
         overrides = parse_flag_overrides(list(ctx.args))
+        refuse_twin_spellings(overrides)
         if device:
             overrides.setdefault("run", {})["device"] = device
         if protocol:
@@ -180,7 +201,8 @@ def runs(
 @app.command()
 def demo(
     device: DeviceOpt = "auto",
-    out_dir: Annotated[Path, typer.Option("--out-dir")] = Path("runs"),
+    out_dir: Annotated[Path, typer.Option("--run.out_dir", help="Where the run directory is written.")
+                       ] = Path("runs"),
     as_json: JsonFlag = False,
 ) -> None:
     """The demo: 10 clients on the built-in digits, PFDM at epsilon <= 10, ending in a report."""

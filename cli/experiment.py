@@ -26,7 +26,7 @@ def run(
     methods: Annotated[str | None, typer.Option(
         "--methods", help="Comma-separated method names (default: every method of the suite).")] = None,
     seeds: Annotated[int | None, typer.Option("--seeds", min=1, help="Repetitions (default: the suite's).")] = None,
-    device: Annotated[str, typer.Option("--device", help="Device of the audits: auto, cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option("--device", help="Device of the audits: auto, cpu or cuda.")] = "auto",
     as_json: JsonFlag = False,
 ) -> None:
     """Run every (method, seed) cell not finished yet; a method whose strategy is not

@@ -4,16 +4,30 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from cli.common import JsonFlag, console, handle_errors, print_json
+from cli.common import EXIT_USAGE, JsonFlag, console, fail, handle_errors, print_json
 
 flower_app = typer.Typer(help="Run across machines on Flower: keys, roster, SuperNodes, "
                          "final models.",
                          no_args_is_help=True)
+
+
+@contextmanager
+def _usage_errors() -> Iterator[None]:
+    """keygen and roster fail only on what they were given (a party id, an existing
+    key, a missing .pub file): bad usage, exit 2."""
+    from protocols.errors import RosterError
+
+    try:
+        yield
+    except RosterError as exc:
+        fail(str(exc), EXIT_USAGE)
 
 
 @flower_app.command("keygen")
@@ -25,7 +39,7 @@ def keygen_cmd(
     """Make identity keys on this machine. PARTY.key stays here; send PARTY.pub to the set-up."""
     from securediff.flower.keys import keygen
 
-    with handle_errors():
+    with handle_errors(), _usage_errors():
         written = keygen(parties, out)
     if as_json:
         print_json({"files": [str(p) for p in written]})
@@ -45,12 +59,29 @@ def roster_cmd(
     """Pin every party's public key in a roster; give it to every party out of band."""
     from securediff.flower.keys import make_roster
 
-    with handle_errors():
+    with handle_errors(), _usage_errors():
         roster = make_roster(pub_files, aggregator=aggregator, out=out)
     if as_json:
         print_json({"roster": str(out), "digest": roster.digest, "parties": dict(roster.keys)})
     else:
         console.print(f"{out}: {len(roster.client_ids)} clients, digest {roster.digest}")
+
+
+def _check_paths(**paths: Path | None) -> None:
+    """Every file the node will read exists and is readable, before anything starts
+    (a dry run included): the SuperNode would otherwise fail at its first message."""
+    from securediff.errors import ConfigError
+
+    for name, path in paths.items():
+        if path is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if not path.exists():
+            raise ConfigError(f"{flag} {path} does not exist")
+        if path.is_file() and not os.access(path, os.R_OK):
+            raise ConfigError(f"{flag} {path} is not readable")
+        if name != "data_path" and not path.is_file():
+            raise ConfigError(f"{flag} {path} is not a file")
 
 
 @flower_app.command("supernode")
@@ -110,8 +141,22 @@ def supernode_cmd(
     allow_no_consistency_check: Annotated[bool, typer.Option(
         "--allow-no-consistency-check", help="Take part in secagg rounds without the "
         "consistency round (needs --threat-model honest-but-curious).")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command only; "
-                                          "write nothing (the roster is not kept).")] = False,
+    min_survivors: Annotated[int | None, typer.Option(
+        "--min-survivors", help="ckks and tee never release a sum of fewer clients (default 2).")
+    ] = None,
+    ckks_min_flood_bits: Annotated[int | None, typer.Option(
+        "--ckks-min-flood-bits", help="Refuse ckks rounds whose flooding noise is weaker "
+        "(default 40).")] = None,
+    tee_min_svn: Annotated[int | None, typer.Option(
+        "--tee-min-svn", help="Lowest enclave security version accepted (default 1).")] = None,
+    tee_production: Annotated[bool, typer.Option(
+        "--tee-production", help="Accept only production (non-debug) enclaves.")] = False,
+    allow_insecure_seed: Annotated[bool, typer.Option(
+        "--allow-insecure-seed", help="Let a run's insecure test seed drive this node's noise "
+        "(its results are then NOT PRIVATE).")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check every path and setting and "
+                                          "print the command; write nothing (the roster is "
+                                          "not kept).")] = False,
 ) -> None:
     """Start this organisation's flower-supernode with its node config: by default a
     training node on its own data (--state-dir required). With --state-dir the node
@@ -145,8 +190,13 @@ def supernode_cmd(
             "threat-model": threat_model,
             "collusion-fraction": collusion_fraction,
             "secagg-security-bits": secagg_security_bits, "min-contributors": min_contributors,
-            "allow-no-consistency-check": allow_no_consistency_check or None}
+            "allow-no-consistency-check": allow_no_consistency_check or None,
+            "min-survivors": min_survivors, "ckks-min-flood-bits": ckks_min_flood_bits,
+            "tee-min-svn": tee_min_svn, "tee-production": tee_production or None,
+            "allow-insecure-seed": allow_insecure_seed or None}
         extra.update({k: v for k, v in policy.items() if v is not None and v != ""})
+        _check_paths(identity_key=identity_key, roster=roster, data_path=data_path,
+                     root_certificates=root_certificates, auth_key=auth_key, tee_root=tee_root)
         NodePolicy.from_node_config(extra)
         roster_path = roster.resolve()
         if state_dir is not None:

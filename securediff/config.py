@@ -13,6 +13,7 @@ import math
 import tomllib
 import types
 import typing
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,29 @@ PARTITIONS = ("iid", "dirichlet", "shards", "quantity")
 ACCOUNTANTS = ("pld", "rdp", "prv")
 
 
+# Set while `stated_rules` reads the rules: `_check` records each instead of judging.
+_RULES: ContextVar[dict[str, str] | None] = ContextVar("config_rules", default=None)
+
+
 def _check(cond: bool, name: str, allowed: str, value: Any) -> None:
-    if not cond:
+    rules = _RULES.get()
+    if rules is not None:
+        rules.setdefault(name, allowed)
+    elif not cond:
         raise ConfigError(f"{name} = {value!r} is not allowed: {allowed}")
+
+
+def stated_rules() -> dict[str, str]:
+    """The rule each section's `validate` states per key (the first, where several),
+    as the help and the annotated config show it."""
+    rules: dict[str, str] = {}
+    token = _RULES.set(rules)
+    try:
+        for cls in section_types().values():
+            cls().validate()
+    finally:
+        _RULES.reset(token)
+    return rules
 
 
 @dataclass(frozen=True)

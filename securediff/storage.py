@@ -170,8 +170,10 @@ class RunDirectory:
         if not path.name.endswith(INCOMPLETE_SUFFIX):
             if (path.parent / (path.name + INCOMPLETE_SUFFIX)).is_dir():
                 path = path.parent / (path.name + INCOMPLETE_SUFFIX)
-            elif path.is_dir():
+            elif path.is_dir() and (path / "manifest.json").is_file():
                 raise RunDirectoryError(f"{path} is a finished run; there is nothing to resume")
+            elif path.is_dir():
+                raise RunDirectoryError(f"{path} is not a securediff run directory")
         if not path.is_dir():
             raise RunDirectoryError(f"no unfinished run at {path}")
         final = path.parent / path.name[: -len(INCOMPLETE_SUFFIX)]

@@ -79,9 +79,9 @@ def test_insecure_runs_repeat_bit_for_bit(tmp_path, tiny_args):
         (["--data.dataset", "medmnist-npz"], "data.path"),
         (["--data.dataset", "cifar"], "data.dataset"),
         (["--federation.strategy", "nope"], "federation.strategy"),
-        (["--federation.protocol", "carrier-pigeon"], "federation.protocol"),
+        (["--protocol", "carrier-pigeon"], "federation.protocol"),
         (["--federation.client_fraction", "0"], "federation.client_fraction"),
-        (["--federation.dropout_rate", "1"], "federation.dropout_rate"),
+        (["--dropout-rate", "1"], "federation.dropout_rate"),
         (["--protocol.min_survivors", "-3"], "protocol"),
         (["--protocol.no_such_knob", "1"], "protocol"),
         (["--diffusion.T", "1"], "diffusion.T"),
@@ -91,7 +91,7 @@ def test_insecure_runs_repeat_bit_for_bit(tmp_path, tiny_args):
         (["--model.channel_mults", "0,2"], "model.channel_mults"),
         (["--training.batch_size", "0"], "training.batch_size"),
         (["--training.lr", "2"], "training.lr"),
-        (["--run.device", "tpu"], "run.device"),
+        (["--device", "tpu"], "run.device"),
         (["--run.name", "../escape"], "run.name"),
         (["--run.name", "two\nlines"], "run.name"),
         (["stray"], "unexpected argument"),
@@ -129,10 +129,10 @@ def test_cuda_on_a_host_without_it_leaves_no_run_directory(tmp_path, tiny_args):
 
     if torch.cuda.is_available():
         pytest.skip("this host has CUDA")
-    result = runner.invoke(app, ["train", "--run.name", "gpu", *tiny_args, "--run.device", "cuda"])
+    result = runner.invoke(app, ["train", "--run.name", "gpu", *tiny_args, "--device", "cuda"])
     assert result.exit_code == 2 and "no CUDA device" in result.output
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
     # The same name then starts at once on the CPU: no dead end.
-    again = runner.invoke(app, ["train", "--run.name", "gpu", *tiny_args, "--run.device", "cpu",
+    again = runner.invoke(app, ["train", "--run.name", "gpu", *tiny_args, "--device", "cpu",
                                 "--federation.rounds", "1", "--json"])
     assert again.exit_code == 0, again.output

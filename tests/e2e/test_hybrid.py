@@ -18,7 +18,7 @@ from securediff.storage import load_tensors, read_json
 
 runner = CliRunner()
 
-HYBRID = ["--federation.strategy", "hybrid", "--federation.protocol", "secagg",
+HYBRID = ["--federation.strategy", "hybrid", "--protocol", "secagg",
           "--privacy.accountant", "rdp", "--privacy.target_epsilon", "8"]
 
 
@@ -66,7 +66,7 @@ def test_hybrid_run_charges_what_reached_each_sum_and_verifies(tmp_path, tiny_ar
 def test_dropouts_raise_epsilon_and_below_the_floor_nothing_is_released(tmp_path, tiny_args):
     four = ["--data.num_clients", "4", "--privacy.ddp_min_survivors", "3"]
     full = _train(tiny_args, "full", *four)
-    dropped = _train(tiny_args, "drop", *four, "--federation.dropout_rate", "0.25",
+    dropped = _train(tiny_args, "drop", *four, "--dropout-rate", "0.25",
                      "--federation.dropout_stage", "MaskedInput")
     assert all(s == [3, 3, 3] for s in
                (r["protocol_stats"]["contributors_per_step"] for r in dropped["summary"]["rounds"]))
@@ -81,7 +81,7 @@ def test_dropouts_raise_epsilon_and_below_the_floor_nothing_is_released(tmp_path
     # A floor of 4 with one client gone: secagg refuses every unmasking, the shared
     # model never moves, and each step keeps its floor charge.
     floor = _train(tiny_args, "floor", "--data.num_clients", "4", "--privacy.ddp_min_survivors", "4",
-                   "--federation.dropout_rate", "0.25", "--federation.dropout_stage", "MaskedInput")
+                   "--dropout-rate", "0.25", "--federation.dropout_stage", "MaskedInput")
     for r in floor["summary"]["rounds"]:
         assert r["protocol_stats"]["aborted_steps"] == 3
         assert "noise floor" in r["protocol_stats"]["abort_reasons"][0]
@@ -120,7 +120,7 @@ def test_a_cut_hybrid_run_resumes_to_the_same_state(tmp_path, tiny_args, monkeyp
 
 
 @pytest.mark.parametrize(("flag", "value", "needle"), [
-    ("--federation.protocol", "plain", "secagg for strategy hybrid"),
+    ("--protocol", "plain", "secagg for strategy hybrid"),
     ("--privacy.accountant", "pld", "rdp for strategy hybrid"),
     ("--protocol.min_contributors", "2", "left unset for strategy hybrid"),
 ])

@@ -36,6 +36,15 @@ def _supernode(args: list[str], roster: Path | str = "roster.json"):
         "--roster", str(roster), "--superlink", "127.0.0.1:9092", *args])
 
 
+@pytest.fixture(autouse=True)
+def in_a_directory_with_key_files(tmp_path, monkeypatch):
+    """The files `_supernode` names by default exist (the command checks every path,
+    a dry run included)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "k.key").write_text("placeholder")
+    (tmp_path / "roster.json").write_text("{}")
+
+
 def _node_config(output: str) -> dict:
     argv = shlex.split(output.splitlines()[-1])
     return parse_config_args([argv[argv.index("--node-config") + 1]])
@@ -55,6 +64,40 @@ def test_policy_flags_reach_the_node_as_flower_parses_them(tmp_path):
     ran = _supernode(["--test-vectors", "--dry-run"])
     config = _node_config(ran.output)
     assert "threat-model" not in config and NodePolicy.from_node_config(config) == NodePolicy()
+
+
+def test_the_documented_node_config_keys_have_flags():
+    ran = _supernode(["--test-vectors", "--dry-run", "--min-survivors", "3",
+                      "--ckks-min-flood-bits", "50", "--tee-min-svn", "2", "--tee-production",
+                      "--allow-insecure-seed"])
+    assert ran.exit_code == 0, ran.output
+    config = _node_config(ran.output)
+    assert (config["min-survivors"], config["ckks-min-flood-bits"], config["tee-min-svn"]) == (3, 50, 2)
+    assert config["tee-production"] is True and config["allow-insecure-seed"] is True
+    policy = NodePolicy.from_node_config(config)
+    assert (policy.min_survivors, policy.ckks_min_flood_bits, policy.tee_min_svn,
+            policy.tee_production) == (3, 50, 2, True)
+
+
+@pytest.mark.parametrize("key, roster, extra, flag", [
+    ("missing.key", "roster.json", [], "--identity-key"),
+    ("k.key", "nowhere.json", [], "--roster"),
+    ("k.key", "roster.json", ["--tee-root", "no-root.pem"], "--tee-root"),
+])
+def test_a_dry_run_checks_every_path(key, roster, extra, flag):
+    ran = CliRunner().invoke(app, [
+        "flower", "supernode", "--client-id", "client-01", "--identity-key", key, "--roster", roster,
+        "--superlink", "127.0.0.1:9092", "--test-vectors", "--dry-run", *extra])
+    assert ran.exit_code == 2 and flag in ran.output and "does not exist" in ran.output, ran.output
+
+
+def test_keygen_and_roster_misuse_is_bad_usage(tmp_path):
+    assert CliRunner().invoke(app, ["flower", "keygen", "../x", "--out", "keys"]).exit_code == 2
+    assert CliRunner().invoke(app, ["flower", "keygen", "a", "--out", "keys"]).exit_code == 0
+    again = CliRunner().invoke(app, ["flower", "keygen", "a", "--out", "keys"])
+    assert again.exit_code == 2 and "exists" in again.output
+    missing = CliRunner().invoke(app, ["flower", "roster", "keys/none.pub", "--out", "r.json"])
+    assert missing.exit_code == 2 and "none.pub" in missing.output
 
 
 @pytest.mark.parametrize(("flags", "why"), [
