@@ -21,8 +21,14 @@ CLIENT_MEANS = ("accuracy", "bias_std", "bias_gap", "fid_all", "fid_majority", "
 
 
 def load_cells(root: Path) -> list[dict[str, Any]]:
+    """Every finished cell; a cell whose run no longer matches its manifest is refused
+    (CheckpointError naming the file) before anything is reported."""
+    from securediff.reopen import check_finished
+
     cells = [read_json(p) for p in sorted(Path(root).glob(f"cells/*/seed-*/{CELL_FILE}"))]
     for cell in cells:
+        if cell.get("run_dir"):
+            check_finished(Path(root) / str(cell["run_dir"]))
         cell["relation"], cell["epsilon_replace_one"] = shared_relation_and_replace_one(root, cell)
     return cells
 

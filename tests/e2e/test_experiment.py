@@ -89,6 +89,12 @@ def test_quick_suite_cells_resume_and_report(tmp_path, core_with_unregistered):
     for png in (res.parent / "core-epsilon.png", res.parent / "core-pfdm-eps10-samples.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    # A cell's run edited after it finished: the report refuses before it reports.
+    ledger = out / "cells/pfdm-eps10/seed-0/run/ledger.json"
+    ledger.write_text(ledger.read_text() + " ")
+    edited = runner.invoke(app, ["experiment", "report", str(out)])
+    assert edited.exit_code == 3 and "ledger.json" in edited.output, edited.output
+
 
 @pytest.mark.parametrize("args, needle", [
     (["run", "--suite", "nope", "--out", "{tmp}/x"], "unknown suite 'nope'"),
@@ -123,8 +129,9 @@ def test_dp_auc_ceiling_and_mean_std():
 
 
 def test_an_add_remove_claim_is_restated_under_replace_one(tmp_path):
-    """A distributed DP-SGD ledger (add/remove) gets its replace-one epsilon by group
-    privacy: larger than the claim, and what the report compares rows on."""
+    """A distributed DP-SGD ledger (add/remove) gets its replace-one epsilon from the
+    same events analysed under replace-one: larger than the claim, and what the report
+    compares rows on."""
     from securediff.experiments.aggregate import shared_relation_and_replace_one
     from securediff.privacy.accountants import compose_epsilon
     from securediff.privacy.ledger import DistributedSkellamEvent, ForwardNoiseEvent, PrivacyLedger
