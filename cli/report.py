@@ -16,9 +16,10 @@ def report_run(
 ) -> None:
     """Write RUN/report.html: config, partition, metrics, privacy statement, epsilon over
     rounds, samples and audit, in one offline page (refuses an unverifiable run, exit 3)."""
+    from securediff.locks import writing
     from securediff.run_report import write_report
 
-    with handle_errors():
+    with handle_errors(), writing(run_dir):  # one writer of a run at a time
         path = write_report(run_dir)
     if as_json:
         print_json({"report": str(path)})
