@@ -3,7 +3,10 @@
 read against the epsilon its ledger claims for that artefact.
 
 Members and non-members are the run's own split (`partition.json`): a
-client's members were trained on, its holdout never was. The auditor's
+client's members were trained on, its holdout never was. They are records of
+one trained model, not independent trials, so every bound here is a
+measurement (verdict "measurement"), read beside the claim but deciding no
+verdict; the canary audits (`securediff audit selfcheck`) give verdicts. The auditor's
 randomness (reference/evaluated split, noise draws, shadow models) is
 injected; nothing here touches the run's own random streams.
 """
@@ -29,7 +32,7 @@ from audits.attacks.pia import pia_attack
 from audits.attacks.secmi import secmi_attack
 from audits.attacks.shadows import ShadowRecipe
 from audits.attacks.target import Records, Target
-from audits.bounds.verdict import NO_CLAIM, strongest
+from audits.bounds.verdict import MEASUREMENT, strongest
 from securediff.data import Partition
 from securediff.errors import CheckpointError, ConfigError
 from securediff.federation.clients import Client
@@ -206,7 +209,7 @@ def _memorization(run: FederatedRun, clients: list[Client], pops: dict[str, Popu
 
 
 def _headline(rows: list[AttackReport]) -> AttackReport:
-    claimed = [r for r in rows if r.verdict != NO_CLAIM]
+    claimed = [r for r in rows if r.bound_above_claim is not None]
     pool = claimed or rows
     return max(pool, key=lambda r: (r.bound.epsilon_lower_bound, r.auc.value))
 
@@ -296,7 +299,7 @@ def audit_run(run_dir: Path, *, options: AuditOptions, source: RandomSource,
         result.update({"epsilon_claimed": None, "accountant": None, "epsilon_lower_bound": None,
                        "ceiling": None, "method": None, "confidence": options.confidence,
                        "auc": None, "tpr_at_fpr": {"0.01": None, "0.001": None},
-                       "headline": None, "verdict": NO_CLAIM})
+                       "headline": None, "verdict": MEASUREMENT})
     result["seconds"] = time.perf_counter() - started
     return jsonable(result), reports
 

@@ -3,22 +3,28 @@
 Every mechanism is calibrated to a claimed epsilon (4 at delta 1e-5 by
 default): the forward noise by exact accounting (t0, then C), DP-SGD by the
 noise multiplier the PLD accountant sets for its steps. The audits then run
-against the correct mechanisms and against four defects, each made by
-wrapping the real code (`audits.canaries.defects`): no noise; noise 10x
-smaller than claimed; fresh forward noise every epoch for 10 epochs;
-clipping disabled (canaries of norm 10 C). A broken mechanism passes the
-check when its mechanism's primary audit (forward: the likelihood-ratio
-test; DP-SGD: the white-box one-run audit) certifies a lower bound above the
-claim; a correct one when no audit does. The black-box rows are reported
-for information: a final-model audit is far weaker, and is not expected to
-flag anything at this size.
+against the correct mechanisms and against defects, each made by wrapping
+the real code (`audits.canaries.defects`): no noise; noise 10x smaller than
+claimed; fresh forward noise every epoch for 10 epochs; clipping disabled
+(canaries of norm 10 C); a ledger that composes two runs on the same records
+by taking the min (claims 4 for a joint 5.99); DP-SGD with noise
+multiplicity K that clips each copy separately (a record contributes K C);
+an accountant told a sample rate 32x smaller than the sampling uses (16
+full batches accounted at q = 1/32: true epsilon 44.5). DP-SGD runs at sample rate 1 and, correct and without noise,
+at a rate below 1 (Poisson batches). A broken mechanism passes the check
+when its mechanism's primary audit (forward: the likelihood-ratio test;
+DP-SGD: the white-box canary audit) certifies a lower bound above the claim;
+a correct one when no audit does. The black-box rows are reported for
+information: a final-model audit is far weaker, and is not expected to flag
+anything at this size (its no-noise row reads "uninformative": it cannot
+detect at this size).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -32,7 +38,13 @@ from audits.canaries.blackbox import blackbox_canary_audit
 from audits.canaries.dpsgd import AUDIT_NAME as DPSGD_AUDIT
 from audits.canaries.dpsgd import DPSGD_DEFECTS, DPSGDSetting, dpsgd_whitebox_audit
 from audits.canaries.forward import AUDIT_NAME as FORWARD_AUDIT
-from audits.canaries.forward import FORWARD_DEFECTS, ForwardSetting, forward_audit, release_for
+from audits.canaries.forward import (
+    FORWARD_DEFECTS,
+    LEDGER_DEFECTS,
+    ForwardSetting,
+    forward_audit,
+    release_for,
+)
 from securediff.data import load_dataset
 from securediff.diffusion.schedule import NoiseSchedule, make_schedule
 from securediff.errors import ConfigError
@@ -43,6 +55,7 @@ from securediff.rng import RandomSource
 
 MIN_FORWARD_TRIALS = 10_000_000
 MIN_CANARIES = 1_000
+ALL_DEFECTS: tuple[str, ...] = tuple(dict.fromkeys(FORWARD_DEFECTS + LEDGER_DEFECTS + DPSGD_DEFECTS))
 
 
 @dataclass(frozen=True)
@@ -56,6 +69,19 @@ class SelfCheckConfig:
     canaries: int = 30_000
     dpsgd_steps: int = 4
     dpsgd_sample_rate: float = 1.0
+    # Poisson-sampled DP-SGD: a correct and a no-noise row at this rate. 8 steps at
+    # q = 0.5 cost what 4 full batches do; an included canary misses all 8 w.p. 1/256.
+    subsampled_rate: float = 0.5
+    subsampled_steps: int = 8
+    # The per-copy clipping defect: K copies each clipped to C make a record K C;
+    # K = 8 separates the canaries at any step count (the claim fixes K / sigma per
+    # step), so one step suffices and costs what 8 steps of K = 1 do.
+    noise_multiplicity: int = 8
+    multiplicity_steps: int = 1
+    # The understated sample rate: with few steps a small sigma still leaves each
+    # canary's observations overlapping; 16 full batches separate them.
+    understated_steps: int = 16
+    defects: tuple[str, ...] | None = None  # the broken mechanisms to audit; None: all
     real_records: int = 64
     blackbox_canaries: int = 1_000  # 0 skips the black-box rows
     blackbox_steps: int = 300
@@ -67,6 +93,17 @@ class SelfCheckConfig:
             raise ConfigError("need forward_trials >= 1, canaries >= 2 and dpsgd_steps >= 1")
         if self.blackbox_canaries < 0 or self.real_records < 1:
             raise ConfigError("blackbox_canaries must be >= 0 and real_records >= 1")
+        if not 0.0 < self.subsampled_rate < 1.0 or self.subsampled_steps < 1:
+            raise ConfigError("subsampled_rate must be in (0, 1) and subsampled_steps >= 1")
+        if self.noise_multiplicity < 2 or min(self.multiplicity_steps, self.understated_steps) < 1:
+            raise ConfigError("noise_multiplicity must be >= 2, multiplicity_steps and "
+                              "understated_steps >= 1")
+        unknown = set(self.defects or ()) - set(ALL_DEFECTS)
+        if unknown:
+            raise ConfigError(f"unknown defect(s) {sorted(unknown)}; known: {', '.join(ALL_DEFECTS)}")
+
+    def runs(self, defect: str) -> bool:
+        return self.defects is None or defect in self.defects
 
     @property
     def meets_minimums(self) -> bool:
@@ -121,9 +158,11 @@ class SelfCheckReport:
                             "fraction": r["epsilon_lower_bound"] / r["epsilon_claimed"],
                             "epsilon_gdp": r["bound"]["epsilon_gdp"], "trials": r["trials"]}
             elif r["audit"] == DPSGD_AUDIT:
-                out["dpsgd_whitebox"] = {"epsilon_claimed": r["epsilon_claimed"],
-                                         "epsilon_lower_bound": r["epsilon_lower_bound"],
-                                         "canaries": r["canaries"]}
+                key = ("dpsgd_whitebox" if r["sample_rate"] == 1.0
+                       else f"dpsgd_whitebox_at_sample_rate_{r['sample_rate']:g}")
+                out[key] = {"epsilon_claimed": r["epsilon_claimed"],
+                            "epsilon_lower_bound": r["epsilon_lower_bound"],
+                            "canaries": r["canaries"], "steps": r["steps"]}
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -177,6 +216,19 @@ def _blackbox(config: SelfCheckConfig, setting: ForwardSetting, defect: str | No
     return audit.to_dict()
 
 
+def _dpsgd_rows(config: SelfCheckConfig) -> list[tuple[str, DPSGDSetting, str | None]]:
+    """(stream name, setting, defect) of every DP-SGD row."""
+    full = DPSGDSetting(target_epsilon=config.claimed_epsilon, delta=config.delta,
+                        sample_rate=config.dpsgd_sample_rate, steps=config.dpsgd_steps)
+    own = {"per-copy-clipping": replace(full, noise_multiplicity=config.noise_multiplicity,
+                                        steps=config.multiplicity_steps),
+           "sample-rate-understated": replace(full, steps=config.understated_steps)}
+    rows = [(f"dpsgd/{d}", own.get(d or "", full), d) for d in (None, *DPSGD_DEFECTS)]
+    sampled = replace(full, sample_rate=config.subsampled_rate, steps=config.subsampled_steps)
+    rows += [(f"dpsgd-sampled/{d}", sampled, d) for d in (None, "no-noise")]
+    return rows
+
+
 def run_selfcheck(*, config: SelfCheckConfig, source: RandomSource,
                   progress: Callable[[str], None] | None = None) -> SelfCheckReport:
     say = progress or (lambda _msg: None)
@@ -184,7 +236,9 @@ def run_selfcheck(*, config: SelfCheckConfig, source: RandomSource,
     checks: list[Check] = []
     setting = ForwardSetting.calibrated(target_epsilon=config.claimed_epsilon, delta=config.delta,
                                         T=config.T)
-    for defect in (None, *FORWARD_DEFECTS):
+    for defect in (None, *FORWARD_DEFECTS, *LEDGER_DEFECTS):
+        if defect is not None and not config.runs(defect):
+            continue
         say(f"forward noise, {defect or 'correct'}")
         audit = forward_audit(setting=setting, defect=defect, trials=config.forward_trials,
                               source=source.child(f"forward/{defect}"), confidence=config.confidence)
@@ -200,15 +254,14 @@ def run_selfcheck(*, config: SelfCheckConfig, source: RandomSource,
     real = pick[:config.real_records]
     real_x, real_y = torch.from_numpy(dataset.images[real]), torch.from_numpy(dataset.labels[real])
     schedule = make_schedule("linear", T=config.T)
-    dp = DPSGDSetting(target_epsilon=config.claimed_epsilon, delta=config.delta,
-                      sample_rate=config.dpsgd_sample_rate, steps=config.dpsgd_steps)
-    for defect in (None, *DPSGD_DEFECTS):
-        say(f"DP-SGD white-box, {defect or 'correct'}")
+    for name, dp, defect in _dpsgd_rows(config):
+        if defect is not None and not config.runs(defect):
+            continue
+        say(f"DP-SGD white-box, {defect or 'correct'}, sample rate {dp.sample_rate:g}")
         audit = dpsgd_whitebox_audit(setting=dp, defect=defect, canaries=config.canaries,
                                      real_x=real_x, real_y=real_y,
                                      spec=UNetSpec(base_channels=4, groups=4), schedule=schedule,
-                                     source=source.child(f"dpsgd/{defect}"),
-                                     confidence=config.confidence)
+                                     source=source.child(name), confidence=config.confidence)
         checks.append(Check(audit.to_dict(), broken=defect is not None, primary=True))
     if config.blackbox_canaries:
         base_idx = pick[config.real_records:config.real_records + 256]

@@ -120,6 +120,8 @@ def selfcheck(
     dpsgd_steps: Annotated[int, typer.Option("--dpsgd-steps", help="DP-SGD steps.")] = 4,
     blackbox_canaries: Annotated[int, typer.Option(
         "--blackbox-canaries", help="Black-box canaries (0 skips those rows).")] = 1_000,
+    defect: Annotated[list[str] | None, typer.Option(
+        "--defect", help="Audit only this broken mechanism (repeatable); default: all.")] = None,
     epsilon: Annotated[float, typer.Option("--epsilon", help="Claimed epsilon.")] = 4.0,
     delta: Annotated[float, typer.Option("--delta", help="Claimed delta.")] = 1e-5,
     confidence: ConfidenceOpt = 0.95,
@@ -133,7 +135,8 @@ def selfcheck(
     with handle_errors():
         config = SelfCheckConfig(claimed_epsilon=epsilon, delta=delta, confidence=confidence,
                                  forward_trials=trials, canaries=canaries, dpsgd_steps=dpsgd_steps,
-                                 blackbox_canaries=blackbox_canaries)
+                                 blackbox_canaries=blackbox_canaries,
+                                 defects=tuple(defect) if defect else None)
         say = None if as_json else (lambda msg: err_console.print(f"[dim]selfcheck: {msg}[/]"))
         report = run_selfcheck(config=config, source=_source(seed), progress=say).to_dict()
     if as_json:

@@ -1,7 +1,14 @@
 """From an attack's scores to its report: AUC, ROC, TPR at low FPR, the
 epsilon lower bound (threshold chosen on the reference split), its ceiling,
-the verdict against the claim, and the FPR calibration of thresholds set on
-the reference split."""
+and the FPR calibration of thresholds set on the reference split.
+
+The members and non-members are records of one trained model: their
+outcomes are not independent trials (every score comes from the same
+model, trained on all the members at once), so the Clopper–Pearson bound is
+reported as a measurement, never as a verdict (`MEASUREMENT`). Verdicts come
+only from designs with independent trials (`audits.canaries`). The
+Gaussian-DP epsilon is left out: a trained model's privacy curve is not
+Gaussian in general."""
 
 from __future__ import annotations
 
@@ -15,7 +22,7 @@ from scipy.stats import betabinom
 from audits.attacks.base import AttackScores
 from audits.bounds.roc import AUC, RateAt, auc_with_ci, roc_curve, tpr_at_fpr
 from audits.bounds.thresholds import EpsilonBound, heldout_bound
-from audits.bounds.verdict import verdict
+from audits.bounds.verdict import MEASUREMENT
 
 REPORTED_FPRS: tuple[float, ...] = (0.01, 0.001)
 NOMINAL_FPRS: tuple[float, ...] = (0.5, 0.2, 0.1)
@@ -80,6 +87,14 @@ class AttackReport:
     roc: tuple[np.ndarray, np.ndarray] = field(repr=False)
     details: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def bound_above_claim(self) -> bool | None:
+        """Whether the measured bound exceeds the claim: worth a look, not a verdict."""
+        claimed = self.epsilon_claimed
+        if claimed is None or not math.isfinite(claimed):
+            return None
+        return bool(self.bound.epsilon_lower_bound > claimed)
+
     def to_dict(self) -> dict[str, Any]:
         claimed = self.epsilon_claimed
         return {
@@ -92,7 +107,8 @@ class AttackReport:
             "auc": self.auc.value, "auc_ci": [self.auc.low, self.auc.high],
             "tpr_at_fpr": {f"{r.fpr:g}": r.value for r in self.tpr_at_fpr},
             "tpr_at_fpr_reason": {f"{r.fpr:g}": r.reason for r in self.tpr_at_fpr if r.reason},
-            "verdict": self.verdict, "bound": self.bound.to_dict(),
+            "verdict": self.verdict, "bound_above_claim": self.bound_above_claim,
+            "bound": self.bound.to_dict(),
             "fpr_calibration": [c.to_dict() for c in self.calibration],
             "details": self.details,
         }
@@ -108,7 +124,7 @@ def evaluate_attack(scores: AttackScores, *, claimed: float | None, accountant: 
         auc=auc_with_ci(members=em, nonmembers=en, confidence=confidence),
         tpr_at_fpr=tuple(tpr_at_fpr(members=em, nonmembers=en, fpr=f) for f in REPORTED_FPRS),
         bound=bound, epsilon_claimed=claimed, accountant=accountant,
-        verdict=verdict(lower_bound=bound.epsilon_lower_bound, ceiling=bound.ceiling, claimed=claimed),
+        verdict=MEASUREMENT,
         calibration=tuple(fpr_calibration(scores, confidence=confidence)),
         roc=roc_curve(members=em, nonmembers=en), details=scores.details,
     )

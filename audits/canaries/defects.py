@@ -12,9 +12,18 @@ own mechanism code; none re-implements its math:
 - `UnclippedDPSGD`: the real `DPSGD` with per-sample clipping switched off
   (its clip bound is set to infinity while the clipped sum is taken; the
   noise is still scaled by the claimed clip norm).
+- `PerCopyClippedDPSGD`: the real `DPSGD` with noise multiplicity K that
+  clips each of a record's K copies separately (as repeating records for
+  Opacus would, FACTS.md) instead of their mean: the record contributes K C
+  to a sum whose noise is scaled to C.
+- `min_rule_across_runs()`: the ledger's min rule (two views of ONE release,
+  `artefact_epsilon`) applied across separate runs on the same data, so a
+  ledger composing two runs claims the epsilon of one, for the context's
+  duration.
 - Fresh forward noise every epoch is a misuse of `noise_once` itself (a new
   data id per epoch slips past the ledger's re-noising guard); see
-  `audits.canaries.forward`.
+  `audits.canaries.forward`. An accountant told a smaller sample rate than
+  the sampling uses is a misuse of `DPSGD` itself; see `audits.canaries.dpsgd`.
 """
 
 from __future__ import annotations
@@ -27,7 +36,9 @@ import numpy as np
 import torch
 
 import securediff.privacy.forward as forward_module
+import securediff.privacy.ledger as ledger_module
 from securediff.errors import ConfigError
+from securediff.privacy.accountants import compose_epsilon
 from securediff.privacy.dpsgd import DPSGD
 from securediff.rng import RandomSource
 
@@ -70,3 +81,27 @@ class UnclippedDPSGD(DPSGD):
             return super()._clipped_sum(*args, **kwargs)
         finally:
             self.max_grad_norm = saved
+
+
+class PerCopyClippedDPSGD(DPSGD):
+    """DP-SGD with noise multiplicity that clips every copy of a record on its own."""
+
+    def _clipped_sum(self, loss_fn, batch, b, k):  # noqa: ANN001, ANN202 (same signature as DPSGD)
+        # Each copy becomes a record of its own (multiplicity 1): clipped to C separately.
+        copies = tuple(t.repeat_interleave(k, dim=0) for t in batch)
+        return super()._clipped_sum(loss_fn, copies, b * k, 1)
+
+
+def _min_across_runs(events: list, *, delta: float, accountant: str) -> float:
+    return min(compose_epsilon([e], delta=delta, accountant=accountant) for e in events)
+
+
+@contextmanager
+def min_rule_across_runs() -> Iterator[None]:
+    """Within the context, a ledger's epsilon is the smallest of its events' epsilons."""
+    saved = ledger_module.artefact_epsilon
+    ledger_module.artefact_epsilon = _min_across_runs
+    try:
+        yield
+    finally:
+        ledger_module.artefact_epsilon = saved

@@ -1,4 +1,4 @@
-"""DP-SGD white-box canary audit, scored with the one-run bound.
+"""DP-SGD white-box canary audit, scored with the one-run bound (Dirac canaries).
 
 The auditor instruments one client: its model gets a canary layer with one
 coordinate per canary (`CanaryInstrumented`), and m gradient canaries, each
@@ -6,8 +6,9 @@ included in the client's data independently with probability 1/2, are
 records whose per-sample gradient is a Dirac on their own coordinate, of
 norm `canary_scale` x C (>= C, so a correct implementation clips it to
 exactly C). The client then runs the project's real `DPSGD` (per-sample
-gradients by Opacus, clipping, noise from the injected source, Poisson
-batches from `poisson_sample`) on its real records plus the included canaries.
+gradients by its fused engine, `securediff.privacy.per_sample`; clipping;
+noise from the injected source; Poisson batches from `poisson_sample`) on its
+real records plus the included canaries.
 The observer sees every noisy step: after each step it reads the noisy
 gradient at the canary coordinates. Per canary it scores the likelihood
 ratio of the claimed mechanism: the sum of its normalised coordinates when
@@ -20,12 +21,19 @@ is best; and the same with k = m/2 - 2 sqrt(m), which guesses almost every
 canary and abstains only where the number included may fall (4 binomial
 standard deviations): what a broken mechanism that separates the canaries
 perfectly needs in order to show a bound near the ceiling of m guesses.
+
+Defects beyond the noise and clipping ones: per-copy clipping under noise
+multiplicity K (`PerCopyClippedDPSGD`), and an accountant told a sample rate
+`UNDERSTATED_RATE_FACTOR` times smaller than the Poisson sampling uses (the
+noise is calibrated, the ledger charged and the observer's test set for the
+told rate; the batches are drawn at the true one).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -34,8 +42,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from audits.bounds import one_run
+from audits.bounds.thresholds import EpsilonBound
 from audits.bounds.verdict import verdict
-from audits.canaries.defects import ScaledNoiseSource, UnclippedDPSGD
+from audits.canaries.defects import PerCopyClippedDPSGD, ScaledNoiseSource, UnclippedDPSGD
+from audits.canaries.independent import claimed_thresholds, rates_bound
 from securediff.diffusion.loss import diffusion_loss
 from securediff.diffusion.schedule import NoiseSchedule
 from securediff.errors import ConfigError
@@ -47,7 +57,13 @@ from securediff.privacy.ledger import PrivacyLedger
 from securediff.rng import RandomSource
 
 AUDIT_NAME = "dp-sgd white-box one-run (Dirac canaries)"
-DPSGD_DEFECTS: tuple[str, ...] = ("no-noise", "noise-10x-smaller", "clipping-disabled")
+DPSGD_DEFECTS: tuple[str, ...] = ("no-noise", "noise-10x-smaller", "clipping-disabled",
+                                   "per-copy-clipping", "sample-rate-understated")
+# The accountant of the "sample-rate-understated" defect is told q / this (full
+# batches accounted as batches of 1/32 of the data): at q = 1 and 16 steps
+# calibrated to epsilon 4 the true epsilon is 44.5, and each canary's 16
+# observations separate it from the excluded ones (mu about 6).
+UNDERSTATED_RATE_FACTOR = 32.0
 GUESS_FRACTIONS: tuple[float, ...] = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2)
 # Error budget of the two guess rules (weighted Bonferroni): the tight rule for a
 # correct mechanism gets most of it; the wide rule needs little to reach its ceiling.
@@ -75,16 +91,23 @@ class DPSGDSetting:
     steps: int
     max_grad_norm: float = 1.0
     accountant: str = "pld"
+    noise_multiplicity: int = 1
 
     @property
     def noise_multiplier(self) -> float:
-        return calibrate_noise_multiplier(target_epsilon=self.target_epsilon,
-                                          sample_rate=self.sample_rate, steps=self.steps,
-                                          delta=self.delta, accountant=self.accountant)
+        return _calibrated(self.target_epsilon, self.sample_rate, self.steps, self.delta,
+                           self.accountant)
 
     def claimed_epsilon(self, sigma: float) -> float:
         return dpsgd_epsilon(noise_multiplier=sigma, sample_rate=self.sample_rate,
                              steps=self.steps, delta=self.delta, accountant=self.accountant)
+
+
+@lru_cache(maxsize=64)
+def _calibrated(target: float, q: float, steps: int, delta: float, accountant: str) -> float:
+    # A bisection of accountant calls (seconds at q < 1): several rows share a setting.
+    return calibrate_noise_multiplier(target_epsilon=target, sample_rate=q, steps=steps,
+                                      delta=delta, accountant=accountant)
 
 
 def observer_scores(g: np.ndarray, *, sigma: float, q: float) -> np.ndarray:
@@ -178,23 +201,40 @@ class DPSGDAudit:
     defect: str | None
     epsilon_claimed: float
     noise_multiplier: float
-    sample_rate: float
+    sample_rate: float  # what the accountant was told
+    sample_rate_used: float  # what the Poisson sampling used
+    epsilon_at_rate_used: float  # the accountant's epsilon at the rate used (the truth, if correct)
+    noise_multiplicity: int
     steps: int
     canary_norm: float
     result: OneRunResult
+    rates: EpsilonBound  # the same canaries as independent trials (`audits.canaries.independent`)
+    confidence: float  # of the larger bound: each of the two holds at 1 - (1 - this) / 2
     verdict: str
     seconds: float
+
+    @property
+    def epsilon_lower_bound(self) -> float:
+        return max(self.result.epsilon_lower_bound, self.rates.epsilon_lower_bound)
+
+    @property
+    def ceiling(self) -> float:
+        return max(self.result.ceiling, self.rates.ceiling)
 
     def to_dict(self) -> dict[str, Any]:
         return {"mechanism": "dp-sgd", "defect": self.defect or "none (correct)",
                 "audit": AUDIT_NAME,
                 "epsilon_claimed": self.epsilon_claimed, "noise_multiplier": self.noise_multiplier,
-                "sample_rate": self.sample_rate, "steps": self.steps,
+                "sample_rate": self.sample_rate, "sample_rate_used": self.sample_rate_used,
+                "epsilon_at_rate_used": self.epsilon_at_rate_used,
+                "noise_multiplicity": self.noise_multiplicity, "steps": self.steps,
                 "canary_norm": self.canary_norm, "canaries": self.result.canaries,
-                "epsilon_lower_bound": self.result.epsilon_lower_bound,
-                "ceiling": self.result.ceiling, "confidence": self.result.confidence,
-                "method": self.result.to_dict()["method"], "verdict": self.verdict,
-                "one_run": self.result.to_dict(), "seconds": self.seconds}
+                "epsilon_lower_bound": self.epsilon_lower_bound, "ceiling": self.ceiling,
+                "confidence": self.confidence,
+                "method": "the larger of the one-run bound and the rates bound over the canaries "
+                          "as independent trials, each at half the error budget",
+                "verdict": self.verdict, "one_run": self.result.to_dict(),
+                "rates": self.rates.to_dict(), "seconds": self.seconds}
 
 
 def dpsgd_whitebox_audit(
@@ -207,10 +247,19 @@ def dpsgd_whitebox_audit(
     if canaries < 2 or canary_scale < 1.0:
         raise ConfigError("need at least 2 canaries of norm >= C (canary_scale >= 1)")
     started = time.perf_counter()
+    used_rate = setting.sample_rate
+    if defect == "sample-rate-understated":
+        setting = replace(setting, sample_rate=used_rate / UNDERSTATED_RATE_FACTOR)
     sigma, c = setting.noise_multiplier, setting.max_grad_norm
     rng = source.child("auditor").numpy_generator()
+    # Two bounds on the same canaries, each at half the error budget (Bonferroni).
+    half = 1.0 - (1.0 - confidence) / 2.0
     per_side = choose_guesses(canaries=canaries, sigma=sigma, setting=setting,
-                              confidence=confidence, rng=rng)
+                              confidence=half, rng=rng)
+    # An excluded canary's observation under the claim is noise alone, whatever q is.
+    thresholds = claimed_thresholds(
+        canaries=canaries, excluded_scores=lambda n: observer_scores(
+            sigma * rng.standard_normal((setting.steps, n)), sigma=sigma, q=setting.sample_rate))
     included = source.child("inclusion").bernoulli(0.5, canaries)
     ids = np.flatnonzero(included)
     n_real = int(real_x.shape[0])
@@ -225,11 +274,13 @@ def dpsgd_whitebox_audit(
     noise_source = source.child("dpsgd-noise")
     if defect in ("no-noise", "noise-10x-smaller"):
         noise_source = ScaledNoiseSource(noise_source, factor=0.0 if defect == "no-noise" else 0.1)
-    cls = UnclippedDPSGD if defect == "clipping-disabled" else DPSGD
+    cls = {"clipping-disabled": UnclippedDPSGD, "per-copy-clipping": PerCopyClippedDPSGD
+           }.get(defect or "", DPSGD)
     ebs = setting.sample_rate * x.shape[0]
     dpsgd = cls(model=model, optimizer=optimizer, max_grad_norm=c, noise_multiplier=sigma,
                 expected_batch_size=ebs, source=noise_source, ledger=ledger,
-                sample_rate=setting.sample_rate, artefact="personal")
+                sample_rate=setting.sample_rate, artefact="personal",
+                noise_multiplicity=setting.noise_multiplicity)
     claimed = dpsgd.reserve(setting.steps)
     norm = c * canary_scale
     noise_gen = source.child("diffusion").torch_generator()
@@ -251,7 +302,7 @@ def dpsgd_whitebox_audit(
     sampling = source.child("poisson")
     observed = np.zeros((setting.steps, canaries))
     for s in range(setting.steps):
-        idx = torch.from_numpy(poisson_sample(x.shape[0], sample_rate=setting.sample_rate,
+        idx = torch.from_numpy(poisson_sample(x.shape[0], sample_rate=used_rate,
                                               source=sampling))
         dpsgd.step(per_copy_loss, x[idx], y[idx], cid[idx])
         observed[s] = -model.canary.weight.grad[0].double().numpy() * ebs / c
@@ -259,11 +310,17 @@ def dpsgd_whitebox_audit(
     scores = observer_scores(observed, sigma=sigma, q=setting.sample_rate)
     result = one_run_bound(scores=scores, included=included,
                            rules=guess_rules(canaries, per_side=per_side), delta=setting.delta,
-                           confidence=confidence)
+                           confidence=half)
+    rates = rates_bound(scores=scores, included=included, thresholds=thresholds,
+                        delta=setting.delta, confidence=half)
     return DPSGDAudit(
         defect=defect, epsilon_claimed=claimed, noise_multiplier=sigma,
-        sample_rate=setting.sample_rate, steps=setting.steps, canary_norm=norm, result=result,
-        verdict=verdict(lower_bound=result.epsilon_lower_bound, ceiling=result.ceiling,
-                        claimed=claimed),
+        sample_rate=setting.sample_rate, sample_rate_used=used_rate,
+        epsilon_at_rate_used=claimed if used_rate == setting.sample_rate
+        else replace(setting, sample_rate=used_rate).claimed_epsilon(sigma),
+        noise_multiplicity=setting.noise_multiplicity, steps=setting.steps, canary_norm=norm,
+        result=result, rates=rates, confidence=confidence,
+        verdict=verdict(lower_bound=max(result.epsilon_lower_bound, rates.epsilon_lower_bound),
+                        ceiling=max(result.ceiling, rates.ceiling), claimed=claimed),
         seconds=time.perf_counter() - started,
     )

@@ -141,6 +141,9 @@ def test_verdicts() -> None:
     assert verdict(lower_bound=3.0, ceiling=9.0, claimed=4.0) == "consistent"
     assert verdict(lower_bound=3.0, ceiling=4.0, claimed=4.0) == "uninformative"
     assert verdict(lower_bound=0.0, ceiling=2.0, claimed=10.0) == "uninformative"
+    # A bound of 0 under a high ceiling: the detector showed no power, so its
+    # silence is no evidence (a blind detector reads 0 against a no-noise mutant).
+    assert verdict(lower_bound=0.0, ceiling=9.0, claimed=4.0) == "uninformative"
     assert verdict(lower_bound=3.0, ceiling=9.0, claimed=None) == "no-claim"
     assert verdict(lower_bound=3.0, ceiling=9.0, claimed=math.inf) == "no-claim"
     assert strongest(["uninformative", "consistent", "no-claim"]) == "consistent"

@@ -12,7 +12,13 @@ import securediff.privacy.forward as forward_module
 from audits.attacks.shadows import throwaway_ledger
 from audits.attacks.target import Records
 from audits.canaries.blackbox import blackbox_canary_audit
-from audits.canaries.defects import ScaledNoiseSource, UnclippedDPSGD, clipping_disabled
+from audits.canaries.defects import (
+    PerCopyClippedDPSGD,
+    ScaledNoiseSource,
+    UnclippedDPSGD,
+    clipping_disabled,
+    min_rule_across_runs,
+)
 from audits.canaries.forward import FORWARD_DEFECTS, ForwardSetting, forward_audit, release_for
 from securediff.errors import ConfigError
 from securediff.privacy.dpsgd import DPSGD
@@ -114,4 +120,63 @@ def test_blackbox_plumbing_with_a_perfect_and_a_blind_model() -> None:
     assert perfect.result.epsilon_lower_bound == pytest.approx(perfect.result.ceiling)
     blind = blackbox_canary_audit(train=remember, score=lambda t, r: np.zeros(len(r)),
                                   source=RandomSource.insecure_from_seed(0), **kw)
-    assert blind.result.epsilon_lower_bound < 1.0 and blind.verdict == "consistent"
+    # A blind detector certifies nothing: it cannot detect, so it is not "consistent".
+    assert blind.result.epsilon_lower_bound == 0.0 and blind.verdict == "uninformative"
+
+
+def test_min_rule_ledger_claims_one_run_and_the_audit_sees_two(setting) -> None:
+    # Two correct runs on the same records: the joint epsilon is 5.99; a ledger that
+    # composes them by min claims 4.
+    ledger = throwaway_ledger()
+    release_for(setting, defect="ledger-min-across-runs")(
+        torch.zeros((1, 1), dtype=torch.float64), RandomSource.insecure_from_seed(0), ledger, "d")
+    assert ledger.epsilon("shared") == pytest.approx(5.99, abs=0.01)
+    with min_rule_across_runs():
+        assert ledger.epsilon("shared") == pytest.approx(4.0, abs=1e-6)
+    assert ledger.epsilon("shared") == pytest.approx(5.99, abs=0.01)  # the rule is restored
+    audit = forward_audit(setting=setting, defect="ledger-min-across-runs", trials=2_000_000,
+                          source=RandomSource.insecure_from_seed(4))
+    assert audit.releases == 2 and audit.epsilon_claimed == pytest.approx(4.0, abs=1e-6)
+    assert audit.verdict == "violation", audit.bound
+    # The claimed mechanism is Gaussian: its Gaussian-DP reading is reported.
+    assert audit.to_dict()["bound"]["epsilon_gdp"] > audit.epsilon_claimed
+
+
+def test_per_copy_clipping_contributes_k_times_the_clip() -> None:
+    def run(cls):
+        model = torch.nn.Linear(3, 1, bias=False)
+        with torch.no_grad():
+            model.weight.zero_()
+        opt = torch.optim.SGD(model.parameters(), lr=0.0)
+        dp = cls(model=model, optimizer=opt, max_grad_norm=1.0, noise_multiplier=1.0,
+                 expected_batch_size=1.0, source=ScaledNoiseSource(
+                     RandomSource.insecure_from_seed(0), factor=0.0), ledger=None,
+                 noise_multiplicity=4)
+        x = torch.tensor([[30.0, 40.0, 0.0]])
+        dp.step(lambda m, xb: -m(xb)[:, 0], x)
+        return model.weight.grad.clone()
+
+    assert torch.allclose(run(DPSGD), torch.tensor([[-0.6, -0.8, 0.0]]), atol=1e-6)
+    assert torch.allclose(run(PerCopyClippedDPSGD), torch.tensor([[-2.4, -3.2, 0.0]]), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_understated_sample_rate_is_flagged() -> None:
+    # Full batches accounted at q = 1/32: 16 steps calibrated to epsilon 4 are 44.5.
+    from audits.canaries.dpsgd import DPSGDSetting, dpsgd_whitebox_audit
+    from securediff.data import load_dataset
+    from securediff.diffusion.schedule import make_schedule
+    from securediff.models.unet import UNetSpec
+
+    data = load_dataset("digits")
+    audit = dpsgd_whitebox_audit(
+        setting=DPSGDSetting(target_epsilon=4.0, delta=1e-5, sample_rate=1.0, steps=16),
+        defect="sample-rate-understated", canaries=1000,
+        real_x=torch.from_numpy(data.images[:64]), real_y=torch.from_numpy(data.labels[:64]),
+        spec=UNetSpec(base_channels=4, groups=4), schedule=make_schedule("linear", T=1000),
+        source=RandomSource.insecure_from_seed(11))
+    row = audit.to_dict()
+    assert row["sample_rate"] == 1.0 / 32 and row["sample_rate_used"] == 1.0
+    assert row["epsilon_claimed"] == pytest.approx(4.0, abs=1e-3)
+    assert row["epsilon_at_rate_used"] >= 2 * row["epsilon_claimed"]
+    assert audit.verdict == "violation", (audit.result, audit.rates)

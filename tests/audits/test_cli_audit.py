@@ -40,17 +40,20 @@ def test_audit_run_writes_json_markdown_and_roc(tiny_run) -> None:
         assert [a["attack"] for a in t["attacks"]] == ["loss", "lira-offline"]
         for a in t["attacks"]:
             assert 0.0 <= a["epsilon_lower_bound"] <= a["ceiling"]
-            if a["epsilon_claimed"] is None:
-                assert a["verdict"] == "no-claim"
+            # One trained model's members are not independent trials: a measurement.
+            assert a["verdict"] == "measurement" and "epsilon_gdp" not in a["bound"]
+            assert a["bound_above_claim"] is (None if a["epsilon_claimed"] is None
+                                              else a["epsilon_lower_bound"] > a["epsilon_claimed"])
             # About 90 holdout records: 0.1% FPR is not measurable, and says why.
             assert a["tpr_at_fpr"]["0.001"] is None and a["tpr_at_fpr_reason"]["0.001"]
-    # The tiny run's shared model cannot certify epsilon ~10 with ~45 non-members.
-    assert out["verdict"] == "uninformative"
+    # Membership attacks on one model never give a verdict, only measurements.
+    assert out["verdict"] == "measurement"
     assert out["memorization"]["client-00"]["samples"] == 20
     png = (tiny_run / "audit" / "roc.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     md = (tiny_run / "audit" / "audit.md").read_text()
-    assert "Verdict: uninformative" in md and "## shared" in md
+    assert "Verdict: measurement" in md and "## shared" in md
+    assert "measurement: members and non-members of one trained model" in md
 
 
 def test_a_violation_exits_1(tiny_run, monkeypatch) -> None:
