@@ -154,7 +154,8 @@ def _render(report: TranscriptReport, *, pinned: bool) -> None:
 def show(
     target: Target,
     round_index: Annotated[
-        int | None, typer.Option("--round", help="Only this round (all sessions).")
+        int | None, typer.Option("--round", help="Only this protocol round index (from 0; not a "
+                                   "training round number; all sessions).")
     ] = None,
     json_output: JsonFlag = False,
 ) -> None:
@@ -188,7 +189,10 @@ def _round_table(summary: RoundSummary) -> Table:
     survivors = sum(p.status == "survivor" for p in summary.parties)
     clients = sum(p.status != "aggregator" for p in summary.parties)
     title = (
-        f"round {summary.round} (session {summary.session}, {summary.protocol}): "
+        # Protocol round indices count from 0 and are not training rounds: one
+        # training round may take several (distributed DP), and a resumed session
+        # moves on to indices no earlier session used.
+        f"protocol round index {summary.round} (session {summary.session}, {summary.protocol}): "
         f"[{colour}]{summary.outcome}[/], {survivors}/{clients} clients survived"
     )
     if summary.reason:

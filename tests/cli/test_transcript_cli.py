@@ -130,7 +130,7 @@ def test_a_secagg_run_verifies_and_shows(secagg_copy: Path) -> None:
     assert "2 round(s) aggregated" in result.output
     shown = runner.invoke(app, ["transcript", "show", str(secagg_copy)], env={"COLUMNS": "160"})
     assert shown.exit_code == 0, shown.output
-    assert "round 1 (session 0, secagg): aggregated" in shown.output
+    assert "protocol round index 1 (session 0, secagg): aggregated" in shown.output
     assert "dropped: silent in MaskedInput" in shown.output
     assert "dropped: silent in Unmask" in shown.output
     data = json.loads(runner.invoke(app, ["transcript", "show", str(secagg_copy), "--json",
