@@ -141,7 +141,8 @@ def markdown_block(results: dict[str, Any], *, md_path: Path, figures: dict[str,
                    "audit eps ceiling", "cell seconds"], body)
     out += ["", "Claimed eps: the ledger's epsilon for the shared artefact (max over clients), "
             "n/a without a DP claim, under the neighbouring relation beside it; `eps replace-one` "
-            "is the same ledger under replace-one (an add/remove claim converted by group privacy), "
+            "is the same ledger under replace-one (add/remove events analysed directly under "
+            "replace-one, accountants.compose; group privacy only where no direct analysis applies), "
             "the relation on which the rows compare. MIA: the loss attack on the shared denoiser, all clients' "
             "members against their holdout; `max AUC at claimed eps` is the largest AUC any "
             "attack can reach against an (eps, 1e-5)-DP release; `audit eps ceiling` the largest "

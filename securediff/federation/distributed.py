@@ -18,7 +18,8 @@ at q), and the clipped gradients on x~ for t > t0 of an INDEPENDENT Poisson
 sample of x~. Given x~, the second part is a fixed shift chosen without the raw
 data, so the step is the same Skellam mechanism on the raw records (sensitivity
 C, add/remove) and adaptive composition with the forward noise covers both; the
-ledger composes them (replace-one, by group privacy for the Skellam part). Both
+ledger composes them under replace-one, the Skellam steps analysed directly
+under it (privacy/replace_one.py), and the noise is calibrated on that. Both
 parts count toward the modulus: the wrap bound is planned for twice the batch.
 
 Accounting is over the union of records: one record of one client is in a

@@ -149,7 +149,7 @@ def test_hybrid_forward_composes_the_forward_noise_with_the_steps(tmp_path, tiny
     ledger = PrivacyLedger.from_dict(read_json(run / "ledger.json")["client-00"])
     forward, steps = ledger.events
     # Recomputed from the events: replace-one (the forward noise's relation), the
-    # Skellam part converted by group privacy; no room left below the target.
+    # Skellam steps analysed directly under it; no room left below the target.
     eps = compose_epsilon([forward, steps], delta=1e-5, accountant="rdp", relation="replace_one")
     assert out["summary"]["epsilon_shared_max"] == pytest.approx(eps, rel=1e-9)
     assert 7.9 < eps <= 8.0 + 1e-6

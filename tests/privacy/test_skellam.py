@@ -289,5 +289,5 @@ def test_skellam_composes_with_dpsgd_and_forward_noise() -> None:
     assert both > max(alone, dpsgd_epsilon(noise_multiplier=1.0, sample_rate=0.25, steps=10,
                                            delta=DELTA, accountant="rdp"))
     forward = ForwardNoiseEvent(sigma=20.0, clip_norm=1.0, t0=500, data_id="x")
-    mixed = compose_epsilon([*sk, forward], delta=DELTA, accountant="rdp")  # group privacy
+    mixed = compose_epsilon([*sk, forward], delta=DELTA, accountant="rdp")  # replace-one
     assert mixed > 2 * alone
