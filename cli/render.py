@@ -90,7 +90,9 @@ def print_protocol_notice(protocol: str, params: dict[str, Any] | None = None) -
 
 def statement_table(statement: dict[str, Any]) -> Table:
     notices = statement.get("notices", [])  # none in statements stored before notices
-    caption = "\n".join(f"[bold yellow]{n}[/]" for n in notices) or None
+    assumptions = statement.get("assumptions", [])  # nor assumptions before those
+    caption = "\n".join([f"[bold yellow]{n}[/]" for n in notices]
+                        + [f"assumes: {a}" for a in assumptions]) or None
     table = Table(title="Privacy statement", caption=caption, show_lines=True)
     table.add_column("artefact")
     table.add_column("who sees it")

@@ -5,7 +5,13 @@ statement is stored in the run directory and printed by the CLI; in the
 insecure deterministic test mode every row says "NOT PRIVATE". Where the
 aggregator's blindness rests on something weaker than the protocol's name
 suggests (a simulated enclave, a secret key every client holds), the statement
-says so in `notices` and in the aggregator's row.
+says so in `notices` and in the aggregator's row. What the claims take for
+granted (public record counts, no client colluding against a distributed
+noise floor) is listed in `assumptions`.
+
+Where labels are declared public, a guarantee covers an image (its label is
+released anyway); with randomized-response labels it covers a record, image
+and label.
 """
 
 from __future__ import annotations
@@ -24,6 +30,15 @@ SINGLE_KEY_CKKS_NOTICE = "single-key ckks: not secure against an aggregator that
 SECAGG_UNCHECKED_NOTICE = ("secagg without the consistency check: an aggregator that sends clients "
                            "different survivor lists can learn individual inputs")
 PROTOCOL_NOTICES = {"tee": SIMULATED_NOTICE, "ckks": SINGLE_KEY_CKKS_NOTICE}
+# Add/remove neighbours differ in the number of records: the claim protects a
+# record's content and presence only if the count itself is not what is hidden.
+PUBLIC_COUNT_ASSUMPTION = ("add/remove claims treat each client's record count as public "
+                           "(they protect a record, not how many records a client holds)")
+# A colluding client tells the aggregator its own noise share, which the
+# aggregator then subtracts: the sum keeps only the honest clients' noise.
+SKELLAM_COLLUSION_ASSUMPTION = ("the Skellam noise floor holds only if no client colludes with the "
+                                "aggregator (a colluding client's noise share is known to it and "
+                                "can be subtracted from the sum)")
 
 
 def protocol_notice(protocol_name: str, params: dict[str, Any]) -> str | None:
@@ -42,6 +57,38 @@ class StatementRow:
 
 def _eps(value: float) -> str:
     return "none" if not math.isfinite(value) else f"epsilon = {value:.3f}"
+
+
+# The relation each strategy's shared claim is made under (forward noise: replace-one).
+def _shared_relation(strategy: str, hybrid_forward: bool) -> str:
+    return "replace-one" if strategy == "pfdm" or hybrid_forward else "add/remove"
+
+
+def _samples(*, strategy: str, shared_epsilon: float, shared_relation: str,
+             personal_epsilon: float, delta: float) -> str:
+    """What samples of a client's pipeline carry: they are computed from the models
+    the sampler runs (post-processing), so the composition of those models' claims.
+    Basic composition, with the personal add/remove epsilon doubled by group
+    privacy when the shared claim is replace-one: sound, not tight."""
+    if not math.isfinite(personal_epsilon):
+        others = ("; other clients' records: the shared guarantee (post-processing)"
+                  if strategy != "local" and math.isfinite(shared_epsilon) else "")
+        return "none for the client's own records: the personal denoiser has no DP-SGD" + others
+    if strategy == "local":
+        return (f"the personal denoiser's guarantee (its samples are post-processing of it): "
+                f"add/remove {_eps(personal_epsilon)} at delta = {delta:g}")
+    if not math.isfinite(shared_epsilon):
+        return ("none: the shared part of the pipeline has no DP guarantee "
+                f"(the personal denoiser alone: add/remove {_eps(personal_epsilon)})")
+    if shared_relation == "replace-one":
+        eps = shared_epsilon + 2.0 * personal_epsilon
+        d = delta * (2.0 + math.exp(personal_epsilon))
+        how = "the personal add/remove epsilon doubled by group privacy"
+    else:
+        eps, d, how = shared_epsilon + personal_epsilon, 2.0 * delta, "both add/remove"
+    return (f"composition of the shared and personal denoisers it samples from: {shared_relation} "
+            f"epsilon <= {eps:.3f} at delta <= {d:.3g} (basic composition of {_eps(shared_epsilon)} "
+            f"and {_eps(personal_epsilon)}, {how})")
 
 
 def privacy_statement(
@@ -82,7 +129,7 @@ def privacy_statement(
     if strategy == "pfdm" or hybrid_forward:
         rows.append(StatementRow(
             "noised data x~", "the client's shared-model trainer only",
-            f"replace-one Gaussian per record at t0 = {t0}, C = {clip_norm:g}: epsilon = {forward_exact:.3f} "
+            f"replace-one Gaussian per image at t0 = {t0}, C = {clip_norm:g}: epsilon = {forward_exact:.3f} "
             f"(exact, Balle & Wang 2018), {forward_classic:.3f} (classic bound) at delta = {delta:g}"
             + ("" if adaptive_quantile is None else
                f"; C is the private {adaptive_quantile:g}-quantile of the clients' image norms "
@@ -109,13 +156,12 @@ def privacy_statement(
                         f"{adaptive_quantile:g}-quantile from bits aggregated with them "
                         "(post-processing of the updates: no further cost)")
     rows.append(StatementRow("shared denoiser and its updates", f"{aggregator}; all clients", shared_text))
-    personal = ("DP-SGD: " + _eps(personal_epsilon) + f" ({accountant}, delta = {delta:g})"
+    personal = ("DP-SGD, add/remove per record: " + _eps(personal_epsilon) + f" ({accountant}, delta = {delta:g})"
                 if math.isfinite(personal_epsilon) else "none: trained on the client's raw data without DP-SGD")
     rows.append(StatementRow("personal denoiser", "its client", personal))
-    if strategy in ("pfdm", "local", "layer-split") and math.isfinite(personal_epsilon):
-        samples = f"composition of the personal and shared guarantees ({_eps(personal_epsilon)} for the personal part)"
-    else:
-        samples = "none for the client's own records: the personal denoiser has no DP-SGD"
+    shared_relation = _shared_relation(strategy, hybrid_forward)
+    samples = _samples(strategy=strategy, shared_epsilon=shared_epsilon, shared_relation=shared_relation,
+                       personal_epsilon=personal_epsilon, delta=delta)
     rows.append(StatementRow("synthetic samples of a client", "whoever the client releases them to", samples))
     rows.append(StatementRow(
         "transcript", "reviewers",
@@ -124,6 +170,11 @@ def privacy_statement(
     ))
     if not private:
         rows = [StatementRow(r.artefact, r.who_sees_it, f"{NOT_PRIVATE}. {r.guarantee}") for r in rows]
+    add_remove_claim = math.isfinite(personal_epsilon) or (
+        shared_relation == "add/remove" and math.isfinite(shared_epsilon))
+    assumptions = [PUBLIC_COUNT_ASSUMPTION] if add_remove_claim else []
+    if strategy == "hybrid":  # distributed DP: Skellam shares summed by secure aggregation
+        assumptions.append(SKELLAM_COLLUSION_ASSUMPTION)
     return {
         "private": private,
         "headline": {
@@ -131,10 +182,12 @@ def privacy_statement(
             "epsilon": shared_epsilon if math.isfinite(shared_epsilon) else None,
             "delta": delta,
             "accountant": accountant,
-            "per": "record, per client (max over clients)",
+            "per": ("image (labels public), per client (max over clients)" if labels == "public"
+                    else "record (image and label), per client (max over clients)"),
         },
         "labels": labels,
         "notices": [] if notice is None else [notice],
+        "assumptions": assumptions,
         "rows": [asdict(r) for r in rows],
     }
 
@@ -147,4 +200,7 @@ def statement_markdown(statement: dict[str, Any]) -> str:
         lines += [f"**{notice}.**", ""]
     lines += ["| artefact | who sees it | guarantee |", "|---|---|---|"]
     lines += [f"| {r['artefact']} | {r['who_sees_it']} | {r['guarantee']} |" for r in statement["rows"]]
+    assumptions = statement.get("assumptions", [])  # none in statements stored before them
+    if assumptions:
+        lines += ["", "Assumptions:", ""] + [f"- {a}." for a in assumptions]
     return "\n".join(lines) + "\n"

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from cli.common import console
-from cli.render import print_protocol_notice, print_result
+from cli.render import print_protocol_notice, print_result, statement_table
 from protocols.tee import SIMULATED_NOTICE
 from securediff.statement import SINGLE_KEY_CKKS_NOTICE, privacy_statement
 
@@ -63,3 +63,15 @@ def test_plain_and_unchecked_secagg_are_named_before_the_rounds() -> None:
     assert "protocol plain: INSECURE baseline, the aggregator sees every client's update" in out
     assert "secagg without the consistency check" in out
     assert out.count("protocol secagg:") == 1  # the checked secagg says nothing
+
+
+def test_the_statement_table_names_what_the_claims_assume() -> None:
+    statement = privacy_statement(
+        strategy="hybrid", protocol_secure=True, protocol_name="secagg", private=True, delta=1e-5,
+        t0=675, clip_norm=10.0, forward_exact=9.97, forward_classic=11.57, shared_epsilon=5.0,
+        personal_epsilon=math.inf, accountant="rdp", labels="public", label_epsilon=1.0)
+    with console.capture() as captured:
+        console.print(statement_table(statement))
+    out = " ".join(captured.get().split())
+    assert "assumes: add/remove claims treat each client's record count as public" in out
+    assert "assumes: the Skellam noise floor holds only if no client colludes with the aggregator" in out

@@ -1,7 +1,13 @@
 import math
 
 from protocols.tee import SIMULATED_NOTICE
-from securediff.statement import NOT_PRIVATE, privacy_statement, statement_markdown
+from securediff.statement import (
+    NOT_PRIVATE,
+    PUBLIC_COUNT_ASSUMPTION,
+    SKELLAM_COLLUSION_ASSUMPTION,
+    privacy_statement,
+    statement_markdown,
+)
 
 
 def _statement(**overrides):
@@ -56,3 +62,46 @@ def test_plain_and_secagg_statements_carry_no_protocol_notice():
     # a statement stored before notices existed still renders
     old = {k: v for k, v in _statement().items() if k != "notices"}
     assert statement_markdown(old).startswith("# Privacy statement")
+
+
+def _row(statement, artefact):
+    return next(r["guarantee"] for r in statement["rows"] if r["artefact"] == artefact)
+
+
+def test_public_labels_make_the_guarantee_per_image():
+    public = _statement()
+    assert public["headline"]["per"].startswith("image (labels public)")
+    assert "per image" in public["rows"][0]["guarantee"]
+    private_labels = _statement(labels="randomized-response")
+    assert private_labels["headline"]["per"].startswith("record (image and label)")
+
+
+def test_personal_dp_sgd_is_add_remove_and_samples_carry_the_composition():
+    s = _statement(personal_epsilon=2.0)
+    personal, samples = s["rows"][2]["guarantee"], s["rows"][3]["guarantee"]
+    assert personal.startswith("DP-SGD, add/remove per record: epsilon = 2.000")
+    # PFDM's shared claim is replace-one: the add/remove personal epsilon doubles.
+    assert "replace-one epsilon <= 13.970" in samples
+    assert f"delta <= {1e-5 * (2 + math.exp(2.0)):.3g}" in samples
+    assert s["assumptions"] == [PUBLIC_COUNT_ASSUMPTION]
+    assert f"- {PUBLIC_COUNT_ASSUMPTION}." in statement_markdown(s)
+
+
+def test_samples_without_personal_dp_protect_only_other_clients_records():
+    samples = _statement()["rows"][3]["guarantee"]
+    assert samples.startswith("none for the client's own records")
+    assert "other clients' records: the shared guarantee" in samples
+    assert _statement()["assumptions"] == []  # replace-one claims only: no count assumed
+    local = _statement(strategy="local", shared_epsilon=math.inf, personal_epsilon=3.0)
+    assert _row(local, "personal denoiser").startswith("DP-SGD, add/remove")
+    assert "add/remove epsilon = 3.000" in _row(local, "synthetic samples of a client")
+
+
+def test_add_remove_and_distributed_claims_state_their_assumptions():
+    layer = _statement(strategy="layer-split", shared_epsilon=5.0, personal_epsilon=1.0)
+    assert layer["assumptions"] == [PUBLIC_COUNT_ASSUMPTION]
+    assert "add/remove epsilon <= 6.000 at delta <= 2e-05" in _row(layer, "synthetic samples of a client")
+    hybrid = _statement(strategy="hybrid", protocol_secure=True, protocol_name="secagg",
+                        shared_epsilon=5.0)
+    assert hybrid["assumptions"] == [PUBLIC_COUNT_ASSUMPTION, SKELLAM_COLLUSION_ASSUMPTION]
+    assert "colludes with the aggregator" in statement_markdown(hybrid)
