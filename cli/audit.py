@@ -38,7 +38,8 @@ def _fmt(value: Any) -> str:
 
 
 def _styled(verdict: str) -> str:
-    style = {"violation": "bold red", "consistent": "green", "uninformative": "yellow"}.get(verdict)
+    style = {"violation": "bold red", "consistent": "green", "uninformative": "yellow",
+             "measurement": "dim"}.get(verdict)
     return f"[{style}]{verdict}[/]" if style else verdict
 
 

@@ -5,7 +5,8 @@
 - `gdp`: the Gaussian-DP mu bound and its epsilon;
 - `one_run`: Steinke, Nasr & Jagielski (2023), with its delta term;
 - `roc`: AUC with a DeLong interval, ROC curves, TPR at a fixed FPR;
-- `verdict`: violation / consistent / uninformative / no-claim.
+- `verdict`: violation / consistent / uninformative / no-claim for independent
+  trials; measurement otherwise.
 """
 
 from audits.bounds.rates import clopper_pearson, epsilon_ceiling, epsilon_from_counts
