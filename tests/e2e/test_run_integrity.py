@@ -112,3 +112,45 @@ def test_a_resume_may_change_the_device_but_nothing_that_is_computed(crashed_aft
     shutil.copytree(crashed_after_round_one, copy)
     resumed = cli.invoke(app, ["train", "--resume", str(copy), "--device", "cpu", "--json"])
     assert resumed.exit_code == 0, resumed.output
+
+
+def test_two_real_writers_of_one_run_one_proceeds_and_the_run_verifies(tmp_path):
+    """A train still running and a resume of its directory: the resume stops with one
+    line naming the holder (exit 3), the train finishes, and its transcript verifies."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from .conftest import TINY
+
+    exe = str(Path(sys.executable).with_name("securediff"))
+    out = tmp_path / "runs"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # Many cheap rounds: the first must still run while the second starts up.
+    first = subprocess.Popen([exe, "train", *TINY, "--federation.rounds", "25", "--protocol", "secagg",
+                              "--federation.local_steps", "1", "--training.personal_steps", "1",
+                              "--run.out_dir", str(out), "--run.name", "live", "--json"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    staging = out / "live.incomplete"
+    deadline = time.monotonic() + 300
+    while not (staging / "checkpoints" / "progress.json").exists():
+        assert first.poll() is None and time.monotonic() < deadline, "the run ended before the check"
+        time.sleep(0.2)
+    second = subprocess.run([exe, "train", "--resume", str(staging)], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert first.poll() is None, "the first writer finished before the second tried"
+    assert second.returncode == 3, second.stderr
+    assert f"in use by process {first.pid}" in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1 and "Traceback" not in second.stderr
+    assert first.wait(timeout=600) == 0, first.stderr.read().decode()
+    verify = cli.invoke(app, ["transcript", "verify", str(out / "live"), "--json"])
+    assert verify.exit_code == 0, verify.output
+
+
+def test_resume_of_a_directory_that_is_not_a_run_says_so(tmp_path):
+    (tmp_path / "notes").mkdir()
+    result = cli.invoke(app, ["train", "--resume", str(tmp_path / "notes")])
+    _one_line_exit_3(result)
+    assert "not a securediff run directory" in result.output
