@@ -50,7 +50,7 @@ PLD_REL_TOL, down to PLD_FINEST; every grid is an upper bound, so the finest
 computed is returned. Measured (benchmarks/pld_grid.py, a loaded 2-core host):
 that case 0.2507 -> 0.2290 (5e-5 grid: 0.2287) in 1.6 s against 0.30 s; where
 1e-3 is already within 1% (FACTS.md's reference, 2.882) the check costs
-about 1.6x; one layer-split calibration took 7.5 s against 4.1 s.
+1.6x to 1.8x; one layer-split calibration took 7.5 s against 4.1 s.
 """
 
 from __future__ import annotations
