@@ -135,12 +135,16 @@ def train(
             _discard(discard, list(ctx.args), yes=yes, as_json=as_json)
             return
         if resume is not None:
-            if config is not None or ctx.args or protocol or dropout_rate is not None \
+            overrides = parse_flag_overrides(list(ctx.args))
+            how = overrides.pop("run", {})
+            if config is not None or overrides or protocol or dropout_rate is not None \
                     or insecure_deterministic is not None:
                 fail("--resume continues a run with its own config.toml; of the flags only "
-                     "--device and --json may be given", EXIT_USAGE)
+                     "--device, --run.workers and --json may be given", EXIT_USAGE)
+            if device:
+                how["device"] = device
             with RunProgress(enabled=not as_json) as progress:
-                result = resume_run(resume, progress=progress, device=device or None)
+                result = resume_run(resume, progress=progress, how=how)
             print_json(_result_json(result)) if as_json else print_result(result)
             return
         overrides = parse_flag_overrides(list(ctx.args))

@@ -19,7 +19,13 @@ import torch
 
 import securediff
 from securediff.config import Config, from_dict, load_toml
-from securediff.errors import CheckpointError, RunDirectoryError, RunInterrupted, describe_os_error
+from securediff.errors import (
+    CheckpointError,
+    ConfigError,
+    RunDirectoryError,
+    RunInterrupted,
+    describe_os_error,
+)
 from securediff.federation.progress_file import roster_digests
 from securediff.federation.report import evaluate_clients
 from securediff.federation.runner import FederatedRun, Progress, resolve_device
@@ -220,12 +226,19 @@ def _never_checkpointed(run_dir: RunDirectory) -> bool:
     return True
 
 
-def _pinned_config(run_dir: RunDirectory, device: str | None) -> Config:
-    """The run's own config; only where it runs (the device) may be overridden."""
-    run = {"out_dir": str(run_dir.path.parent)}
-    if device is not None:
-        run["device"] = device
-    return from_dict(load_toml(run_dir.file("config.toml"))).replace(run=run)
+# What a resume may change: where and how fast the work runs, never what is
+# computed or claimed (the results do not depend on them beyond float rounding).
+RESUME_OVERRIDES = ("device", "workers")
+
+
+def _pinned_config(run_dir: RunDirectory, how: dict[str, Any]) -> Config:
+    """The run's own config, with only `RESUME_OVERRIDES` of [run] replaced."""
+    unknown = set(how) - set(RESUME_OVERRIDES)
+    if unknown:
+        raise ConfigError(f"a resume may change only run.{' and run.'.join(RESUME_OVERRIDES)}, "
+                          f"not run.{sorted(unknown)[0]}")
+    return from_dict(load_toml(run_dir.file("config.toml"))).replace(
+        run={"out_dir": str(run_dir.path.parent), **how})
 
 
 def _restart(run_dir: RunDirectory, config: Config, progress: Progress | None) -> FederatedRun:
@@ -243,16 +256,18 @@ def _restart(run_dir: RunDirectory, config: Config, progress: Progress | None) -
     return _start(plan, run_dir, progress)
 
 
-def resume(path: Path, *, progress: Progress | None = None, device: str | None = None) -> RunResult:
+def resume(path: Path, *, progress: Progress | None = None, how: dict[str, Any] | None = None
+           ) -> RunResult:
     """Continue an unfinished run from its last complete round (no re-noising).
 
-    `device` may differ from the run's own: it changes where the work runs, not
-    what is computed or claimed. Everything else comes from the pinned config."""
+    `how` may set `RESUME_OVERRIDES` of [run] (the device, the workers): they change
+    where the work runs, not what is computed or claimed. Everything else comes
+    from the pinned config."""
     started = time.perf_counter()
     run_dir = RunDirectory.open_incomplete(Path(path))
     try:
         _check_pinned(run_dir)
-        config = _pinned_config(run_dir, device)
+        config = _pinned_config(run_dir, how or {})
         resolve_device(config.run.device)
         with _resumable(run_dir):
             if _never_checkpointed(run_dir):

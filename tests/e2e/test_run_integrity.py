@@ -110,7 +110,10 @@ def test_a_resume_may_change_the_device_but_nothing_that_is_computed(crashed_aft
     assert refused.exit_code == 2 and "--device" in refused.output
     copy = crashed_after_round_one.with_name("d.incomplete")
     shutil.copytree(crashed_after_round_one, copy)
-    resumed = cli.invoke(app, ["train", "--resume", str(copy), "--device", "cpu", "--json"])
+    other = cli.invoke(app, ["train", "--resume", str(copy), "--run.name", "x"])
+    assert other.exit_code == 2 and "run.workers" in other.output
+    resumed = cli.invoke(app, ["train", "--resume", str(copy), "--device", "cpu", "--run.workers", "1",
+                               "--json"])
     assert resumed.exit_code == 0, resumed.output
 
 
