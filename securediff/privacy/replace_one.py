@@ -28,7 +28,10 @@ j = 1 term vanishes because p1 and p2 both integrate to 1):
 from |p1 - p2|^j <= p1^j + p2^j, Q^{1-j} <= (1-q) p0^{1-j} + q p2^{1-j}
 (convexity of t^{1-j}) and, for j = 2, (p1 - p2)^2 <= 2 (p1 - p0)^2 + 2 (p2 - p0)^2.
 The bound is symmetric in p1, p2, so it holds for both directions, and it is
-capped by e_ro(alpha) (subsampling never hurts).
+capped by e_ro(alpha) (subsampling never hurts). It has the form of Wang,
+Balle & Kasiviswanathan's general bound for sampling without replacement under
+replace-one (AISTATS 2019, Thm 9), whose mixtures have the same shape, without
+its e^eps(inf) terms (infinite for Gaussian and Skellam noise).
 """
 
 from __future__ import annotations
