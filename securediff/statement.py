@@ -30,6 +30,11 @@ SINGLE_KEY_CKKS_NOTICE = "single-key ckks: not secure against an aggregator that
 SECAGG_UNCHECKED_NOTICE = ("secagg without the consistency check: an aggregator that sends clients "
                            "different survivor lists can learn individual inputs")
 PROTOCOL_NOTICES = {"tee": SIMULATED_NOTICE, "ckks": SINGLE_KEY_CKKS_NOTICE}
+# Where x~ is stored is who else holds the forward-noise view of it.
+NOISED_DATA_IN_RUN_DIR = ("RUN/checkpoints/noised-data.safetensors (every client's): readable by "
+                          "whoever has the run directory")
+NOISED_DATA_ON_NODE = ("the node's STATE-DIR/noised-data.safetensors: readable by whoever can "
+                       "read the node's state dir")
 # Add/remove neighbours differ in the number of records: the claim protects a
 # record's content and presence only if the count itself is not what is hidden.
 PUBLIC_COUNT_ASSUMPTION = ("add/remove claims treat each client's record count as public "
@@ -110,6 +115,7 @@ def privacy_statement(
     adaptive_quantile: float | None = None,
     hybrid_forward: bool = False,
     protocol_params: dict[str, Any] | None = None,
+    noised_data_stored: str = NOISED_DATA_IN_RUN_DIR,
 ) -> dict[str, Any]:
     """Rows of the statement and the run's headline epsilon (max over clients).
     `adaptive_quantile`: the target quantile of adaptive clipping, None if fixed."""
@@ -128,7 +134,7 @@ def privacy_statement(
     rows: list[StatementRow] = []
     if strategy == "pfdm" or hybrid_forward:
         rows.append(StatementRow(
-            "noised data x~", "the client's shared-model trainer only",
+            "noised data x~", f"the client's shared-model trainer; stored in {noised_data_stored}",
             f"replace-one Gaussian per image at t0 = {t0}, C = {clip_norm:g}: epsilon = {forward_exact:.3f} "
             f"(exact, Balle & Wang 2018), {forward_classic:.3f} (classic bound) at delta = {delta:g}"
             + ("" if adaptive_quantile is None else

@@ -6,6 +6,29 @@ released artefact it is paid for ("shared": the shared denoiser and its
 updates; "personal": the personal denoiser and what it generates). The ledger
 is write-ahead: a mechanism is charged before it runs, and `charge` refuses
 (leaving the ledger unchanged) when the artefact would pass its budget.
+
+Releases. An artefact may be released more than once from the same noised data
+x~ (a Flower node keeps x~ and its ledger across runs; a run is resumed). Its
+claim is the epsilon of ALL its releases taken jointly, never of the latest one:
+
+- every release is a post-processing of x~ (and of the other mechanisms' outputs),
+  so all of them together cost at most the forward-noise view: the composition of
+  every event but the DP-SGD steps that trained on x~;
+- DP-SGD on x~ gives a second view only of releases made of those steps: if EVERY
+  release read x~ only through DP-SGD steps, they are together a post-processing
+  of all those steps (composed) and the other events but the forward noise and
+  the randomized labels, and the smaller of the two views holds (the rule of
+  `artefact_composition`, sound for such a set as for one release);
+- a release that read x~ directly (plain PFDM) is covered by the forward-noise
+  view only, so once one is made the claim is the forward-noise view, whatever
+  DP-SGD later runs add.
+
+A ledger that records no release holds one run's events (an in-process run
+directory; a resume continues the same run with its pinned config): its
+releases are read from its events, as that run made them. Releases are recorded
+after the steps they are made of are charged and before anything leaves, so
+from its first release on an artefact's claim never decreases
+(docs/privacy_ledger.md).
 """
 
 from __future__ import annotations
@@ -298,6 +321,43 @@ def artefact_composition(events: list[MechanismEvent], *, delta: float, accounta
     return min(views, key=lambda c: c.epsilon)
 
 
+@dataclass(frozen=True)
+class Release:
+    """One run's releases of an artefact (its updates and final model) from this
+    client's data. `through_dpsgd_only`: the run read x~ only through DP-SGD steps
+    on it (`DPSGDEvent.input == "noised"`), so the DP-SGD view covers it too."""
+
+    run_id: str
+    artefact: Artefact
+    through_dpsgd_only: bool
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.run_id, str) or not self.run_id:
+            raise ConfigError("run_id must be a non-empty string")
+        _artefact(self.artefact)
+        if not isinstance(self.through_dpsgd_only, bool):
+            raise ConfigError("through_dpsgd_only must be a bool")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _dpsgd_on_noised(event: MechanismEvent) -> bool:
+    return isinstance(event, DPSGDEvent) and event.input == "noised"
+
+
+def covered_events(events: list[MechanismEvent], releases: list[Release]) -> list[MechanismEvent]:
+    """The events whose `artefact_composition` is the joint claim of `releases`.
+
+    All of them when every release read x~ only through DP-SGD steps (both views
+    cover the set). Once one release read x~ directly, only the forward-noise view
+    covers the set: the DP-SGD steps on x~ are dropped, as they are post-processing
+    of x~ and their own view no longer bounds it (module docstring)."""
+    if all(r.through_dpsgd_only for r in releases):
+        return list(events)
+    return [e for e in events if not _dpsgd_on_noised(e)]
+
+
 class PrivacyLedger:
     """The mechanisms one client has run, per artefact, against one budget.
 
@@ -314,6 +374,7 @@ class PrivacyLedger:
         delta: float,
         accountant: str = "pld",
         events: tuple[MechanismEvent, ...] | list[MechanismEvent] = (),
+        releases: tuple[Release, ...] | list[Release] = (),
     ) -> None:
         if not isinstance(client_id, str) or not client_id:
             raise ConfigError("client_id must be a non-empty string")
@@ -331,6 +392,59 @@ class PrivacyLedger:
         for event in events:
             self._check_new(event)
             self._events.append(event)
+        self._releases: list[Release] = []
+        for release in releases:
+            if not isinstance(release, Release):
+                raise PrivacyError(f"not a release: {release!r}")
+            if release not in self._releases:
+                self._releases.append(release)
+
+    @property
+    def releases(self) -> tuple[Release, ...]:
+        return tuple(self._releases)
+
+    def _claim_events(self, artefact: str, *, events: list[MechanismEvent] | None = None,
+                      releases: list[Release] | None = None) -> list[MechanismEvent]:
+        """The artefact's events that its joint claim composes (`covered_events`)."""
+        events = self._events if events is None else events
+        releases = self._releases if releases is None else releases
+        return covered_events([e for e in events if e.artefact == artefact],
+                              [r for r in releases if r.artefact == artefact])
+
+    def _claim(self, events: list[MechanismEvent], accountant: str | None = None) -> float:
+        if not events:
+            return math.inf
+        return artefact_epsilon(events, delta=self.delta,
+                                accountant=check_accountant(accountant or self.accountant))
+
+    def record_release(self, release: Release) -> float:
+        """Record that `release` is about to leave this client, after the mechanisms it
+        is made of were charged; returns the artefact's joint claim. Recording the
+        same release again changes nothing. PrivacyError for a DP-SGD-only release
+        with no DP-SGD steps on x~ charged (its claim would fall once they are);
+        BudgetExceededError (ledger unchanged) past the budget."""
+        if not isinstance(release, Release):
+            raise PrivacyError(f"not a release: {release!r}")
+        if release in self._releases:
+            return self.epsilon(release.artefact)
+        if any(r.run_id == release.run_id and r.artefact == release.artefact
+               for r in self._releases):
+            raise PrivacyError(f"run {release.run_id!r} already released the {release.artefact} "
+                               "artefact reading x~ another way")
+        events = [e for e in self._events if e.artefact == release.artefact]
+        if release.through_dpsgd_only and not any(_dpsgd_on_noised(e) for e in events):
+            raise PrivacyError(f"{release.artefact} release of run {release.run_id!r}: no DP-SGD "
+                               "steps on x~ are charged yet; charge them before releasing")
+        candidate = [*self._releases, release]
+        eps = self._claim(self._claim_events(release.artefact, releases=candidate))
+        if not eps <= self.budget_epsilon:
+            raise BudgetExceededError(
+                f"client {self.client_id!r}: releasing the {release.artefact} artefact of run "
+                f"{release.run_id!r} would bring it to epsilon {eps:.4g} > budget "
+                f"{self.budget_epsilon:.4g} (delta={self.delta:g}, {self.accountant})")
+        self._releases = candidate
+        self._peak[release.artefact] = max(self._peak.get(release.artefact, 0.0), eps)
+        return eps
 
     @property
     def events(self) -> tuple[MechanismEvent, ...]:
@@ -382,11 +496,7 @@ class PrivacyLedger:
         epsilon. Raises BudgetExceededError (ledger unchanged) past the budget."""
         self._check_new(event)
         candidate = self._with(event)
-        eps = artefact_epsilon(
-            [e for e in candidate if e.artefact == event.artefact],
-            delta=self.delta,
-            accountant=self.accountant,
-        )
+        eps = self._claim(self._claim_events(event.artefact, events=candidate))
         if not eps <= self.budget_epsilon:
             raise BudgetExceededError(
                 f"client {self.client_id!r}: {event.kind} would bring the {event.artefact} "
@@ -403,15 +513,11 @@ class PrivacyLedger:
         return max(self._peak.get(artefact, 0.0), self.epsilon(artefact))
 
     def epsilon(self, artefact: str, *, accountant: str | None = None) -> float:
-        """Epsilon at the ledger's delta for `artefact`. An artefact without
-        events has no guarantee from this ledger: math.inf, not 0."""
+        """Epsilon at the ledger's delta for `artefact`: the joint claim of all its
+        releases (module docstring). An artefact without events has no guarantee
+        from this ledger: math.inf, not 0."""
         _artefact(artefact)
-        events = [e for e in self._events if e.artefact == artefact]
-        if not events:
-            return math.inf
-        return artefact_epsilon(
-            events, delta=self.delta, accountant=check_accountant(accountant or self.accountant)
-        )
+        return self._claim(self._claim_events(artefact), accountant)
 
     def summary(self) -> dict[str, Any]:
         """Per artefact with events: epsilon by each accountant (None where an
@@ -425,7 +531,8 @@ class PrivacyLedger:
             found: dict[str, Composition] = {}
             for name in ACCOUNTANTS:
                 try:
-                    found[name] = artefact_composition(events, delta=self.delta, accountant=name)
+                    found[name] = artefact_composition(self._claim_events(artefact),
+                                                       delta=self.delta, accountant=name)
                     by_accountant[name] = found[name].epsilon
                 except AccountantUnsupportedError:
                     by_accountant[name] = None
@@ -455,6 +562,9 @@ class PrivacyLedger:
             "delta": self.delta,
             "accountant": self.accountant,
             "events": [e.to_dict() for e in self._events],
+            # Always written (empty too): a node ledger without the key predates release
+            # records, and which runs read x~ directly cannot be read from its events.
+            "releases": [r.to_dict() for r in self._releases],
         }
 
     @classmethod
@@ -463,12 +573,14 @@ class PrivacyLedger:
             raise CheckpointError(f"not a format-{LEDGER_FORMAT} privacy ledger")
         try:
             events = [event_from_dict(e) for e in data["events"]]
+            releases = [Release(**r) for r in data.get("releases", [])]
             return cls(
                 client_id=data["client_id"],
                 budget_epsilon=data["budget_epsilon"],
                 delta=data["delta"],
                 accountant=data["accountant"],
                 events=events,
+                releases=releases,
             )
         except (KeyError, TypeError, ValueError, PrivacyError) as exc:
             raise CheckpointError(f"invalid privacy ledger: {exc}") from None
