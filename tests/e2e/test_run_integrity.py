@@ -13,6 +13,8 @@ from cli.app import app
 from securediff.federation import runner as runner_module
 from securediff.storage import RunDirectory, load_tensors, read_json
 
+from .conftest import TINY
+
 cli = CliRunner()
 
 
@@ -62,15 +64,25 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(tmp_pat
     assert cli.invoke(app, ["transcript", "verify", str(done), "--json"]).exit_code == 0
 
 
-@pytest.fixture
-def crashed_after_round_one(tmp_path, tiny_args, monkeypatch):
-    """An unfinished 2-round run with one complete round (a fresh copy per test)."""
-    with monkeypatch.context() as patch:
+@pytest.fixture(scope="module")
+def _crashed_once(tmp_path_factory):
+    """One unfinished 2-round run with one complete round, trained once per module."""
+    out = tmp_path_factory.mktemp("crashed") / "runs"
+    with pytest.MonkeyPatch.context() as patch:
         _crash_at_checkpoint(patch, 3)  # set-up, round 1, then die in round 2's
-        cli.invoke(app, ["train", "--insecure-deterministic", "2", "--run.name", "c", *tiny_args])
-    staging = tmp_path / "runs" / "c.incomplete"
+        cli.invoke(app, ["train", "--insecure-deterministic", "2", "--run.name", "c",
+                         "--run.out_dir", str(out), *TINY])
+    staging = out / "c.incomplete"
     assert read_json(staging / "checkpoints" / "progress.json")["rounds_done"] == 1
     return staging
+
+
+@pytest.fixture
+def crashed_after_round_one(_crashed_once, tmp_path):
+    """A fresh copy of that run for each test (its own directory, its own lock)."""
+    copy = tmp_path / "runs" / "c.incomplete"
+    shutil.copytree(_crashed_once, copy)
+    return copy
 
 
 def _edit_progress(staging, edit) -> None:
@@ -125,8 +137,6 @@ def test_two_real_writers_of_one_run_one_proceeds_and_the_run_verifies(tmp_path)
     import sys
     import time
     from pathlib import Path
-
-    from .conftest import TINY
 
     exe = str(Path(sys.executable).with_name("securediff"))
     out = tmp_path / "runs"
