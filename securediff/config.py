@@ -170,6 +170,15 @@ class PrivacyConfig:
     # hybrid (distributed DP-SGD): each client adds noise for this many contributors;
     # a step with fewer is never unmasked. 0 = 80% of the clients, rounded up.
     ddp_min_survivors: int = 0
+    # Client-level DP (securediff/privacy/client_level.py): each client's whole shared
+    # update clipped to client_clip, the sum noised (gaussian: by the aggregator;
+    # skellam: shares added by the clients, through secagg), calibrated so that all
+    # rounds meet client_epsilon for the add/remove of one client's update.
+    client_level: bool = False
+    client_noise: str = "gaussian"  # gaussian | skellam
+    client_clip: float = 1.0
+    client_epsilon: float = 8.0
+    client_noise_multiplier: float = 0.0  # > 0: this noise instead of calibrating to client_epsilon
 
     def validate(self) -> None:
         _check(self.target_epsilon > 0 and math.isfinite(self.target_epsilon), "privacy.target_epsilon",
@@ -194,6 +203,15 @@ class PrivacyConfig:
         _check(self.clip_quantile_epsilon is None or 0 < self.clip_quantile_epsilon < self.target_epsilon,
                "privacy.clip_quantile_epsilon", "a number in (0, privacy.target_epsilon), or none",
                self.clip_quantile_epsilon)
+        _check(self.client_noise in ("gaussian", "skellam"), "privacy.client_noise", "gaussian or skellam",
+               self.client_noise)
+        _check(self.client_clip > 0 and math.isfinite(self.client_clip), "privacy.client_clip",
+               "a positive finite number", self.client_clip)
+        _check(self.client_epsilon > 0 and math.isfinite(self.client_epsilon), "privacy.client_epsilon",
+               "a positive finite number", self.client_epsilon)
+        _check(self.client_noise_multiplier >= 0 and math.isfinite(self.client_noise_multiplier),
+               "privacy.client_noise_multiplier", "a number >= 0 (0 = calibrate to privacy.client_epsilon)",
+               self.client_noise_multiplier)
         _check(self.clipping == "fixed" or self.accounting == "exact", "privacy.clipping",
                "adaptive only with privacy.accounting = exact (t0 is calibrated for the composed "
                "mechanisms, which the classic bound does not cover)", self.clipping)
@@ -284,7 +302,26 @@ class Config:
         _check(not self.federation.hybrid_forward or self.federation.strategy == "hybrid",
                "federation.hybrid_forward", "false unless federation.strategy = hybrid",
                self.federation.hybrid_forward)
+        if self.privacy.client_level:
+            self._validate_client_level()
         return self
+
+    def _validate_client_level(self) -> None:
+        f, p = self.federation, self.privacy
+        _check(f.strategy in ("pfdm", "layer-split", "fedavg"), "privacy.client_level",
+               "true only for strategy pfdm, layer-split or fedavg (clients must send shared updates; "
+               "hybrid is already distributed DP)", p.client_level)
+        _check(f.update_clip == 0, "federation.update_clip", "0 with privacy.client_level (privacy.client_clip "
+               "clips the updates)", f.update_clip)
+        _check(p.clipping == "fixed", "privacy.clipping", "fixed with privacy.client_level", p.clipping)
+        if p.client_noise == "skellam":
+            _check(f.protocol == "secagg", "federation.protocol",
+                   "secagg for privacy.client_noise = skellam (the shares must be summed blindly)", f.protocol)
+            _check(p.accountant == "rdp", "privacy.accountant",
+                   "rdp for privacy.client_noise = skellam (its only accountant)", p.accountant)
+            for key in ("value_bits", "min_contributors"):
+                _check(key not in self.protocol, f"protocol.{key}",
+                       "left unset for privacy.client_noise = skellam (the plan sets it)", self.protocol.get(key))
 
     def _validate_hybrid(self) -> None:
         f, p = self.federation, self.privacy

@@ -46,6 +46,7 @@ from securediff.privacy.accountants import (
     check_accountant,
     compose,
 )
+from securediff.privacy.client_level import ClientLevelEvent, client_level_claim, is_client_level
 
 Relation = Literal["replace_one", "add_remove"]
 Artefact = Literal["shared", "personal"]
@@ -264,6 +265,7 @@ MechanismEvent = (
     | RandomizedResponseEvent
     | QuantileCountEvent
     | DistributedSkellamEvent
+    | ClientLevelEvent
 )
 EVENT_TYPES: dict[str, type[MechanismEvent]] = {
     cls.kind: cls
@@ -273,6 +275,7 @@ EVENT_TYPES: dict[str, type[MechanismEvent]] = {
         RandomizedResponseEvent,
         QuantileCountEvent,
         DistributedSkellamEvent,
+        ClientLevelEvent,
     )
 }
 
@@ -309,7 +312,24 @@ def artefact_composition(events: list[MechanismEvent], *, delta: float, accounta
     the steps: for any fixed draw of that noise, neighbouring records give
     neighbouring x~, and divergences of mixtures are bounded by the worst draw).
     Both views are taken under the relation of the whole set (replace-one when
-    forward noise is there), so the claim names one relation."""
+    forward noise is there), so the claim names one relation.
+
+    Client-level events (`securediff.privacy.client_level`) clip and noise an
+    update that is already a function of the record-level mechanisms' outputs, so
+    those alone still bound a record; the client-level mechanism, read with the
+    record as the unit (a changed record moves its client's update within the clip:
+    replace-one), bounds it too, composed with the rest. The smaller counts; with no
+    record-level event, the second is the only view."""
+    if any(is_client_level(e) for e in events):
+        records = [e for e in events if not is_client_level(e)]
+        both = [e.as_mechanism() if is_client_level(e) else e for e in events]
+        views = [artefact_composition(records, delta=delta, accountant=accountant)] if records else []
+        try:
+            views.append(compose(both, delta=delta, accountant=accountant, relation="replace_one"))
+        except AccountantUnsupportedError:
+            if not views:
+                raise
+        return min(views, key=lambda c: c.epsilon)
     on_noised = [e for e in events if isinstance(e, DPSGDEvent) and e.input == "noised"]
     if not on_noised:
         return compose(events, delta=delta, accountant=accountant)
@@ -467,7 +487,7 @@ class PrivacyLedger:
         artefact's latest event when that is DP-SGD with the same sigma and q, a
         distributed Skellam event when the latest is the same mechanism."""
         events = list(self._events)
-        if isinstance(event, DistributedSkellamEvent):
+        if isinstance(event, DistributedSkellamEvent | ClientLevelEvent):
             latest = next((i for i in range(len(events) - 1, -1, -1)
                            if events[i].artefact == event.artefact), None)
             if latest is not None and event.same_mechanism(events[latest]):
@@ -545,6 +565,9 @@ class PrivacyLedger:
                 "claimed": {"epsilon": best[0], "accountant": best[1],
                             "relation": found[best[1]].relation, "method": found[best[1]].method},
             }
+            if any(is_client_level(e) for e in events):  # the unit is one client's update
+                artefacts[artefact]["client_level"] = client_level_claim(
+                    events, delta=self.delta)
         return {
             "client_id": self.client_id,
             "budget_epsilon": self.budget_epsilon,
