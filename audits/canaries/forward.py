@@ -134,15 +134,16 @@ def release_for(setting: ForwardSetting, *, defect: str | None) -> Release:
     return table[defect]
 
 
-def ledger_claim(setting: ForwardSetting, *, defect: str | None) -> float:
-    """The epsilon a ledger charged by this release claims for one record."""
+def ledger_claim(setting: ForwardSetting, *, defect: str | None, source: RandomSource) -> float:
+    """The epsilon a ledger charged by this release claims for one record (the
+    release itself is discarded: only its ledger events count)."""
     if defect not in LEDGER_DEFECTS:
         return setting.claimed_epsilon
     ledger = PrivacyLedger(client_id="audited-client", budget_epsilon=1e12, delta=setting.delta,
                            accountant="exact")
     with min_rule_across_runs():
-        release_for(setting, defect=defect)(torch.zeros((1, 1), dtype=torch.float64),
-                                            RandomSource.insecure_from_seed(0), ledger, "claim")
+        release_for(setting, defect=defect)(torch.zeros((1, 1), dtype=torch.float64), source,
+                                            ledger, "claim")
         return ledger.epsilon("shared")
 
 
@@ -226,7 +227,7 @@ def forward_audit(
                                    thresholds=thresholds, negatives=trials, positives=trials,
                                    delta=setting.delta, confidence=confidence,
                                    gaussian_curve=GAUSSIAN_CURVE)
-    claimed = ledger_claim(setting, defect=defect)
+    claimed = ledger_claim(setting, defect=defect, source=source.child("claim"))
     return ForwardAudit(
         defect=defect, trials=trials, releases=releases_of(defect),
         epsilon_claimed=claimed, mu_claimed=setting.mu, t0=setting.t0, clip_norm=setting.clip_norm,
