@@ -1,4 +1,4 @@
-"""DP-SGD white-box canary audit, scored with the one-run bound (Dirac canaries).
+"""DP-SGD white-box canary audit with Dirac canaries.
 
 The auditor instruments one client: its model gets a canary layer with one
 coordinate per canary (`CanaryInstrumented`), and m gradient canaries, each
@@ -21,6 +21,9 @@ is best; and the same with k = m/2 - 2 sqrt(m), which guesses almost every
 canary and abstains only where the number included may fall (4 binomial
 standard deviations): what a broken mechanism that separates the canaries
 perfectly needs in order to show a bound near the ceiling of m guesses.
+The same scores also give the rates bound of the canaries as independent
+trials (`audits.canaries.independent`); each bound gets half the error
+budget, and the larger is the audit's.
 
 Defects beyond the noise and clipping ones: per-copy clipping under noise
 multiplicity K (`PerCopyClippedDPSGD`), and an accountant told a sample rate
@@ -56,7 +59,7 @@ from securediff.privacy.dpsgd import DPSGD, poisson_sample
 from securediff.privacy.ledger import PrivacyLedger
 from securediff.rng import RandomSource
 
-AUDIT_NAME = "dp-sgd white-box one-run (Dirac canaries)"
+AUDIT_NAME = "dp-sgd white-box Dirac canaries (one-run and rates bounds)"
 DPSGD_DEFECTS: tuple[str, ...] = ("no-noise", "noise-10x-smaller", "clipping-disabled",
                                    "per-copy-clipping", "sample-rate-understated")
 # The accountant of the "sample-rate-understated" defect is told q / this (full
