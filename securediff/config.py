@@ -22,8 +22,12 @@ import tomli_w
 
 from securediff.errors import ConfigError
 
-STRATEGIES = ("pfdm", "layer-split", "fedavg", "local", "centralized", "hybrid")
 DATASETS = ("digits", "colored-digits", "mnist-idx", "fashion-mnist-idx", "medmnist-npz")
+STRATEGIES = ("pfdm", "layer-split", "fedavg", "local", "centralized", "hybrid", "public-only", "local+public")
+# Strategies that are nothing without a public model (set [public] dataset).
+PUBLIC_STRATEGIES = ("public-only", "local+public")
+# Public data: the built-in font digits, or any dataset loader (the data must be truly public).
+PUBLIC_DATASETS = ("font-digits", *DATASETS)
 PARTITIONS = ("iid", "dirichlet", "shards", "quantity")
 ACCOUNTANTS = ("pld", "rdp", "prv")
 
@@ -278,6 +282,25 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class PublicConfig:
+    # Public data pretrains the shared model and seeds every personal one before any
+    # private step; it holds no one's records, so it has no ledger event. "" = none.
+    dataset: str = ""
+    path: str = ""  # local file or directory, for the file-based loaders
+    per_class: int = 300  # font-digits: images rendered per digit
+    steps: int = 1000  # pretraining steps (all timesteps; training.batch_size, training.lr)
+
+    def validate(self) -> None:
+        _check(self.dataset == "" or self.dataset in PUBLIC_DATASETS, "public.dataset",
+               f"empty (no public data) or one of {', '.join(PUBLIC_DATASETS)}", self.dataset)
+        if self.dataset in ("mnist-idx", "fashion-mnist-idx", "medmnist-npz"):
+            _check(bool(self.path) and Path(self.path).exists(), "public.path",
+                   f"an existing local path (required for {self.dataset})", self.path)
+        _check(1 <= self.per_class <= 100000, "public.per_class", "an integer in [1, 100000]", self.per_class)
+        _check(1 <= self.steps <= 1000000, "public.steps", "an integer in [1, 1000000]", self.steps)
+
+
+@dataclass(frozen=True)
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -287,6 +310,7 @@ class Config:
     federation: FederationConfig = field(default_factory=FederationConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    public: PublicConfig = field(default_factory=PublicConfig)
     # Keyword parameters of the aggregation protocol (TOML table [protocol],
     # flags --protocol.KEY VALUE); the protocol class validates them.
     protocol: dict[str, Any] = field(default_factory=dict)
@@ -304,6 +328,12 @@ class Config:
                self.federation.hybrid_forward)
         if self.privacy.client_level:
             self._validate_client_level()
+        if self.federation.strategy in PUBLIC_STRATEGIES:
+            _check(bool(self.public.dataset), "public.dataset",
+                   f"set for strategy {self.federation.strategy} (it starts from the public model)",
+                   self.public.dataset)
+            _check(not self.privacy.dpsgd_personal, "privacy.dpsgd_personal",
+                   f"false for strategy {self.federation.strategy} (not planned)", self.privacy.dpsgd_personal)
         return self
 
     def _validate_client_level(self) -> None:
@@ -319,6 +349,9 @@ class Config:
                    "secagg for privacy.client_noise = skellam (the shares must be summed blindly)", f.protocol)
             _check(p.accountant == "rdp", "privacy.accountant",
                    "rdp for privacy.client_noise = skellam (its only accountant)", p.accountant)
+            _check(f.client_fraction == 1.0, "federation.client_fraction",
+                   "1.0 for privacy.client_noise = skellam (the noise floor counts every client)",
+                   f.client_fraction)
             for key in ("value_bits", "min_contributors"):
                 _check(key not in self.protocol, f"protocol.{key}",
                        "left unset for privacy.client_noise = skellam (the plan sets it)", self.protocol.get(key))

@@ -27,6 +27,7 @@ from securediff.errors import (
     describe_os_error,
 )
 from securediff.federation.progress_file import roster_digests
+from securediff.federation.public import public_provenance
 from securediff.federation.report import evaluate_clients
 from securediff.federation.runner import FederatedRun, Progress, resolve_device
 from securediff.federation.setup import Plan, plan_run
@@ -81,6 +82,8 @@ def _write_start_files(run_dir: RunDirectory, plan: Plan) -> None:
         # Seeds are recorded only in the insecure test mode; a private run's keys are never written.
         "seeds": {"insecure_seed": cfg.run.insecure_seed, "partition_seed": cfg.data.partition_seed},
         "t0": plan.t0, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        # Which public data pretrained the models, and how it was made (None: no public data).
+        "public": public_provenance(plan),
         # What a resume must find unchanged: it recomputes the plan (t0, budget, who
         # holds which record) from these, so an edit would change what is computed
         # and claimed mid-run.
@@ -103,6 +106,20 @@ def _check_pinned(run_dir: RunDirectory) -> None:
             raise CheckpointError(
                 f"{path} differs from the one the run started with (manifest.json pins its "
                 "SHA-256): a resume would compute and claim something else; restore it")
+
+
+def _client_level_claim(run: FederatedRun) -> dict | None:
+    """The client-level row's numbers: the plan, and the largest claim over clients."""
+    plan = run._client_level
+    if plan is None:
+        return None
+    claims = [c.ledger.summary()["artefacts"].get("shared", {}).get("client_level")
+              for c in run.state.clients]
+    worst = max((c for c in claims if c), key=lambda c: c["epsilon"], default=None)
+    return {"mechanism": plan.mechanism, "clip": plan.clip, "noise_multiplier": plan.noise_multiplier,
+            "sample_rate": plan.sample_rate, "rounds": plan.rounds,
+            "epsilon": worst["epsilon"] if worst else math.inf,
+            "accountant": worst["accountant"] if worst else run.cfg.privacy.accountant}
 
 
 def _finish(run: FederatedRun, started: float) -> RunResult:
@@ -132,6 +149,8 @@ def _finish(run: FederatedRun, started: float) -> RunResult:
         labels=cfg.privacy.labels, label_epsilon=cfg.privacy.label_epsilon,
         adaptive_quantile=cfg.privacy.clip_quantile if cfg.privacy.clipping == "adaptive" else None,
         hybrid_forward=cfg.federation.hybrid_forward, protocol_params=protocol.params,
+        client_level=_client_level_claim(run),
+        public=public_provenance(plan),
     )
     # Drawn after the statement: its caption states the guarantee the statement claims.
     write_figure(run.run_dir.file("samples.png"), run_samples_figure(

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from protocols.tee import SIMULATED_NOTICE
+from securediff.federation.public import public_notice
 
 NOT_PRIVATE = "NOT PRIVATE: insecure deterministic test mode (seeded noise)"
 # Every client holds the one CKKS secret key, so any client can decrypt any
@@ -77,7 +78,7 @@ def _samples(*, strategy: str, shared_epsilon: float, shared_relation: str,
     privacy when the shared claim is replace-one: sound, not tight."""
     if not math.isfinite(personal_epsilon):
         others = ("; other clients' records: the shared guarantee (post-processing)"
-                  if strategy != "local" and math.isfinite(shared_epsilon) else "")
+                  if strategy not in ("local", "local+public") and math.isfinite(shared_epsilon) else "")
         return "none for the client's own records: the personal denoiser has no DP-SGD" + others
     if strategy == "local":
         return (f"the personal denoiser's guarantee (its samples are post-processing of it): "
@@ -116,9 +117,12 @@ def privacy_statement(
     hybrid_forward: bool = False,
     protocol_params: dict[str, Any] | None = None,
     noised_data_stored: str = NOISED_DATA_IN_RUN_DIR,
+    client_level: dict[str, Any] | None = None,
+    public: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Rows of the statement and the run's headline epsilon (max over clients).
-    `adaptive_quantile`: the target quantile of adaptive clipping, None if fixed."""
+    `adaptive_quantile`: the target quantile of adaptive clipping, None if fixed.
+    `public`: the provenance of the public pretraining data (a notice), None if none."""
     label_note = (
         "class labels are declared PUBLIC and are released unprotected in the shared path"
         if labels == "public"
@@ -147,6 +151,8 @@ def privacy_statement(
                         if math.isfinite(shared_epsilon) else "none: trained on raw data without DP-SGD"),
         "fedavg": "none: the whole model is trained on raw data without DP",
         "local": "not shared (no collaboration)",
+        "local+public": "not shared (no collaboration; the public model is every client's start)",
+        "public-only": "not shared: every client samples the public model (no private training)",
         "centralized": "none: pooled raw data (an upper bound, not a deployable option)",
         "hybrid": (f"distributed DP-SGD, record level over all clients' records (add/remove): Skellam noise "
                    f"shares summed by {protocol_name}, {_eps(shared_epsilon)} from the noise that reached "
@@ -161,13 +167,23 @@ def privacy_statement(
         shared_text += ("; updates clipped at a norm that tracks their "
                         f"{adaptive_quantile:g}-quantile from bits aggregated with them "
                         "(post-processing of the updates: no further cost)")
+    if client_level is not None and strategy == "fedavg":
+        shared_text = (f"no record-level mechanism; a record moves only its client's clipped update, so the "
+                       f"client-level DP below covers it: replace-one {_eps(shared_epsilon)} ({accountant}, "
+                       f"delta = {delta:g})")
     rows.append(StatementRow("shared denoiser and its updates", f"{aggregator}; all clients", shared_text))
+    if client_level is not None:
+        rows.append(client_level_row(client_level, protocol_name=protocol_name, delta=delta))
     personal = ("DP-SGD, add/remove per record: " + _eps(personal_epsilon) + f" ({accountant}, delta = {delta:g})"
                 if math.isfinite(personal_epsilon) else "none: trained on the client's raw data without DP-SGD")
+    if strategy == "public-only":
+        personal = "none trained: no record of the client is used"
     rows.append(StatementRow("personal denoiser", "its client", personal))
     shared_relation = _shared_relation(strategy, hybrid_forward)
     samples = _samples(strategy=strategy, shared_epsilon=shared_epsilon, shared_relation=shared_relation,
                        personal_epsilon=personal_epsilon, delta=delta)
+    if strategy == "public-only":
+        samples = "drawn from the public model alone (in the client's colour): no private record is used"
     rows.append(StatementRow("synthetic samples of a client", "whoever the client releases them to", samples))
     rows.append(StatementRow(
         "transcript", "reviewers",
@@ -192,10 +208,30 @@ def privacy_statement(
                     else "record (image and label), per client (max over clients)"),
         },
         "labels": labels,
-        "notices": [] if notice is None else [notice],
+        "notices": ([] if notice is None else [notice]) + ([] if public is None else [public_notice(public)]),
         "assumptions": assumptions,
         "rows": [asdict(r) for r in rows],
     }
+
+
+def client_level_row(cl: dict[str, Any], *, protocol_name: str, delta: float) -> StatementRow:
+    """The client-level claim: the unit is one client's whole shared update.
+    `cl`: mechanism, clip, noise_multiplier, sample_rate, rounds, epsilon, accountant."""
+    if cl["mechanism"] == "skellam":
+        who = (f"the aggregator (only the sum of the clients' Skellam-noised shares, through {protocol_name}); "
+               "all clients; whoever gets the shared model")
+        noise = "Skellam shares added by the clients and summed by secagg (no party sees a noise-free sum)"
+    else:
+        who = ("all clients and whoever gets the shared model; NOT the aggregator, which adds the noise "
+               f"to the sum {protocol_name} released and so sees that sum noise-free")
+        noise = f"Gaussian noise (std {cl['noise_multiplier']:.4g} x the clip) added by the aggregator"
+    return StatementRow(
+        "shared denoiser, per client (client-level DP)", who,
+        f"add/remove of one client's whole shared update: each clipped to L2 norm {cl['clip']:g}, {noise}"
+        + (f", every client in each of {cl['rounds']} rounds: " if cl["sample_rate"] == 1.0 else
+           f", clients Poisson-sampled at q = {cl['sample_rate']:g} over {cl['rounds']} rounds: ")
+        + f"{_eps(cl['epsilon'])} ({cl['accountant']}, delta = {delta:g}, max over clients); who took part is "
+        "not protected (the aggregator sees the survivor list)")
 
 
 def statement_markdown(statement: dict[str, Any]) -> str:

@@ -34,8 +34,10 @@ from protocols.errors import ProtocolAbort, ProtocolError
 from protocols.secagg.answers import FileAnswerLog
 from protocols.transcript import last_round_index
 from securediff.config import Config
+from securediff.data.tint import client_tint
 from securediff.errors import CheckpointError
 from securediff.federation.checkpoint import load_round_state, save_round_state
+from securediff.federation.client_level import ClientLevelPlan, ClientLevelRound, plan_client_level
 from securediff.federation.clients import Client
 from securediff.federation.clipping import (
     adaptive_forward,
@@ -62,12 +64,14 @@ from securediff.federation.progress_file import (
     roster_digests,
     seal_progress,
 )
+from securediff.federation.public import pretrain_public
 from securediff.federation.setup import Plan
 from securediff.federation.strategies import (
     STRATEGY_CLASSES,
     Centralized,
     DPPlan,
     Hybrid,
+    PublicOnly,
     Strategy,
     TrainSettings,
 )
@@ -172,6 +176,9 @@ def build_strategy(plan: Plan) -> Strategy:
     if cls is Hybrid:
         kwargs.update(rounds=cfg.federation.rounds, personal_t=cfg.federation.personal_t,
                       personal_steps=cfg.training.personal_steps, forward=cfg.federation.hybrid_forward)
+    if cls is PublicOnly and cfg.data.dataset == "colored-digits":
+        kwargs.update(tints=[client_tint(i, plan.partition.num_clients)
+                             for i in range(plan.partition.num_clients)])
     return cls(**kwargs)
 
 
@@ -236,6 +243,7 @@ class FederatedRun:
         self.source = make_source(self.cfg)
         self.state: TrainingState | None = None
         self._ddp: DistributedPlan | None = None  # hybrid: the distributed DP-SGD plan
+        self._client_level: ClientLevelPlan | None = None  # privacy.client_level
 
     # -- set-up -----------------------------------------------------------------------
     def _ledger(self, client_id: str) -> PrivacyLedger:
@@ -276,6 +284,8 @@ class FederatedRun:
                 ddp = self._distributed_plan(sizes, prior_events=list(trial.events))
                 trial.charge(skellam_event(ddp, survivors=ddp.skellam.min_survivors,
                                            steps=ddp.steps_per_round * cfg.federation.rounds))
+            if cfg.privacy.client_level:
+                trial.charge(self._client_level_plan(len(sizes)).event(rounds=cfg.federation.rounds))
             for artefact in ("shared", "personal"):
                 if any(e.artefact == artefact for e in trial.events):
                     budget = max(budget, trial.peak_epsilon(artefact))
@@ -288,6 +298,18 @@ class FederatedRun:
             dim = sum(p.numel() for p in self._strategy.global_model.parameters() if p.requires_grad)
             self._ddp = plan_distributed(self.cfg, sizes=sizes, dim=dim, prior_events=prior_events)
         return self._ddp
+
+    def _client_level_plan(self, num_clients: int) -> ClientLevelPlan:
+        """Client-level DP's plan: the noise for privacy.client_epsilon over all rounds."""
+        if self._client_level is None:
+            p, f = self.cfg.privacy, self.cfg.federation
+            z = p.client_noise_multiplier
+            self._client_level = plan_client_level(
+                mechanism=p.client_noise, clip=p.client_clip, target_epsilon=None if z > 0 else p.client_epsilon,
+                noise_multiplier=z if z > 0 else None, sample_rate=f.client_fraction, num_clients=num_clients,
+                rounds=f.rounds, delta=p.delta, dim=int(self._strategy.global_vector().size),
+                accountant=p.accountant, min_survivors=p.ddp_min_survivors)
+        return self._client_level
 
     def _personal_steps(self) -> int:
         steps = personal_steps_per_round(self.cfg)
@@ -327,6 +349,11 @@ class FederatedRun:
         strategy.init_global(init_gen)
         if strategy.global_model is not None:
             strategy.global_model.to(self.device)
+        public = bool(cfg.public.dataset)
+        if public and not resume:  # on resume the checkpoint holds the pretrained models
+            atomic_write_json(self.run_dir.file("public_pretraining.json"), pretrain_public(
+                strategy.global_model, plan, source=self.source.child("public"), device=self.device))
+            self.progress("public_pretrained", {"steps": cfg.public.steps})
         sizes = [len(c.member_indices) for c in plan.partition.clients]
         self._budget, dp_plans = self._planned_budget(sizes)
         clients = []
@@ -339,6 +366,8 @@ class FederatedRun:
             strategy.init_client(client, init_gen)
             if client.model is not None:
                 client.model.to(self.device)
+                if public:  # every personal model starts from the public one
+                    client.model.load_state_dict(strategy.global_model.state_dict())
                 client.optimizer = torch.optim.Adam(client.model.parameters(), lr=cfg.training.lr)
             clients.append(client)
         if isinstance(strategy, Centralized):
@@ -504,6 +533,8 @@ class FederatedRun:
                 trial.charge(DPSGDEvent(dp.noise_multiplier, dp.sample_rate,
                                         steps * remaining, artefact, count_noise=dp.count_noise,
                                         input=_dpsgd_input(self.cfg.federation.strategy, artefact)))
+        if self._client_level is not None and remaining > 0:
+            trial.charge(self._client_level.event(rounds=remaining))
         if self.state.strategy.distributed and remaining > 0:
             trial.charge(skellam_event(self._ddp, survivors=self._ddp.skellam.min_survivors,
                                        steps=self._ddp.steps_per_round * remaining))
@@ -513,6 +544,11 @@ class FederatedRun:
     # -- the round loop -----------------------------------------------------------------------
     def _select(self, round_index: int) -> list[Client]:
         clients = self.state.clients
+        if self._client_level is not None and self._client_level.sample_rate < 1.0:
+            # Poisson sampling at client_fraction: what the client-level accountant assumes.
+            keep = self.source.child(f"client-sampling/round-{round_index}").bernoulli(
+                self._client_level.sample_rate, len(clients))
+            return [c for c, k in zip(clients, keep, strict=True) if k]
         k = max(1, round(self.cfg.federation.client_fraction * len(clients)))
         if k == len(clients):
             return list(clients)
@@ -555,6 +591,8 @@ class FederatedRun:
         if strategy.distributed:
             params.update(value_bits=self._ddp.skellam.secagg_value_bits,
                           min_contributors=self._ddp.skellam.min_survivors)
+        if self._client_level is not None:
+            params.update(self._client_level.protocol_params())
         protocol = make_protocol(cfg.federation.protocol, **params).bind(identities)
         if hasattr(protocol, "with_answers"):
             # Each simulated client claims a round index before it reveals a share, in a
@@ -596,6 +634,12 @@ class FederatedRun:
         inputs, norms = {}, {}
         adaptive = self.cfg.privacy.clipping == "adaptive"
         clip = s.update_clip
+        client_level = ClientLevelRound(self._client_level) if self._client_level is not None else None
+        if client_level is not None and strategy.federated:
+            # Write-ahead, every client (sampled or not: sampling is part of the mechanism),
+            # at the noise floor; a round with more Skellam shares keeps the floor's charge.
+            for client in s.clients:
+                client.ledger.charge(self._client_level.event())
 
         def shared_update(client: Client) -> np.ndarray:
             self.progress("client_start", {"round": r, "client": client.client_id, "phase": "shared"})
@@ -603,6 +647,11 @@ class FederatedRun:
 
         updates = map_clients(shared_update, selected, workers=self.workers)
         for client, update in zip(selected, updates, strict=True):
+            if client_level is not None:
+                inputs[client.client_id] = client_level.client_input(
+                    update, noise_source=client.private_stream("client-level-share", r))
+                norms[client.client_id] = min(float(np.linalg.norm(update)), self._client_level.clip)
+                continue
             # Adaptive: the bits ride behind the update through the same protocol.
             update, bits = clip_with_bits(update, clip) if adaptive else (self._clip_update(update), [])
             norms[client.client_id] = float(np.linalg.norm(update))
@@ -636,8 +685,13 @@ class FederatedRun:
                         f"round {r}: the {protocol.name} aggregate differs from the plain "
                         f"weighted sum by {check['max_abs_error']:.3g} > tolerance "
                         f"{check['tolerance']:.3g}")
-                mean = np.asarray(result.weighted_sum, dtype=np.float64) / result.total_weight
-                mean_update = mean[:mean.size - bit_count(clip)] if adaptive else mean
+                if client_level is not None:
+                    noisy = client_level.noisy_sum(result.weighted_sum, contributors=len(result.contributors),
+                                                   noise_source=self.source.child(f"client-level-noise/round-{r}"))
+                    mean = mean_update = client_level.step(noisy)
+                else:
+                    mean = np.asarray(result.weighted_sum, dtype=np.float64) / result.total_weight
+                    mean_update = mean[:mean.size - bit_count(clip)] if adaptive else mean
                 strategy.apply_global(strategy.global_vector() + mean_update)
                 if adaptive:
                     bits_mean = np.clip(mean[mean_update.size:], 0.0, 1.0)  # quantization error
@@ -647,6 +701,15 @@ class FederatedRun:
                 survivors, contributors = list(result.survivors), list(result.contributors)
                 bytes_up, bytes_down = int(result.bytes_up), int(result.bytes_down)
                 stats = _json_safe(result.stats | {"check_against_plain": check})
+            if hasattr(strategy, "finish_round"):
+                strategy.finish_round(s.clients)
+        elif client_level is not None and strategy.federated:
+            # Nobody sampled: the release is still the noise (the accountant's mechanism
+            # releases a noisy sum every round; a noise-free "no change" would not be it).
+            zero = np.zeros_like(strategy.global_vector())
+            noisy = client_level.noisy_sum(zero, contributors=0,
+                                           noise_source=self.source.child(f"client-level-noise/round-{r}"))
+            strategy.apply_global(strategy.global_vector() + client_level.step(noisy))
             if hasattr(strategy, "finish_round"):
                 strategy.finish_round(s.clients)
         if isinstance(strategy, Centralized):
