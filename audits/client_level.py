@@ -36,8 +36,8 @@ from securediff.privacy.accountants import gaussian_epsilon
 from securediff.privacy.client_level import client_level_epsilon
 from securediff.rng import RandomSource
 
-__all__ = ["ClientLevelAudit", "canary_directions", "estimate_epsilon", "least_squares_clients",
-           "run_canary_audit"]
+__all__ = ["ClientLevelAudit", "audit_synthetic_run", "canary_directions", "estimate_epsilon",
+           "least_squares_clients", "run_canary_audit"]
 
 STATISTICS = ("sum", "max")
 
@@ -59,6 +59,7 @@ class ClientLevelAudit:
     statistic: str
     protocol: str
     mechanism: str
+    noise_multiplier: float = 0.0
     kind: str = "estimate, not a lower bound (Andrew et al. 2024, all iterates)"
 
     def to_dict(self) -> dict:
@@ -145,7 +146,8 @@ def run_canary_audit(
     return ClientLevelAudit(estimate=eps, claimed=claimed, mu=mu, mu_in=mu_in, mu_out=mu_out, sigma=s,
                             canaries_in=canaries_in, canaries_out=canaries_out, rounds=rounds,
                             real_clients=real_count, dim=dim, delta=delta, statistic=statistic,
-                            protocol=protocol, mechanism=plan.mechanism)
+                            protocol=protocol, mechanism=plan.mechanism,
+                            noise_multiplier=plan.noise_multiplier)
 
 
 def least_squares_clients(*, clients: int, dim: int, records: int, local_steps: int, lr: float,
@@ -169,3 +171,30 @@ def least_squares_clients(*, clients: int, dim: int, records: int, local_steps: 
         return out
 
     return updates
+
+
+def audit_synthetic_run(*, mechanism: str = "gaussian", client_epsilon: float | None = 8.0, canaries: int = 200,
+                        canaries_out: int = 2000, dim: int = 8192, rounds: int = 5, real_clients: int = 10,
+                        delta: float = 1e-5, protocol: str = "secagg", statistic: str = "sum",
+                        generator: np.random.Generator, source: RandomSource) -> ClientLevelAudit:
+    """The audit of a client-level run of `real_clients` least-squares clients plus
+    the canaries, every client in every round, noise calibrated to `client_epsilon`
+    over the rounds (None: the noise off, the control that must be flagged)."""
+    from securediff.errors import ConfigError
+    from securediff.federation.client_level import plan_client_level
+    from securediff.privacy.client_level import MECHANISMS
+
+    if mechanism not in MECHANISMS:
+        raise ConfigError(f"--mechanism must be one of {', '.join(MECHANISMS)}, got {mechanism!r}")
+    real = least_squares_clients(clients=real_clients, dim=dim, records=50, local_steps=5, lr=0.5,
+                                 generator=generator)
+    n = real_clients + canaries
+    if client_epsilon is None:
+        plan = ClientLevelPlan("gaussian", 1.0, 0.0, 1.0, n, rounds)
+    else:
+        plan = plan_client_level(mechanism=mechanism, clip=1.0, target_epsilon=client_epsilon,
+                                 noise_multiplier=None, sample_rate=1.0, num_clients=n, rounds=rounds,
+                                 delta=delta, dim=dim, accountant="pld", min_survivors=n)
+    return run_canary_audit(plan=plan, real_updates=real, initial=np.zeros(dim), canaries_in=canaries,
+                            canaries_out=canaries_out, rounds=rounds, delta=delta, generator=generator,
+                            source=source, protocol=protocol, statistic=statistic)

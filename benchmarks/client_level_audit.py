@@ -21,33 +21,17 @@ from pathlib import Path
 
 import numpy as np
 
-from audits.client_level import least_squares_clients, run_canary_audit
-from securediff.federation.client_level import ClientLevelPlan, plan_client_level
+from audits.client_level import audit_synthetic_run
 from securediff.rng import RandomSource
-
-REAL_CLIENTS = 10
-DELTA = 1e-5
 
 
 def one(args: argparse.Namespace, seed: int, *, noise: bool) -> dict:
-    generator = np.random.default_rng(seed)
-    real = least_squares_clients(clients=REAL_CLIENTS, dim=args.dim, records=50, local_steps=5, lr=0.5,
-                                 generator=generator)
-    n = REAL_CLIENTS + args.canaries
-    if noise:
-        plan = plan_client_level(mechanism=args.mechanism, clip=1.0, target_epsilon=args.epsilon,
-                                 noise_multiplier=None, sample_rate=1.0, num_clients=n, rounds=args.rounds,
-                                 delta=DELTA, dim=args.dim, accountant="pld", min_survivors=n)
-    else:
-        plan = ClientLevelPlan("gaussian", 1.0, 0.0, 1.0, n, args.rounds)
     started = time.perf_counter()
-    audit = run_canary_audit(plan=plan, real_updates=real, initial=np.zeros(args.dim),
-                             canaries_in=args.canaries, canaries_out=args.canaries_out, rounds=args.rounds,
-                             delta=DELTA, generator=generator, source=RandomSource.insecure_from_seed(seed),
-                             protocol="secagg", statistic=args.statistic)
-    row = audit.to_dict() | {"seed": seed, "noise_multiplier": plan.noise_multiplier,
-                             "seconds": round(time.perf_counter() - started, 1)}
-    return row
+    audit = audit_synthetic_run(
+        mechanism=args.mechanism, client_epsilon=args.epsilon if noise else None, canaries=args.canaries,
+        canaries_out=args.canaries_out, dim=args.dim, rounds=args.rounds, statistic=args.statistic,
+        generator=np.random.default_rng(seed), source=RandomSource.insecure_from_seed(seed))
+    return audit.to_dict() | {"seed": seed, "seconds": round(time.perf_counter() - started, 1)}
 
 
 def main() -> None:

@@ -151,3 +151,39 @@ def selfcheck(
         console.print(f"{report['seconds']:.0f} s")
     if not report["passed"]:
         raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+@audit_app.command("client-level")
+def client_level(
+    epsilon: Annotated[float, typer.Option("--epsilon", help="Client-level epsilon the noise is "
+                                           "calibrated to over the rounds.")] = 8.0,
+    mechanism: Annotated[str, typer.Option("--mechanism", help="gaussian or skellam.")] = "gaussian",
+    canaries: Annotated[int, typer.Option("--canaries", help="Canary clients inserted.")] = 200,
+    canaries_out: Annotated[int, typer.Option("--canaries-out", help="Canaries never inserted.")] = 2000,
+    dim: Annotated[int, typer.Option("--dim", help="Parameters of the model.")] = 8192,
+    rounds: Annotated[int, typer.Option("--rounds", help="Rounds (every client in each).")] = 5,
+    real_clients: Annotated[int, typer.Option("--real-clients", help="Real clients.")] = 10,
+    protocol: Annotated[str, typer.Option("--protocol", help="Aggregation protocol.")] = "secagg",
+    no_noise: Annotated[bool, typer.Option("--no-noise", help="The control: noise off.")] = False,
+    seed: SeedOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """One-shot client-level estimate (Andrew et al. 2024) of a client-level DP run with
+    canary clients through secure aggregation: an estimate, not a lower bound."""
+    import numpy as np
+
+    from audits.client_level import audit_synthetic_run
+
+    with handle_errors():
+        generator = np.random.default_rng(seed)
+        result = audit_synthetic_run(
+            mechanism=mechanism, client_epsilon=None if no_noise else epsilon, canaries=canaries,
+            canaries_out=canaries_out, dim=dim, rounds=rounds, real_clients=real_clients, protocol=protocol,
+            generator=generator, source=_source(seed)).to_dict()
+    if as_json:
+        print_json(result)
+        return
+    claim = "noise off" if result["claimed"] is None else f"claimed {result['claimed']:.3f}"
+    console.print(f"client-level estimate {result['estimate']:.3f} ({claim}; mu {result['mu']:.3f}; "
+                  f"{result['canaries_in']} canaries in, {result['canaries_out']} out, {result['rounds']} "
+                  f"rounds through {result['protocol']}): {result['kind']}")
