@@ -166,7 +166,10 @@ def test_a_node_refuses_what_it_did_not_allow(deployment, tmp_path):
                        dict(describe))
 
 
-def test_supernode_command_is_a_training_node_by_default(tmp_path):
+def test_supernode_command_is_a_training_node_by_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the key and roster the command names exist (it checks)
+    (tmp_path / "k.key").write_text("placeholder")
+    (tmp_path / "roster.json").write_text("{}")
     base = ["flower", "supernode", "--client-id", "client-01", "--identity-key", "k.key",
             "--roster", "roster.json", "--superlink", "127.0.0.1:9092", "--dry-run"]
     runner = CliRunner()
