@@ -77,6 +77,7 @@ from securediff.federation.strategies import (
 )
 from securediff.privacy.accountants import calibrate_noise_multiplier
 from securediff.privacy.adaptive import count_noise_for
+from securediff.privacy.client_level import ClientLevelEvent
 from securediff.privacy.forward import forward_sigma, noise_once
 from securediff.privacy.labels import randomized_response
 from securediff.privacy.ledger import (
@@ -210,6 +211,10 @@ def _stale_events(at_checkpoint, now) -> list | None:
             (old.noise_multiplier, old.sample_rate, old.artefact, old.count_noise, old.input)
             == (new.noise_multiplier, new.sample_rate, new.artefact, new.count_noise, new.input)
         ) and new.steps >= old.steps:
+            if new.steps > old.steps:
+                stale.append(replace(new, steps=new.steps - old.steps))
+        elif isinstance(old, ClientLevelEvent) and old.same_mechanism(new) and new.steps >= old.steps:
+            # Client-level rounds merge into the recorded event the same way.
             if new.steps > old.steps:
                 stale.append(replace(new, steps=new.steps - old.steps))
         elif old != new:
