@@ -81,6 +81,10 @@ MEANING: dict[str, str] = {
     "training.centralized_steps": "steps of the centralized baseline",
     "eval.samples_per_class": "samples drawn per class and client for evaluation",
     "eval.evaluator_epochs": "epochs of the (non-private, never shared) evaluator",
+    "public.dataset": "public data that pretrains the models before any private step (empty = none)",
+    "public.path": "local file or directory of a file-based public dataset",
+    "public.per_class": "font-digits: images rendered per digit",
+    "public.steps": "public pretraining steps of the shared model (no privacy cost)",
 }
 
 # Keys whose command-line flag is a short option (one spelling per option): the

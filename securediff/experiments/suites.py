@@ -97,6 +97,7 @@ QUICK_BASE: Overrides = {
     "federation": {"rounds": 2, "local_steps": 3},
     "training": {"batch_size": 16, "personal_steps": 4, "centralized_steps": 6},
     "eval": {"samples_per_class": 4, "evaluator_epochs": 1},
+    "public": {"per_class": 3, "steps": 4},
 }
 
 
@@ -109,9 +110,15 @@ def _pfdm(name: str, epsilon: float, accounting: str, setting: str = "", data: d
 
 
 CORE_SETTING = "colored-digits, 10 clients, Dirichlet alpha 0.1"
+# Public pretraining of the rows that use it: sized by wall time like the rest.
+PUBLIC_FONTS = {"dataset": "font-digits", "per_class": 300, "steps": 1000}
 
 CORE_METHODS: tuple[Method, ...] = (
     Method("local", "local", "none", None, setting=CORE_SETTING),
+    # Public pretraining on font digits (rendered from matplotlib's fonts, no privacy
+    # cost): the public model alone, and local training starting from it.
+    Method("public-only", "public-only", "none", None, {"public": PUBLIC_FONTS}, CORE_SETTING),
+    Method("local+public", "local+public", "none", None, {"public": PUBLIC_FONTS}, CORE_SETTING),
     Method("fedavg", "fedavg", "none", None, setting=CORE_SETTING),
     _pfdm("pfdm-eps4", 4.0, "exact", CORE_SETTING),
     _pfdm("pfdm-eps10", 10.0, "exact", CORE_SETTING),

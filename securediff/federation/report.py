@@ -34,7 +34,7 @@ def sample_client(
         out.append(sample_split(strategy.segments(client), labels[start:start + batch], schedule=plan.schedule,
                                 spec=sampler_spec(plan), shape=plan.dataset.image_shape, generator=generator,
                                 null_label=plan.spec.null_label, device=device).cpu())
-    return torch.cat(out).clamp(-1, 1).numpy(), labels.numpy()
+    return strategy.finish_samples(client, torch.cat(out).clamp(-1, 1).numpy()), labels.numpy()
 
 
 def _pool_images(plan: Plan) -> tuple[np.ndarray, np.ndarray]:

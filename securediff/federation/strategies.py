@@ -10,6 +10,8 @@ which denoiser handles which timesteps when a client samples.
 - `fedavg`: the whole model is averaged (no DP); every client ends with it.
 - `local`: no collaboration; each client trains a full model alone.
 - `centralized`: pooled member data, one model (an upper bound, not deployable).
+- `public-only`: the model pretrained on public data ([public]), no private
+  training; `local+public`: `local` starting from that model.
 - `hybrid`: the shared denoiser (all timesteps) is trained by distributed
   DP-SGD through secure aggregation (securediff/federation/distributed.py);
   after the last round each client copies it and fine-tunes the copy on its
@@ -30,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from securediff.data.tint import apply_tint
 from securediff.diffusion.sampling import Segment
 from securediff.diffusion.schedule import NoiseSchedule
 from securediff.federation.clients import Client
@@ -125,6 +128,10 @@ class Strategy:
 
     def segments(self, client: Client) -> list[Segment]:
         raise NotImplementedError
+
+    def finish_samples(self, client: Client, images: np.ndarray) -> np.ndarray:
+        """The client's samples as it releases them (float (N, C, H, W) in [-1, 1])."""
+        return images
 
     # -- helpers -------------------------------------------------------------------
     def _train(
@@ -258,6 +265,35 @@ class Local(Strategy):
         return [Segment(client.model, 0, self.schedule.T)]
 
 
+class LocalPublic(Local):
+    """`local` starting from the public model (the runner seeds every personal model
+    with the publicly pretrained shared one): what public data alone buys a client."""
+
+    name = "local+public"
+
+
+class PublicOnly(Strategy):
+    """The publicly pretrained model alone, no private training: the floor any
+    private collaboration must beat. Samples are drawn grey and, where clients
+    differ in colour (colored-digits), given the client's own tint."""
+
+    name = "public-only"
+    federated = False
+
+    def __init__(self, *, tints: list[np.ndarray] | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.tints = tints
+
+    def segments(self, client: Client) -> list[Segment]:
+        return [Segment(self.global_model, 0, self.schedule.T)]
+
+    def finish_samples(self, client: Client, images: np.ndarray) -> np.ndarray:
+        if self.tints is None:
+            return images
+        grey = np.repeat(images.mean(axis=1, keepdims=True), images.shape[1], axis=1)
+        return apply_tint(np.clip(grey, -1.0, 1.0), self.tints[client.index])
+
+
 class Hybrid(Strategy):
     """Shared denoiser by distributed DP-SGD (the runner drives its steps through
     the protocol); personal fine-tuning at low timesteps after the last round."""
@@ -300,7 +336,7 @@ class Hybrid(Strategy):
 
 
 STRATEGY_CLASSES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (PFDM, FedAvg, LayerSplit, Local, Hybrid)
+    cls.name: cls for cls in (PFDM, FedAvg, LayerSplit, Local, Hybrid, LocalPublic, PublicOnly)
 }
 
 
