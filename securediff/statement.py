@@ -47,6 +47,13 @@ SKELLAM_COLLUSION_ASSUMPTION = ("the Skellam noise floor holds only if no client
                                 "can be subtracted from the sum)")
 
 
+# The classifier that scores synthetic samples for the metrics
+# (securediff/evaluation/cache.py): a measuring instrument, not a release.
+EVALUATOR_ARTEFACT = "evaluator (scores synthetic samples for the metrics)"
+EVALUATOR_GUARANTEE = ("not private: trained without DP on the pooled raw records of every client; "
+                       "never leaves this machine")
+
+
 def protocol_notice(protocol_name: str, params: dict[str, Any]) -> str | None:
     """The caveat every statement of a run on this protocol repeats, if any."""
     if protocol_name == "secagg" and params.get("consistency_check") is False:
@@ -190,6 +197,8 @@ def privacy_statement(
         "masked / encrypted payloads only" if protocol_secure
         else "payload digests and sizes only (the plain protocol's payloads are unmasked updates)",
     ))
+    rows.append(StatementRow(EVALUATOR_ARTEFACT, "this machine only (a per-user cache outside run "
+                             "directories; export never copies it)", EVALUATOR_GUARANTEE))
     if not private:
         rows = [StatementRow(r.artefact, r.who_sees_it, f"{NOT_PRIVATE}. {r.guarantee}") for r in rows]
     add_remove_claim = math.isfinite(personal_epsilon) or (

@@ -22,7 +22,9 @@ def test_pfdm_statement_covers_every_artefact_and_declares_labels_public():
     s = _statement()
     artefacts = [r["artefact"] for r in s["rows"]]
     assert artefacts == ["noised data x~", "shared denoiser and its updates", "personal denoiser",
-                         "synthetic samples of a client", "transcript"]
+                         "synthetic samples of a client", "transcript",
+                         "evaluator (scores synthetic samples for the metrics)"]
+    assert s["rows"][-1]["guarantee"].startswith("not private")
     shared = s["rows"][1]
     assert "PUBLIC" in shared["guarantee"] and "INSECURE" in shared["who_sees_it"]
     assert s["rows"][2]["guarantee"].startswith("none")

@@ -42,6 +42,13 @@ def test_tiny_pfdm_run_writes_a_complete_run_directory(tmp_path, tiny_args):
     assert set(ledgers) == {"client-00", "client-01", "client-02"}
     assert all(e["kind"] == "forward_noise" for led in ledgers.values() for e in led["events"])
     assert len(out["clients"]) == 3
+    # The evaluator (no DP, pooled raw records) never lands beside the runs, and the
+    # statement names it as not private.
+    assert not (tmp_path / "runs" / ".cache").exists()
+    assert not list(tmp_path.rglob("evaluator-*"))
+    evaluator = [r for r in out["privacy_statement"]["rows"] if r["artefact"].startswith("evaluator")]
+    assert len(evaluator) == 1 and "not private" in evaluator[0]["guarantee"]
+    assert "pooled raw records" in evaluator[0]["guarantee"]
 
 
 def test_insecure_runs_repeat_bit_for_bit(tmp_path, tiny_args):
