@@ -267,3 +267,9 @@ def ledger(
             f"{artefact}: epsilon {_fmt(claim['epsilon'])} ({claim['accountant']}, "
             f"client {claim['client_id']}, delta per client ledger)"
         )
+    client_level = [info["client_level"] for s in clients.values() for info in s["artefacts"].values()
+                    if "client_level" in info]
+    if client_level:  # the unit is one client's whole update (docs/client_level.md)
+        worst = max(client_level, key=lambda c: c["epsilon"])
+        console.print(f"client-level (add/remove of one client's update): epsilon {_fmt(worst['epsilon'])} "
+                      f"({worst['accountant']}, max over clients)")

@@ -225,10 +225,12 @@ def mechanism_split(events: Sequence[Any], *, delta: float, accountant: str) -> 
     its count apart. The parts do not add up to the composed epsilon (composition
     is sub-additive); they show where the budget goes."""
     from securediff.privacy.accountants import AccountantUnsupportedError, compose_epsilon
+    from securediff.privacy.client_level import is_client_level
 
     def eps(event: Any) -> float | None:
-        try:
-            return compose_epsilon([event], delta=delta, accountant=accountant)
+        try:  # a client-level event alone: add/remove of one client's update
+            return compose_epsilon([event.as_mechanism() if is_client_level(event) else event],
+                                   delta=delta, accountant=accountant)
         except AccountantUnsupportedError:
             return None
 
@@ -244,6 +246,7 @@ def mechanism_split(events: Sequence[Any], *, delta: float, accountant: str) -> 
                          "parts": {name: {"noise_multiplier": p.noise_multiplier,
                                           "epsilon": eps(p)} for name, p in parts.items()}})
         else:
-            rows.append({"mechanism": ev.kind, "steps": getattr(ev, "steps", 1),
+            name = f"{ev.kind} (per client, {ev.mechanism})" if is_client_level(ev) else ev.kind
+            rows.append({"mechanism": name, "steps": getattr(ev, "steps", 1),
                          "epsilon": eps(ev)})
     return rows

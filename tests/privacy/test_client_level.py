@@ -131,3 +131,11 @@ def test_calibrated_noise_is_finite_and_positive():
     plan = plan_client_level(mechanism="gaussian", clip=2.0, target_epsilon=1.0, noise_multiplier=None,
                              sample_rate=1.0, num_clients=5, rounds=3, delta=DELTA, dim=10, accountant="exact")
     assert math.isfinite(plan.noise_multiplier) and plan.noise_multiplier > 0
+
+
+def test_split_shows_a_client_level_event_on_its_own():
+    from securediff.privacy.adaptive import mechanism_split
+
+    [row] = mechanism_split([_gaussian()], delta=DELTA, accountant="pld")
+    assert row["mechanism"] == "client_level (per client, gaussian)" and row["steps"] == 10
+    assert row["epsilon"] == pytest.approx(client_level_epsilon([_gaussian()], delta=DELTA, accountant="pld"))
