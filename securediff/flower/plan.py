@@ -44,6 +44,11 @@ def check_supported(config: Config) -> Config:
         raise ConfigError("privacy.clipping = adaptive needs state shared by all clients (a "
                           "quantile over every node's data) and runs only in securediff train; "
                           "use privacy.clipping = fixed across machines")
+    if p.client_level:
+        # The Flower server applies the plain weighted mean: it neither noises the sum
+        # nor charges the client-level event, so the claim would be false.
+        raise ConfigError("privacy.client_level runs only in securediff train (the Flower server "
+                          "does not add client-level noise yet)")
     return config
 
 
