@@ -16,18 +16,27 @@ import math
 from dataclasses import replace
 from typing import Any
 
+from securediff.privacy.client_level import ClientLevelEvent
 from securediff.privacy.ledger import DistributedSkellamEvent, DPSGDEvent, PrivacyLedger
 
 PER_ROUND = (DPSGDEvent, DistributedSkellamEvent)
 
 
-def _events_after(ledger: PrivacyLedger, done: int, total: int) -> tuple:
-    """The ledger's shared-model events once `done` of the client's `total` training rounds ran."""
+def _events_after(ledger: PrivacyLedger, done: int, total: int, *, run_done: int = 0,
+                  run_total: int = 0) -> tuple:
+    """The ledger's shared-model events once `done` of the client's `total` training rounds
+    ran (`run_done` of the run's `run_total`: client-level rounds charge every client,
+    sampled or not)."""
     out = []
     for event in ledger.events:
         if event.artefact != "shared":
             continue
-        if isinstance(event, PER_ROUND) and total:
+        if isinstance(event, ClientLevelEvent) and run_total:
+            steps = math.floor(event.steps * run_done / run_total)
+            if steps == 0:
+                continue
+            event = replace(event, steps=steps)
+        elif isinstance(event, PER_ROUND) and total:
             steps = math.floor(event.steps * done / total)
             if steps == 0:
                 continue
@@ -48,7 +57,7 @@ def epsilon_by_round(ledgers: dict[str, PrivacyLedger],
         per_client: dict[str, float | None] = {}
         for cid, ledger in sorted(ledgers.items()):
             done = sum(cid in t for t in trained[:r])
-            events = _events_after(ledger, done, totals[cid])
+            events = _events_after(ledger, done, totals[cid], run_done=r, run_total=len(rounds))
             key = (events, ledger.delta, ledger.accountant)
             if key not in memo:
                 memo[key] = PrivacyLedger(
