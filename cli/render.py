@@ -23,8 +23,10 @@ def fit(table: Table, *id_columns: int) -> Table:
         if index in id_columns:
             column.no_wrap = True
             column.min_width = max(map(len, cells))
-        else:  # wrap between words, never inside one (a header, a figure)
-            column.min_width = max(len(word) for cell in cells for word in [*cell.split(), ""])
+        else:  # wrap between words, never inside a short one (a header, a figure);
+            # a long token (a path in prose) folds rather than widen the table past 80
+            longest = max(len(word) for cell in cells for word in [*cell.split(), ""])
+            column.min_width = min(longest, 16)
     return table
 
 

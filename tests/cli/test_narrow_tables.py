@@ -34,6 +34,26 @@ def _readable(text: str, ids: list[str]) -> None:
         assert any(cid in line for line in text.splitlines()), (cid, text)
 
 
+@pytest.mark.parametrize("strategy", ["pfdm", "hybrid"])
+def test_a_real_statement_is_shown_whole_at_80_columns(strategy):
+    """Nothing cropped at the right edge: every word of every cell is on screen."""
+    import math
+
+    from securediff.statement import privacy_statement
+
+    statement = privacy_statement(
+        strategy=strategy, protocol_secure=True, protocol_name="tee", private=True, delta=1e-5,
+        t0=675, clip_norm=10.0, forward_exact=9.97, forward_classic=11.57, shared_epsilon=9.97,
+        personal_epsilon=math.inf, accountant="rdp", labels="public", label_epsilon=1.0)
+    text = _render(statement_table(statement))
+    _readable(text, [])
+    shown = set(text.split())
+    for row in statement["rows"]:
+        for cell in row.values():
+            missing = [w for w in str(cell).split() if len(w) <= 16 and w not in shown]
+            assert not missing, (missing, text)
+
+
 def test_partition_and_summary_of_ten_clients_fit_80_columns():
     rows = [{"client": cid, "members": 1234, "holdout": 321, "class_counts": [999] * 10,
              "minority_classes": [1, 3, 7, 9]} for cid in IDS]
