@@ -49,6 +49,9 @@ def check_supported(config: Config) -> Config:
         # nor charges the client-level event, so the claim would be false.
         raise ConfigError("privacy.client_level runs only in securediff train (the Flower server "
                           "does not add client-level noise yet)")
+    if config.public.dataset:
+        # The nodes would start from models the server never pretrained.
+        raise ConfigError("public.dataset (public pretraining) runs only in securediff train so far")
     return config
 
 

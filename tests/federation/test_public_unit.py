@@ -2,15 +2,18 @@
 notice, and a default config that uses no public data."""
 
 import numpy as np
+import pytest
 import torch
 
 from securediff.config import Config
 from securediff.data.tint import apply_tint, client_tint
 from securediff.diffusion.schedule import linear_schedule
+from securediff.errors import ConfigError
 from securediff.federation.clients import Client
 from securediff.federation.public import public_notice, public_provenance
 from securediff.federation.setup import plan_run
 from securediff.federation.strategies import PublicOnly, TrainSettings
+from securediff.flower.plan import check_supported
 from securediff.models import UNetSpec
 from securediff.privacy.ledger import PrivacyLedger
 from securediff.rng import RandomSource
@@ -44,3 +47,8 @@ def test_the_statement_names_the_public_data_and_a_default_run_has_none():
         personal_epsilon=float("inf"), accountant="pld", labels="public", label_epsilon=1.0, public=provenance)
     assert notice in statement["notices"]
     assert public_provenance(plan_run(Config())) is None
+
+
+def test_flower_refuses_public_pretraining_it_does_not_do():
+    with pytest.raises(ConfigError, match="public.dataset"):
+        check_supported(Config().replace(public={"dataset": "font-digits"}))
