@@ -5,6 +5,7 @@ and the refined PLD grid."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -169,3 +170,40 @@ def test_pld_grid_is_refined_where_it_matters(monkeypatch) -> None:
     # a large epsilon: the two coarsest grids already agree, nothing finer is computed
     dpsgd_epsilon(noise_multiplier=0.8, sample_rate=0.3, steps=200, delta=DELTA)
     assert intervals == [2e-3, 1e-3]
+
+
+def _gaussian_delta(eps: float, mu: float) -> float:
+    """delta(eps) of a Gaussian mechanism with mu = sensitivity / sigma (Balle & Wang)."""
+    phi = lambda x: 0.5 * math.erfc(-x / math.sqrt(2))  # noqa: E731
+    return phi(-eps / mu + mu / 2) - math.exp(eps) * phi(-eps / mu - mu / 2)
+
+
+def _gaussian_eps(mu: float, delta: float) -> float:
+    lo, hi = 0.0, 200.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _gaussian_delta(mid, mu) > delta else (lo, mid)
+    return hi
+
+
+def test_layer_split_row_of_results_is_the_exact_replace_one_figure() -> None:
+    """docs/RESULTS.md's layer-split-dpsgd-eps10 row: its worst clients hold no more
+    records than a batch, so every step uses every record (q = 1) and the steps
+    compose to one Gaussian mechanism. Calibrated to add/remove epsilon 10, its
+    replace-one epsilon is exactly that of twice the mu: computed here in closed form,
+    independently of the accountants, against the library's direct figure and the row."""
+    lo, hi = 0.1, 20.0
+    for _ in range(200):  # the mu whose add/remove epsilon is the target
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _gaussian_eps(mid, DELTA) < 10.0 else (lo, mid)
+    mu_add_remove = lo
+    exact = _gaussian_eps(2 * mu_add_remove, DELTA)
+    steps = 300
+    event = DPSGDEvent(noise_multiplier=math.sqrt(steps) / mu_add_remove, sample_rate=1.0,
+                       steps=steps, artefact="shared")
+    got = compose([event], delta=DELTA, accountant="pld", relation="replace_one")
+    assert got.method == "direct"
+    assert exact == pytest.approx(got.epsilon, rel=2e-3)
+    results = (Path(__file__).resolve().parents[2] / "docs" / "RESULTS.md").read_text()
+    rows = [line for line in results.splitlines() if line.startswith("| layer-split-dpsgd-eps10 | 3 |")]
+    assert rows and all(f"| add/remove | {exact:.2f} ± 0.00 |" in row for row in rows), (exact, rows)
