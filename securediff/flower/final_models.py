@@ -29,9 +29,10 @@ from securediff.federation.setup import Plan, plan_run
 from securediff.federation.strategies import Strategy
 from securediff.figures import client_samples_figure, write_figure
 from securediff.flower.manifest import read_manifest
+from securediff.flower.trainer import read_node_ledger
 from securediff.privacy.ledger import PrivacyLedger
 from securediff.rng import RandomSource
-from securediff.statement import privacy_statement
+from securediff.statement import NOISED_DATA_ON_NODE, privacy_statement
 from securediff.storage import load_tensors, read_json, resolve_committed, sha256_file
 
 
@@ -73,7 +74,7 @@ def open_node_models(*, manifest: Path, shared: Path, node_run: Path,
     _load_module(strategy.global_model, load_tensors(shared, expected_sha256=pinned["sha256"]),
                  shared)
     strategy.global_model.to(dev)
-    ledger = PrivacyLedger.from_dict(read_json(node_run.parent.parent / "ledger.json"))
+    ledger = read_node_ledger(node_run.parent.parent / "ledger.json")
     client = _client(plan, strategy, node, ledger, source)
     personal_round = None
     if client.model is not None:
@@ -115,7 +116,7 @@ def _client(plan: Plan, strategy: Strategy, node: dict[str, Any], ledger: Privac
 
 def node_statement(models: NodeModels) -> dict[str, Any]:
     """The privacy statement of this node's artefacts, from its own ledger (every run
-    it took part in) and the run's config."""
+    it took part in, their releases claimed jointly) and the run's config."""
     plan, cfg, ledger = models.plan, models.plan.config, models.client.ledger
     protocol = make_protocol(models.manifest["protocol"])
     return privacy_statement(
@@ -125,7 +126,8 @@ def node_statement(models: NodeModels) -> dict[str, Any]:
         t0=plan.t0, clip_norm=cfg.privacy.clip_norm, forward_exact=plan.forward_epsilon_exact,
         forward_classic=plan.forward_epsilon_classic, shared_epsilon=ledger.epsilon("shared"),
         personal_epsilon=ledger.epsilon("personal"), accountant=cfg.privacy.accountant,
-        labels=cfg.privacy.labels, label_epsilon=cfg.privacy.label_epsilon)
+        labels=cfg.privacy.labels, label_epsilon=cfg.privacy.label_epsilon,
+        noised_data_stored=NOISED_DATA_ON_NODE)
 
 
 def sample_node(models: NodeModels, *, per_class: int, out: Path) -> Path:

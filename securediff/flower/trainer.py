@@ -43,15 +43,10 @@ from protocols.errors import ProtocolAbort
 from protocols.secagg.answers import FileAnswerLog
 from protocols.stages import ClientInput, RoundSetup
 from securediff.errors import CheckpointError, ConfigError, PrivacyError
+from securediff.federation.budget import dp_plan, dpsgd_input, personal_steps_per_round
 from securediff.federation.checkpoint import load_round_state, save_round_state
 from securediff.federation.clients import Client
-from securediff.federation.runner import (
-    _dp_plan,
-    _dpsgd_input,
-    build_strategy,
-    personal_steps_per_round,
-    resolve_device,
-)
+from securediff.federation.runner import build_strategy, resolve_device
 from securediff.federation.setup import Plan, plan_run
 from securediff.federation.strategies import DPPlan, Strategy
 from securediff.flower.plan import decode_weights, parse_config, weights_digest
@@ -62,6 +57,7 @@ from securediff.privacy.ledger import (
     ForwardNoiseEvent,
     PrivacyLedger,
     RandomizedResponseEvent,
+    Release,
 )
 from securediff.rng import RandomSource
 from securediff.storage import (
@@ -122,6 +118,24 @@ def _members_id(client_id: str) -> str:
     return f"{client_id}/members"  # as the in-process runner names it
 
 
+# The release that stands for the runs of a ledger written before releases were recorded.
+UNRECORDED_RUNS = "runs-before-release-records"
+
+
+def read_node_ledger(path: Path) -> PrivacyLedger:
+    """The node's ledger (every run it took part in). One written before releases
+    were recorded may hold several runs on the same x~, any of which may have read
+    it directly: it is read as if one had, so its claim is the forward-noise view,
+    never less (PrivacyLedger's docstring)."""
+    data = read_json(path)
+    ledger = PrivacyLedger.from_dict(data)
+    if "releases" in data or not any(e.artefact == "shared" for e in ledger.events):
+        return ledger
+    return PrivacyLedger(client_id=ledger.client_id, budget_epsilon=ledger.budget_epsilon,
+                         delta=ledger.delta, accountant=ledger.accountant, events=ledger.events,
+                         releases=[Release(UNRECORDED_RUNS, "shared", through_dpsgd_only=False)])
+
+
 class NodeTrainer:
     """Rebuilt for every message (Flower starts one process per message): all that
     lasts is in `state_dir`."""
@@ -178,7 +192,7 @@ class NodeTrainer:
               "personal": cfg.privacy.dpsgd_personal and cfg.federation.strategy == "pfdm"}
         steps = {"shared": cfg.federation.local_steps,
                  "personal": personal_steps_per_round(cfg)}
-        plans = {a: _dp_plan(cfg, n=self._members(plan), steps_per_round=steps[a])
+        plans = {a: dp_plan(cfg, n=self._members(plan), steps_per_round=steps[a])
                  for a in ("shared", "personal") if on[a] and steps[a] > 0}
         progress["dp_plans"] = {k: vars(v) for k, v in plans.items()}
         return plans
@@ -189,11 +203,13 @@ class NodeTrainer:
         (or the forward noise it will charge once), plus the DP-SGD steps of the
         rounds still to train."""
         cfg, cid = plan.config, self.settings.client_id
-        ledger = PrivacyLedger(client_id=cid, budget_epsilon=1e12, delta=cfg.privacy.delta,
-                               accountant=cfg.privacy.accountant)
         path = self.dir / "ledger.json"
-        held = PrivacyLedger.from_dict(read_json(path)).events if path.exists() else []
-        for event in held:
+        held = read_node_ledger(path) if path.exists() else None
+        # The releases other runs made from this x~ count jointly with this run's.
+        ledger = PrivacyLedger(client_id=cid, budget_epsilon=1e12, delta=cfg.privacy.delta,
+                               accountant=cfg.privacy.accountant,
+                               releases=held.releases if held else ())
+        for event in held.events if held else ():
             ledger.charge(event)
         if cfg.federation.strategy == "pfdm" and _members_id(cid) not in ledger.noised_data_ids():
             ledger.charge(ForwardNoiseEvent(
@@ -207,7 +223,7 @@ class NodeTrainer:
                 ledger.charge(DPSGDEvent(dp.noise_multiplier, dp.sample_rate,
                                          dp.steps_per_round * rounds_left, artefact,
                                          count_noise=dp.count_noise,
-                                         input=_dpsgd_input(cfg.federation.strategy, artefact)))
+                                         input=dpsgd_input(cfg.federation.strategy, artefact)))
         return ledger
 
     def _progress(self, run: str) -> dict[str, Any]:
@@ -251,8 +267,14 @@ class NodeTrainer:
             strategy.apply_global(decode_weights(data, length=strategy.global_vector().size))
             update = _clip(strategy.local_update(client, r, dp_plans.get("shared")),
                            plan.config.federation.update_clip)
-            # Write-ahead: the DP-SGD steps just charged are on disk before the update
-            # can leave this node.
+            if strategy.uses_noised_data:
+                # This run's release joins every earlier run's on the same x~: the
+                # claim is theirs jointly (a plain run's release keeps it at the
+                # forward-noise view whatever DP-SGD this run adds).
+                client.ledger.record_release(Release(run, "shared",
+                                                     through_dpsgd_only="shared" in dp_plans))
+            # Write-ahead: the DP-SGD steps just charged and the release are on disk
+            # before the update can leave this node.
             self._write_ledger(client.ledger)
             save_tensors(self.dir / "update.safetensors",
                          {"update": torch.from_numpy(update.astype(np.float32))},
@@ -293,7 +315,7 @@ class NodeTrainer:
     def _ledger(self, plan: Plan) -> PrivacyLedger:
         path = self.dir / "ledger.json"
         if path.exists():
-            ledger = PrivacyLedger.from_dict(read_json(path))
+            ledger = read_node_ledger(path)
             ledger.budget_epsilon = self.settings.max_epsilon  # the node's cap, as configured now
             return ledger
         budget = self.settings.max_epsilon
