@@ -110,7 +110,7 @@ def _check_pinned(run_dir: RunDirectory) -> None:
 
 def _client_level_claim(run: FederatedRun) -> dict | None:
     """The client-level row's numbers: the plan, and the largest claim over clients."""
-    plan = run._client_level
+    plan = run.budget.client_level
     if plan is None:
         return None
     claims = [c.ledger.summary()["artefacts"].get("shared", {}).get("client_level")

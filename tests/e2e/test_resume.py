@@ -6,6 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.app import app
+from securediff.federation import persistence as persistence_module
 from securediff.federation import runner as runner_module
 from securediff.privacy.ledger import PrivacyLedger
 from securediff.reopen import check_manifest
@@ -189,7 +190,7 @@ def test_a_kill_inside_a_checkpoint_resumes_to_the_uninterrupted_run(tmp_path, t
     assert cli.invoke(app, [*args, "--run.name", "whole"]).exit_code == 0
     calls = {"n": 0}
     if death == "staged, not committed":
-        original = runner_module.atomic_write_json
+        original = persistence_module.atomic_write_json
 
         def die(path, obj):
             if path.name == "progress.json":
@@ -198,9 +199,9 @@ def test_a_kill_inside_a_checkpoint_resumes_to_the_uninterrupted_run(tmp_path, t
                     raise Crash("killed")
             original(path, obj)
 
-        monkeypatch.setattr(runner_module, "atomic_write_json", die)
+        monkeypatch.setattr(persistence_module, "atomic_write_json", die)
     else:
-        original = runner_module.promote_staged
+        original = persistence_module.promote_staged
 
         def die(path):
             calls["n"] += 1
@@ -208,7 +209,7 @@ def test_a_kill_inside_a_checkpoint_resumes_to_the_uninterrupted_run(tmp_path, t
                 raise Crash("killed")
             original(path)
 
-        monkeypatch.setattr(runner_module, "promote_staged", die)
+        monkeypatch.setattr(persistence_module, "promote_staged", die)
     result = cli.invoke(app, [*args, "--run.name", "cut"])
     assert isinstance(result.exception, Crash)
     staging = tmp_path / "runs" / "cut.incomplete"

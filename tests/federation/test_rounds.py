@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-import securediff.federation.runner as runner_module
+import securediff.federation.rounds as rounds_module
 from protocols import run_round as real_run_round
 from protocols.errors import ProtocolAbort, ProtocolError
 from securediff.federation.runner import FederatedRun
@@ -42,7 +42,7 @@ def test_an_aborted_round_leaves_the_shared_model_and_the_run_goes_on(tmp_path, 
             raise ProtocolAbort("simulated: too few survivors")
         return real_run_round(protocol, round_index=round_index, **kwargs)
 
-    monkeypatch.setattr(runner_module, "run_round", flaky)
+    monkeypatch.setattr(rounds_module, "run_round", flaky)
     run.train()
     logs = run.state.round_logs
     assert [log["round"] for log in logs] == [0, 1]
@@ -62,6 +62,6 @@ def test_an_aggregate_off_the_plain_sum_stops_the_run(tmp_path, monkeypatch):
         shifted[0] += 1e-3
         return dataclasses.replace(result, weighted_sum=shifted)
 
-    monkeypatch.setattr(runner_module, "run_round", tampering)
+    monkeypatch.setattr(rounds_module, "run_round", tampering)
     with pytest.raises(ProtocolError, match="differs from the plain weighted sum"):
         run.train()

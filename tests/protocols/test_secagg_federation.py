@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 
-import securediff.federation.runner as runner_module
+import securediff.federation.rounds as rounds_module
 from protocols import load_rosters, verify_transcript
 from protocols import run_round as real_run_round
 from protocols.hazmat.quantize import error_bound
@@ -54,7 +54,7 @@ def test_every_round_matches_the_plain_weighted_sum(tmp_path, monkeypatch) -> No
         checked.append((kwargs["round_index"], tuple(included), bound))
         return result
 
-    monkeypatch.setattr(runner_module, "run_round", checking_run_round)
+    monkeypatch.setattr(rounds_module, "run_round", checking_run_round)
     config = load_config(None, {**SMALL, "run": {**SMALL["run"], "out_dir": str(tmp_path)}})
     run_dir = RunDirectory.create(tmp_path, "sa")
     run = FederatedRun(plan_run(config), run_dir)

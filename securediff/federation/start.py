@@ -1,0 +1,115 @@
+"""What a run builds at its start (and rebuilds identically on resume): the
+strategy and its clients; and what it does once only: choose the forward clip
+norm (adaptive PFDM) and noise each client's shared data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from securediff.data.tint import client_tint
+from securediff.federation.budget import RunBudget, members_id, personal_steps_per_round
+from securediff.federation.clients import Client
+from securediff.federation.clipping import adaptive_forward, choose_forward_clip, quantile_plan
+from securediff.federation.setup import Plan
+from securediff.federation.strategies import (
+    STRATEGY_CLASSES,
+    Centralized,
+    Hybrid,
+    PublicOnly,
+    Strategy,
+    TrainSettings,
+)
+from securediff.privacy.forward import noise_once
+from securediff.privacy.labels import randomized_response
+from securediff.privacy.ledger import PrivacyLedger
+from securediff.rng import RandomSource
+from securediff.storage import RunDirectory, atomic_write_json, save_tensors
+
+
+def build_strategy(plan: Plan) -> Strategy:
+    cfg = plan.config
+    settings = TrainSettings(
+        batch_size=cfg.training.batch_size, lr=cfg.training.lr,
+        label_dropout=cfg.diffusion.label_dropout, local_steps=cfg.federation.local_steps,
+        personal_steps_per_round=personal_steps_per_round(cfg),
+        max_grad_norm=cfg.privacy.max_grad_norm, noise_multiplicity=cfg.privacy.noise_multiplicity,
+        dpsgd_shared=cfg.privacy.dpsgd_shared, dpsgd_personal=cfg.privacy.dpsgd_personal,
+        secure_noise=cfg.privacy.secure_noise, clip_quantile=cfg.privacy.clip_quantile, clip_lr=cfg.privacy.clip_lr,
+    )
+    cls = STRATEGY_CLASSES[cfg.federation.strategy]
+    kwargs: dict[str, Any] = dict(spec=plan.spec, schedule=plan.schedule, t0=plan.t0, settings=settings)
+    if cls is Centralized:
+        kwargs.update(centralized_steps=cfg.training.centralized_steps, rounds=cfg.federation.rounds)
+    if cls is Hybrid:
+        kwargs.update(rounds=cfg.federation.rounds, personal_t=cfg.federation.personal_t,
+                      personal_steps=cfg.training.personal_steps, forward=cfg.federation.hybrid_forward)
+    if cls is PublicOnly and cfg.data.dataset == "colored-digits":
+        kwargs.update(tints=[client_tint(i, plan.partition.num_clients)
+                             for i in range(plan.partition.num_clients)])
+    return cls(**kwargs)
+
+
+def choose_forward_clip_once(plan: Plan, run_dir: RunDirectory, source: RandomSource) -> Plan:
+    """Adaptive PFDM: C from a private quantile of the clients' image norms, t0
+    for what remains of the budget. The counts are charged (and written) first."""
+    cfg = plan.config
+    ids = [members_id(cid) for cid in plan.client_ids]
+    event = quantile_plan(cfg, plan).event
+    ledgers = {}
+    for cid, data_id in zip(plan.client_ids, ids, strict=True):
+        ledger = PrivacyLedger(client_id=cid, budget_epsilon=cfg.privacy.target_epsilon,
+                               delta=cfg.privacy.delta, accountant=cfg.privacy.accountant)
+        ledger.charge(event(data_id))
+        ledgers[cid] = ledger.to_dict()
+    atomic_write_json(run_dir.file("ledger.json"), ledgers)
+    sources = [source.child(f"client/{cid}").child("clip-quantile") for cid in plan.client_ids]
+    return choose_forward_clip(plan, sources, ids)
+
+
+def build_clients(plan: Plan, strategy: Strategy, budget: RunBudget, *, source: RandomSource,
+                  init_gen: torch.Generator, device: torch.device) -> list[Client]:
+    cfg = plan.config
+    public = bool(cfg.public.dataset)
+    clients = []
+    for index, split in enumerate(plan.partition.clients):
+        x = torch.from_numpy(plan.client_images(index, split.member_indices)).to(device)
+        y = torch.from_numpy(plan.dataset.labels[split.member_indices]).to(device)
+        client = Client(client_id=split.client_id, index=index, x=x, y=y,
+                        ledger=budget.ledger(cfg, split.client_id),
+                        source=source.child(f"client/{split.client_id}"))
+        strategy.init_client(client, init_gen)
+        if client.model is not None:
+            client.model.to(device)
+            if public:  # every personal model starts from the public one
+                client.model.load_state_dict(strategy.global_model.state_dict())
+            client.optimizer = torch.optim.Adam(client.model.parameters(), lr=cfg.training.lr)
+        clients.append(client)
+    if isinstance(strategy, Centralized):
+        strategy.pool(clients)
+    return clients
+
+
+def noise_shared_data(plan: Plan, clients: list[Client], run_dir: RunDirectory, *,
+                      device: torch.device) -> str:
+    """PFDM: clip and noise each client's images ONCE (ledger first); persist x~
+    so that a resume reuses it and never re-noises. Returns the file's digest."""
+    cfg = plan.config
+    tensors = {}
+    for client in clients:
+        if adaptive_forward(cfg):  # the counts that chose C (choose_forward_clip_once)
+            client.ledger.charge(quantile_plan(cfg, plan).event(members_id(client.client_id)))
+        x_tilde = noise_once(client.x.cpu().double(), clip_norm=cfg.privacy.clip_norm, t0=plan.t0,
+                             abar=plan.schedule.abar, source=client.source.child("forward-noise"),
+                             ledger=client.ledger, data_id=members_id(client.client_id)).float()
+        labels = client.y.cpu().numpy()
+        if cfg.privacy.labels == "randomized-response":
+            labels = randomized_response(labels, epsilon=cfg.privacy.label_epsilon,
+                                         num_classes=plan.dataset.num_classes,
+                                         source=client.source.child("label-rr"), ledger=client.ledger)
+        client.x_shared = x_tilde.to(device)
+        client.y_shared = torch.as_tensor(labels, dtype=torch.int64).to(device)
+        tensors[f"{client.client_id}.x_noised"] = x_tilde
+        tensors[f"{client.client_id}.y_shared"] = client.y_shared.cpu()
+    return save_tensors(run_dir.file("checkpoints", "noised-data.safetensors"), tensors)
