@@ -62,7 +62,7 @@ InsecureOpt = Annotated[
                  help="TEST MODE: derive every random stream from SEED. The run is NOT PRIVATE."),
 ]
 
-# The demo's fixed defaults (issue: digits, 10 clients, Dirichlet alpha 1.0,
+# The demo's fixed defaults (digits, 10 clients, Dirichlet alpha 1.0,
 # partition seed 0, T=1000, pfdm at epsilon <= 10 by exact accounting, labels public).
 DEMO_CONFIG = {
     "data": {"dataset": "digits", "num_clients": 10, "partition": "dirichlet", "alpha": 1.0, "partition_seed": 0},

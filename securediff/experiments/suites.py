@@ -68,7 +68,7 @@ def unregistered_reason(method: Method) -> str | None:
             f"federation.strategies.STRATEGY_CLASSES know: {', '.join(sorted(known))})")
 
 
-# Hyperparameters of the core suite (issue 6). t0 is not fixed here: the
+# Hyperparameters of the core suite. t0 is not fixed here: the
 # accountant calibrates it to each method's epsilon (privacy.accounting).
 # C = 10 (privacy.clip_norm), delta = 1e-5, T = 1000, linear betas 1e-4..0.02.
 # Sized by wall time: with the defaults (30 local steps, 300 personal steps, 50
@@ -127,8 +127,8 @@ CORE_METHODS: tuple[Method, ...] = (
     _pfdm("pfdm-classic-eps10", 10.0, "classic", CORE_SETTING),
     Method("layer-split-dpsgd-eps10", "layer-split", "dp-sgd", 10.0,
            {"privacy": {"dpsgd_shared": True, "dpsgd_epsilon": 10.0}}, CORE_SETTING),
-    # Distributed DP-SGD through secure aggregation + personal fine-tuning (issue 11,
-    # docs/distributed_dp.md); its config requires secagg and the RDP accountant.
+    # Distributed DP-SGD through secure aggregation + personal fine-tuning
+    # (docs/distributed_dp.md); its config requires secagg and the RDP accountant.
     # TUNED ON THE DATA, unlike every other row: five trial runs on the seed-0
     # partition (docs/distributed_dp.md, "Trials") chose a smaller model (the noise
     # norm grows with sqrt(d)), every record in every step (the Skellam bound gains
@@ -141,7 +141,7 @@ CORE_METHODS: tuple[Method, ...] = (
             "model": {"base_channels": 16},
             "training": {"batch_size": 1078, "personal_steps": 300, "lr": 2e-3}},
            CORE_SETTING),
-    # The other variant of issue 11 part 4: the same settings, plus PFDM's forward
+    # The other hybrid variant: the same settings, plus PFDM's forward
     # noise. t0 = 850 was fixed before any run of it, from the accounting alone:
     # the sampler uses the shared denoiser only above personal_t = 900, so any
     # t0 <= 900 lets x~ teach all of that range, and t0 = 850 costs epsilon 2.24
@@ -168,8 +168,8 @@ EXTENSION_METHODS: tuple[Method, ...] = (
 )
 
 SUITES: dict[str, Suite] = {
-    "core": Suite("core", "issue 6 core: " + CORE_SETTING, CORE_BASE, CORE_METHODS, seeds=3),
-    "extensions": Suite("extensions", "issue 6 extensions: plain digits, alpha 1.0, epsilon 1",
+    "core": Suite("core", "core: " + CORE_SETTING, CORE_BASE, CORE_METHODS, seeds=3),
+    "extensions": Suite("extensions", "extensions: plain digits, alpha 1.0, epsilon 1",
                         CORE_BASE, EXTENSION_METHODS, seeds=3),
 }
 

@@ -1,10 +1,9 @@
 """Distributed DP-SGD at the record level, through secure aggregation.
 
-One step (issue: "Distributed DP through secure aggregation"): every client
-Poisson-samples its own member records at the common rate q, clips each
-record's gradient (the mean of its K noise-multiplicity copies) to C, sums
-them, and hands `encode_share` the sum: scaled to integers, rounded, plus the
-client's Skellam noise share, reduced into Z_(2^b). secagg adds the shares;
+One step: every client Poisson-samples its own member records at the common
+rate q, clips each record's gradient (the mean of its K noise-multiplicity
+copies) to C, sums them, and hands `encode_share` the sum: scaled to integers,
+rounded, plus the client's Skellam noise share, reduced into Z_(2^b). secagg adds the shares;
 the aggregator only ever sees masked vectors and the noisy integer sum, which
 `decode_sum` turns back into the noisy sum of clipped gradients over all
 clients' sampled records, exactly as if one trusted party had run DP-SGD on
