@@ -38,8 +38,8 @@ COPIED: dict[str, tuple[str, str | None]] = {
 }
 # Why the files a run holds stay behind (anything else: not on the allow-list).
 KEPT_BACK = {
-    "checkpoints/noised-data.safetensors": "the once-noised data x~: for the client's own "
-                                           "shared-model trainer only",
+    "checkpoints/noised-data.safetensors": "the once-noised data x~ of every client: it never "
+                                           "leaves the machine (the statement says who can read it)",
     STATE: "every client's personal denoiser and optimizer state (the shared model is "
            f"extracted from it as {SHARED_MODEL})",
     "checkpoints/progress.json": "checkpoint bookkeeping of the run's rounds",
