@@ -78,6 +78,10 @@ class SelfCheckConfig:
     # step), so one step suffices and costs what 8 steps of K = 1 do.
     noise_multiplicity: int = 8
     multiplicity_steps: int = 1
+    # Its canary one-hots are K times as many rows: (K m / 2) x m floats, 29 GB at
+    # K = 8 and m = 3 x 10^4 (measured: the allocation failed on a 23 GB machine).
+    # 10^4 canaries flag it (bound 6.53 against the claim of 4, measured).
+    multiplicity_canaries: int = 10_000
     # The understated sample rate: with few steps a small sigma still leaves each
     # canary's observations overlapping; 16 full batches separate them.
     understated_steps: int = 16
@@ -95,9 +99,10 @@ class SelfCheckConfig:
             raise ConfigError("blackbox_canaries must be >= 0 and real_records >= 1")
         if not 0.0 < self.subsampled_rate < 1.0 or self.subsampled_steps < 1:
             raise ConfigError("subsampled_rate must be in (0, 1) and subsampled_steps >= 1")
-        if self.noise_multiplicity < 2 or min(self.multiplicity_steps, self.understated_steps) < 1:
-            raise ConfigError("noise_multiplicity must be >= 2, multiplicity_steps and "
-                              "understated_steps >= 1")
+        if self.noise_multiplicity < 2 or self.multiplicity_canaries < 2 or min(
+                self.multiplicity_steps, self.understated_steps) < 1:
+            raise ConfigError("noise_multiplicity and multiplicity_canaries must be >= 2, "
+                              "multiplicity_steps and understated_steps >= 1")
         unknown = set(self.defects or ()) - set(ALL_DEFECTS)
         if unknown:
             raise ConfigError(f"unknown defect(s) {sorted(unknown)}; known: {', '.join(ALL_DEFECTS)}")
@@ -216,16 +221,19 @@ def _blackbox(config: SelfCheckConfig, setting: ForwardSetting, defect: str | No
     return audit.to_dict()
 
 
-def _dpsgd_rows(config: SelfCheckConfig) -> list[tuple[str, DPSGDSetting, str | None]]:
-    """(stream name, setting, defect) of every DP-SGD row."""
+def _dpsgd_rows(config: SelfCheckConfig) -> list[tuple[str, DPSGDSetting, str | None, int]]:
+    """(stream name, setting, defect, canaries) of every DP-SGD row."""
     full = DPSGDSetting(target_epsilon=config.claimed_epsilon, delta=config.delta,
                         sample_rate=config.dpsgd_sample_rate, steps=config.dpsgd_steps)
     own = {"per-copy-clipping": replace(full, noise_multiplicity=config.noise_multiplicity,
                                         steps=config.multiplicity_steps),
            "sample-rate-understated": replace(full, steps=config.understated_steps)}
-    rows = [(f"dpsgd/{d}", own.get(d or "", full), d) for d in (None, *DPSGD_DEFECTS)]
+    m = config.canaries
+    rows = [(f"dpsgd/{d}", own.get(d or "", full), d,
+             min(m, config.multiplicity_canaries) if d == "per-copy-clipping" else m)
+            for d in (None, *DPSGD_DEFECTS)]
     sampled = replace(full, sample_rate=config.subsampled_rate, steps=config.subsampled_steps)
-    rows += [(f"dpsgd-sampled/{d}", sampled, d) for d in (None, "no-noise")]
+    rows += [(f"dpsgd-sampled/{d}", sampled, d, m) for d in (None, "no-noise")]
     return rows
 
 
@@ -254,11 +262,11 @@ def run_selfcheck(*, config: SelfCheckConfig, source: RandomSource,
     real = pick[:config.real_records]
     real_x, real_y = torch.from_numpy(dataset.images[real]), torch.from_numpy(dataset.labels[real])
     schedule = make_schedule("linear", T=config.T)
-    for name, dp, defect in _dpsgd_rows(config):
+    for name, dp, defect, canaries in _dpsgd_rows(config):
         if defect is not None and not config.runs(defect):
             continue
         say(f"DP-SGD white-box, {defect or 'correct'}, sample rate {dp.sample_rate:g}")
-        audit = dpsgd_whitebox_audit(setting=dp, defect=defect, canaries=config.canaries,
+        audit = dpsgd_whitebox_audit(setting=dp, defect=defect, canaries=canaries,
                                      real_x=real_x, real_y=real_y,
                                      spec=UNetSpec(base_channels=4, groups=4), schedule=schedule,
                                      source=source.child(name), confidence=config.confidence)
