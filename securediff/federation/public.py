@@ -95,9 +95,18 @@ def pretrain_public(model: nn.Module, plan: Plan, *, source: RandomSource, devic
     steps = cfg.public.steps
     bounds = np.linspace(0, steps, min(LOSS_POINTS, steps) + 1).round().astype(int)
     curve = []
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-        curve.append(train_steps(model, optimizer, x, y, steps=int(hi - lo), batch_size=cfg.training.batch_size,
-                                 schedule=plan.schedule, start=0, end=plan.schedule.T, generator=generator,
-                                 null_label=plan.spec.null_label, label_dropout=cfg.diffusion.label_dropout))
+    # One intra-op thread on CPU, as the client workers use (federation/parallel.py):
+    # on the shared 2 cores a tiny step on two threads took 2.5 s instead of 0.04 s.
+    saved = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            curve.append(train_steps(
+                model, optimizer, x, y, steps=int(hi - lo), batch_size=cfg.training.batch_size,
+                schedule=plan.schedule, start=0, end=plan.schedule.T, generator=generator,
+                null_label=plan.spec.null_label, label_dropout=cfg.diffusion.label_dropout))
+    finally:
+        torch.set_num_threads(saved)
     return {"dataset": data.name, "records": len(data), "steps": steps, "loss_curve": curve,
             "loss_first": curve[0], "loss_last": curve[-1]}
