@@ -92,6 +92,13 @@ class TrainingState:
 
 
 class FederatedRun:
+    """One run's engine: `setup` (a start, or a resume from the last checkpoint),
+    then `train` (the rounds still to run).
+
+    `checkpoint_hooks` is where a crash is injected (CheckpointHook): each hook is
+    called at every point of every checkpoint. Set it on the class to reach the
+    runs that `train` and `resume` build; on an instance for that run only."""
+
     checkpoint_hooks: ClassVar[Sequence[CheckpointHook]] = ()
 
     def __init__(self, plan: Plan, run_dir: RunDirectory, *, progress: Progress | None = None) -> None:

@@ -7,8 +7,9 @@ import tomllib
 from typer.testing import CliRunner
 
 from cli.app import app
-from securediff.federation import runner as runner_module
 from securediff.storage import load_tensors, read_json
+
+from .conftest import at_checkpoint, no_checkpoint_hooks
 
 runner = CliRunner()
 
@@ -25,18 +26,13 @@ def test_adaptive_pfdm_run_records_its_choices_and_their_costs(tmp_path, tiny_ar
     assert whole.exit_code == 0, whole.output
     # The same run cut after its first round and resumed: the clip norms come back
     # from the checkpoint and the quantile is not drawn (or charged) again.
-    original = runner_module.FederatedRun._checkpoint
-    calls = {"n": 0}
-
-    def crash_after_first_round(self):
-        original(self)
-        calls["n"] += 1
-        if calls["n"] == 2:
+    def crash_after_first_round(run, n):
+        if n == 2:
             raise Crash("simulated crash")
 
-    monkeypatch.setattr(runner_module.FederatedRun, "_checkpoint", crash_after_first_round)
+    at_checkpoint(monkeypatch, "after", crash_after_first_round)
     assert isinstance(runner.invoke(app, [*args, "--run.name", "ad"]).exception, Crash)
-    monkeypatch.setattr(runner_module.FederatedRun, "_checkpoint", original)
+    no_checkpoint_hooks(monkeypatch)
     result = runner.invoke(app, ["train", "--resume", str(tmp_path / "runs" / "ad.incomplete"), "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)

@@ -10,11 +10,12 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.app import app
-from securediff.federation import runner as runner_module
 from securediff.privacy.accountants import compose_epsilon
 from securediff.privacy.ledger import PrivacyLedger
 from securediff.privacy.skellam_accounting import numeric_skellam_epsilon, skellam_epsilon
 from securediff.storage import load_tensors, read_json
+
+from .conftest import at_checkpoint, no_checkpoint_hooks
 
 runner = CliRunner()
 
@@ -94,20 +95,15 @@ def test_dropouts_raise_epsilon_and_below_the_floor_nothing_is_released(tmp_path
 def test_a_cut_hybrid_run_resumes_to_the_same_state(tmp_path, tiny_args, monkeypatch, forward):
     extra = ["--federation.hybrid_forward", "true", "--privacy.t0", "850"] if forward else []
     _train(tiny_args, "whole", *extra)
-    original = runner_module.FederatedRun._checkpoint
-    calls = {"n": 0}
-
-    def crash_after_first_round(self):
-        original(self)
-        calls["n"] += 1
-        if calls["n"] == 2:
+    def crash_after_first_round(run, n):
+        if n == 2:
             raise Crash("simulated crash")
 
-    monkeypatch.setattr(runner_module.FederatedRun, "_checkpoint", crash_after_first_round)
+    at_checkpoint(monkeypatch, "after", crash_after_first_round)
     cut = runner.invoke(app, ["train", "--insecure-deterministic", "5", "--run.name", "cut", *HYBRID, *tiny_args,
                               *extra])
     assert isinstance(cut.exception, Crash)
-    monkeypatch.setattr(runner_module.FederatedRun, "_checkpoint", original)
+    no_checkpoint_hooks(monkeypatch)
     result = runner.invoke(app, ["train", "--resume", str(tmp_path / "runs" / "cut.incomplete"), "--json"])
     assert result.exit_code == 0, result.output
     a = load_tensors(tmp_path / "runs" / "whole" / "checkpoints" / "state.safetensors")

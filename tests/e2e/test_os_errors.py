@@ -20,9 +20,8 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from securediff import storage
-from securediff.federation import runner as runner_module
 
-from .conftest import TINY
+from .conftest import TINY, at_checkpoint
 
 cli = CliRunner()
 
@@ -73,13 +72,10 @@ def _one_line(result, code: int) -> str:
 
 def test_a_full_disk_during_train_says_how_to_resume_and_the_resume_works(small_fs, monkeypatch):
     fs, real = small_fs
-    original = runner_module.FederatedRun._checkpoint
-    state = {"calls": 0, "filler": None}
+    state = {"filler": None}
 
-    def checkpoint_then_fill(self):
-        original(self)
-        state["calls"] += 1
-        if state["calls"] == 2:  # round 1 is committed; round 2 finds the disk full
+    def fill_after_round_one(run, n):
+        if n == 2:  # round 1 is committed; round 2 finds the disk full
             if real:
                 state["filler"] = _fill(fs)
             else:
@@ -88,7 +84,7 @@ def test_a_full_disk_during_train_says_how_to_resume_and_the_resume_works(small_
                 monkeypatch.setattr(storage, "atomic_write_bytes", full)
 
     with monkeypatch.context() as patch:
-        patch.setattr(runner_module.FederatedRun, "_checkpoint", checkpoint_then_fill)
+        at_checkpoint(patch, "after", fill_after_round_one)
         result = cli.invoke(app, ["train", "--insecure-deterministic", "3", "--json",
                                   "--run.out_dir", str(fs / "runs"), "--run.name", "full", *TINY])
     line = _one_line(result, 3)
@@ -105,15 +101,12 @@ def test_a_full_disk_during_train_says_how_to_resume_and_the_resume_works(small_
 
 
 def test_ctrl_c_keeps_the_run_and_says_how_to_resume(tmp_path, tiny_args, monkeypatch):
-    original = runner_module.FederatedRun._checkpoint
-
-    def interrupt_after_round_one(self):
-        original(self)
-        if self.state.rounds_done == 1:
+    def interrupt_after_round_one(run, n):
+        if run.state.rounds_done == 1:
             raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(runner_module.FederatedRun, "_checkpoint", interrupt_after_round_one)
+        at_checkpoint(patch, "after", interrupt_after_round_one)
         result = cli.invoke(app, ["train", "--insecure-deterministic", "3", "--run.name", "c",
                                   "--json", *tiny_args])
     line = _one_line(result, 130)

@@ -6,11 +6,11 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.app import app
-from securediff.federation import persistence as persistence_module
-from securediff.federation import runner as runner_module
 from securediff.privacy.ledger import PrivacyLedger
 from securediff.reopen import check_manifest
 from securediff.storage import load_tensors, read_json
+
+from .conftest import at_checkpoint, no_checkpoint_hooks
 
 cli = CliRunner()
 
@@ -23,22 +23,17 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, tiny_args, 
     args = ["train", "--insecure-deterministic", "5", "--json", *tiny_args, "--federation.rounds", "3"]
     assert cli.invoke(app, [*args, "--run.name", "whole"]).exit_code == 0
 
-    original = runner_module.FederatedRun._checkpoint
-    calls = {"n": 0}
-
-    def crash_after_first_round(self):
-        original(self)
-        calls["n"] += 1
-        if calls["n"] == 2:  # set-up checkpoint, then round 1's
+    def crash_after_first_round(run, n):
+        if n == 2:  # set-up checkpoint, then round 1's
             raise Crash("simulated crash")
 
-    monkeypatch.setattr(runner_module.FederatedRun, "_checkpoint", crash_after_first_round)
+    at_checkpoint(monkeypatch, "after", crash_after_first_round)
     result = cli.invoke(app, [*args, "--run.name", "cut"])
     assert isinstance(result.exception, Crash)
     staging = tmp_path / "runs" / "cut.incomplete"
     assert read_json(staging / "checkpoints" / "progress.json")["rounds_done"] == 1
     noised = (staging / "checkpoints" / "noised-data.safetensors").read_bytes()
-    monkeypatch.setattr(runner_module.FederatedRun, "_checkpoint", original)
+    no_checkpoint_hooks(monkeypatch)
 
     resumed = cli.invoke(app, ["train", "--resume", str(staging), "--json"])
     assert resumed.exit_code == 0, resumed.output
@@ -62,16 +57,13 @@ def test_resume_refuses_a_finished_run(tmp_path, tiny_args):
 
 @pytest.mark.parametrize("target", ["state.safetensors", "noised-data.safetensors"])
 def test_resume_refuses_an_edited_checkpoint(tmp_path, tiny_args, monkeypatch, target):
-    original = runner_module.FederatedRun._checkpoint
-
-    def crash(self):
-        original(self)
-        if self.state.rounds_done == 1:
+    def crash(run, n):
+        if run.state.rounds_done == 1:
             raise Crash()
 
-    monkeypatch.setattr(runner_module.FederatedRun, "_checkpoint", crash)
+    at_checkpoint(monkeypatch, "after", crash)
     cli.invoke(app, ["train", "--insecure-deterministic", "1", "--run.name", "e", *tiny_args])
-    monkeypatch.setattr(runner_module.FederatedRun, "_checkpoint", original)
+    no_checkpoint_hooks(monkeypatch)
     path = tmp_path / "runs" / "e.incomplete" / "checkpoints" / target
     data = bytearray(path.read_bytes())
     data[-3] ^= 0xFF
@@ -83,15 +75,11 @@ def test_resume_refuses_an_edited_checkpoint(tmp_path, tiny_args, monkeypatch, t
 def _crash_before_checkpoint_of(rounds_done: int, monkeypatch) -> None:
     """Crash after round `rounds_done - 1` ran (its ledger written) but before its
     checkpoint: the ledger holds charges of a round the resume will redo."""
-    original = runner_module.FederatedRun._checkpoint
-
-    def crash(self):
-        if self.state.rounds_done == rounds_done:
+    def crash(run, n):
+        if run.state.rounds_done == rounds_done:
             raise Crash("simulated crash")
-        original(self)
 
-    monkeypatch.setattr(runner_module.FederatedRun, "_checkpoint", crash)
-    return original
+    at_checkpoint(monkeypatch, "before", crash)
 
 
 def _events(run_dir, artefact):
@@ -105,12 +93,12 @@ def test_personal_charges_of_a_redone_round_are_not_counted_twice(tmp_path, tiny
             "--federation.rounds", "3", "--training.personal_steps", "6",
             "--privacy.dpsgd_personal", "true"]
     assert cli.invoke(app, [*args, "--run.name", "whole"]).exit_code == 0
-    original = _crash_before_checkpoint_of(2, monkeypatch)
+    _crash_before_checkpoint_of(2, monkeypatch)
     assert isinstance(cli.invoke(app, [*args, "--run.name", "cut"]).exception, Crash)
     staging = tmp_path / "runs" / "cut.incomplete"
     # Written ahead: round 1's personal steps are on the ledger (merged into one event).
     assert all(sum(e["steps"] for e in v) == 4 for v in _events(staging, "personal").values())
-    monkeypatch.setattr(runner_module.FederatedRun, "_checkpoint", original)
+    no_checkpoint_hooks(monkeypatch)
     resumed = cli.invoke(app, ["train", "--resume", str(staging), "--json"])
     assert resumed.exit_code == 0, resumed.output
     whole, done = tmp_path / "runs" / "whole", tmp_path / "runs" / "cut"
@@ -128,9 +116,9 @@ def test_shared_charges_of_a_redone_round_stay_and_the_budget_says_so(tmp_path, 
             "--federation.rounds", "3", "--federation.strategy", "layer-split",
             "--privacy.dpsgd_shared", "true"]
     assert cli.invoke(app, [*args, "--run.name", "whole"]).exit_code == 0
-    original = _crash_before_checkpoint_of(2, monkeypatch)
+    _crash_before_checkpoint_of(2, monkeypatch)
     assert isinstance(cli.invoke(app, [*args, "--run.name", "cut"]).exception, Crash)
-    monkeypatch.setattr(runner_module.FederatedRun, "_checkpoint", original)
+    no_checkpoint_hooks(monkeypatch)
     resumed = cli.invoke(app, ["train", "--resume", str(tmp_path / "runs" / "cut.incomplete"),
                                "--json"])
     assert resumed.exit_code == 0, resumed.output
@@ -152,9 +140,9 @@ def test_resume_refuses_a_ledger_that_lost_events(tmp_path, tiny_args, monkeypat
     args = ["train", "--insecure-deterministic", "4", "--json", *tiny_args,
             "--federation.rounds", "3", "--training.personal_steps", "6",
             "--privacy.dpsgd_personal", "true", "--run.name", "e"]
-    original = _crash_before_checkpoint_of(2, monkeypatch)
+    _crash_before_checkpoint_of(2, monkeypatch)
     cli.invoke(app, args)
-    monkeypatch.setattr(runner_module.FederatedRun, "_checkpoint", original)
+    no_checkpoint_hooks(monkeypatch)
     staging = tmp_path / "runs" / "e.incomplete"
     ledgers = read_json(staging / "ledger.json")
     first = next(iter(ledgers))
@@ -188,28 +176,14 @@ def test_a_kill_inside_a_checkpoint_resumes_to_the_uninterrupted_run(tmp_path, t
     CI as 'does not match the digest recorded') must leave a resumable run."""
     args = ["train", "--insecure-deterministic", "5", "--json", *tiny_args, "--federation.rounds", "2"]
     assert cli.invoke(app, [*args, "--run.name", "whole"]).exit_code == 0
-    calls = {"n": 0}
-    if death == "staged, not committed":
-        original = persistence_module.atomic_write_json
 
-        def die(path, obj):
-            if path.name == "progress.json":
-                calls["n"] += 1
-                if calls["n"] == 2:  # round 1's checkpoint: its state is staged
-                    raise Crash("killed")
-            original(path, obj)
+    def die(run, n):
+        if n == 2:  # round 1's checkpoint
+            raise Crash("killed")
 
-        monkeypatch.setattr(persistence_module, "atomic_write_json", die)
-    else:
-        original = persistence_module.promote_staged
-
-        def die(path):
-            calls["n"] += 1
-            if calls["n"] == 2:  # round 1's progress.json is written
-                raise Crash("killed")
-            original(path)
-
-        monkeypatch.setattr(persistence_module, "promote_staged", die)
+    # "staged": its state is staged, progress.json not written; "committed":
+    # progress.json is written, the state not promoted.
+    at_checkpoint(monkeypatch, "staged" if death == "staged, not committed" else "committed", die)
     result = cli.invoke(app, [*args, "--run.name", "cut"])
     assert isinstance(result.exception, Crash)
     staging = tmp_path / "runs" / "cut.incomplete"
@@ -233,9 +207,9 @@ def test_a_round_unmasked_before_a_crash_is_never_unmasked_again(tmp_path, tiny_
     round index, every client claims each index once, and the transcript verifies."""
     args = ["train", "--insecure-deterministic", "4", "--json", *tiny_args, "--protocol", "secagg",
             "--federation.rounds", "3", "--run.name", "cut"]
-    original = _crash_before_checkpoint_of(2, monkeypatch)
+    _crash_before_checkpoint_of(2, monkeypatch)
     assert isinstance(cli.invoke(app, args).exception, Crash)
-    monkeypatch.setattr(runner_module.FederatedRun, "_checkpoint", original)
+    no_checkpoint_hooks(monkeypatch)
     staging = tmp_path / "runs" / "cut.incomplete"
     resumed = cli.invoke(app, ["train", "--resume", str(staging), "--json"])
     assert resumed.exit_code == 0, resumed.output
@@ -261,9 +235,9 @@ def test_a_resume_while_another_command_writes_the_run_is_refused(tmp_path, tiny
     import sys
 
     args = ["train", "--json", *tiny_args, "--federation.rounds", "3", "--run.name", "live"]
-    original = _crash_before_checkpoint_of(2, monkeypatch)
+    _crash_before_checkpoint_of(2, monkeypatch)
     assert isinstance(cli.invoke(app, args).exception, Crash)
-    monkeypatch.setattr(runner_module.FederatedRun, "_checkpoint", original)
+    no_checkpoint_hooks(monkeypatch)
     staging = tmp_path / "runs" / "live.incomplete"
     pending = staging / ".progress.json.tmp"  # a temporary the live writer would own
     pending.write_text("{}")
@@ -293,9 +267,9 @@ def test_a_resume_refuses_start_files_edited_since_the_start(tmp_path, tiny_args
     """An edited config would recalibrate t0 mid-run and the statement would claim the
     new epsilon for data noised at the old one; an edited partition would move records."""
     args = ["train", "--json", *tiny_args, "--federation.rounds", "3", "--run.name", "cut"]
-    original = _crash_before_checkpoint_of(2, monkeypatch)
+    _crash_before_checkpoint_of(2, monkeypatch)
     assert isinstance(cli.invoke(app, args).exception, Crash)
-    monkeypatch.setattr(runner_module.FederatedRun, "_checkpoint", original)
+    no_checkpoint_hooks(monkeypatch)
     staging = tmp_path / "runs" / "cut.incomplete"
     path = staging / name
     before = path.read_text()

@@ -10,10 +10,11 @@ import json
 from typer.testing import CliRunner
 
 from cli.app import app
-from securediff.federation import runner as runner_module
 from securediff.privacy.accountants import compose_epsilon
 from securediff.privacy.ledger import PrivacyLedger, event_from_dict
 from securediff.storage import read_json
+
+from .conftest import at_checkpoint, no_checkpoint_hooks
 
 cli = CliRunner()
 ACCOUNTANT, DELTA = "rdp", 1e-5
@@ -36,20 +37,17 @@ def _joint(events: list[dict]) -> float:
 
 
 def test_a_resumed_dpsgd_run_claims_every_round_jointly(tmp_path, tiny_args, monkeypatch):
-    original = runner_module.FederatedRun._checkpoint
-
-    def crash_after_first_round(self):
-        original(self)
-        if self.state.rounds_done == 1:
+    def crash_after_first_round(run, n):
+        if run.state.rounds_done == 1:
             raise Crash("simulated crash")
 
-    monkeypatch.setattr(runner_module.FederatedRun, "_checkpoint", crash_after_first_round)
+    at_checkpoint(monkeypatch, "after", crash_after_first_round)
     args = ["train", "--insecure-deterministic", "3", "--json", *tiny_args, *DPSGD]
     assert isinstance(cli.invoke(app, [*args, "--run.name", "cut"]).exception, Crash)
     staging = tmp_path / "runs" / "cut.incomplete"
     at_crash = {cid: PrivacyLedger.from_dict(led).epsilon("shared")
                 for cid, led in read_json(staging / "ledger.json").items()}
-    monkeypatch.setattr(runner_module.FederatedRun, "_checkpoint", original)
+    no_checkpoint_hooks(monkeypatch)
 
     resumed = cli.invoke(app, ["train", "--resume", str(staging), "--json"])
     assert resumed.exit_code == 0, resumed.output

@@ -10,10 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.app import app
-from securediff.federation import runner as runner_module
 from securediff.storage import RunDirectory, load_tensors, read_json
 
-from .conftest import TINY
+from .conftest import TINY, at_checkpoint
 
 cli = CliRunner()
 
@@ -24,16 +23,11 @@ class Crash(Exception):
 
 def _crash_at_checkpoint(monkeypatch, number: int) -> None:
     """Die like kill -9 at the `number`-th checkpoint (1 = the set-up's): no clean-up runs."""
-    original = runner_module.FederatedRun._checkpoint
-    calls = {"n": 0}
-
-    def checkpoint(self):
-        calls["n"] += 1
-        if calls["n"] == number:
+    def kill(run, n):
+        if n == number:
             raise Crash("simulated kill")
-        original(self)
 
-    monkeypatch.setattr(runner_module.FederatedRun, "_checkpoint", checkpoint)
+    at_checkpoint(monkeypatch, "before", kill)
     monkeypatch.setattr(RunDirectory, "discard", RunDirectory.release)
 
 
