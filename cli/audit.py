@@ -103,7 +103,7 @@ def run(
 
 def _selfcheck_table(report: dict[str, Any]) -> Table:
     table = Table(title="Audit self-check: " + ("PASSED" if report["passed"] else "FAILED"))
-    for col in ("mechanism", "defect", "audit", "claimed", "eps lower", "ceiling", "confidence",
+    for col in ("mechanism", "defect", "audit", "claimed", "eps lower", "ceiling", "conf",
                 "verdict", "ok"):
         table.add_column(col)
     for c in report["checks"]:

@@ -4,29 +4,53 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from cli.common import console
 
 
 def fit(table: Table, *id_columns: int) -> Table:
-    """Make `table` readable at 80 columns: no vertical rules (the width goes to the
-    cells), identifiers (client ids, names) never wrapped or shortened, and no cell
-    ever cut to an ellipsis: a cell that does not fit folds onto the next line.
-    Call it after the rows are added."""
-    table.box = box.SIMPLE_HEAD
+    """Make `table` readable at the terminal's width (80 columns and up): no rules
+    (the width goes to the cells), identifiers (client ids, names) never wrapped
+    or shortened, and no cell cut to an ellipsis or cropped at the edge. Where the
+    cells do not fit on one line side by side, each column gets an explicit width:
+    its longest word (the widest narrowed first, down to their header's longest
+    word, then further, folding long words), and what room is left shared out in
+    proportion to what each column would use on one line. Call it after the rows
+    are added."""
+    table.box = None
     table.pad_edge = False
+    longest, header_word, natural = {}, {}, {}
     for index, column in enumerate(table.columns):
         column.overflow = "fold"
-        cells = [str(column.header), *(c for c in column.cells if isinstance(c, str))]
+        header = Text.from_markup(str(column.header)).plain
+        cells = [header, *(Text.from_markup(c).plain for c in column.cells if isinstance(c, str))]
+        longest[index] = max(len(word) for cell in cells for word in [*cell.split(), ""])
+        header_word[index] = max(map(len, header.split() or [""]))
+        natural[index] = max(len(line) for cell in cells for line in [*cell.splitlines(), ""])
         if index in id_columns:
             column.no_wrap = True
-            column.min_width = max(map(len, cells))
-        else:  # wrap between words, never inside a short one (a header, a figure);
-            # a long token (a path in prose) folds rather than widen the table past 80
-            longest = max(len(word) for cell in cells for word in [*cell.split(), ""])
-            column.min_width = min(longest, 16)
+            column.min_width = longest[index]
+    # Rich crops, silently, a table wider than the terminal: so the widths are
+    # decided here whenever the cells would not fit on one line each.
+    room = console.width - 2 * (len(table.columns) - 1)  # one blank either side of a gap
+    if sum(natural.values()) <= room:
+        return table
+    flexible = [i for i in range(len(table.columns)) if i not in id_columns]
+    width = {i: longest[i] for i in range(len(table.columns))}
+    for floor in (header_word, {i: 3 for i in flexible}):
+        while sum(width.values()) > room:
+            above = [i for i in flexible if width[i] > floor[i]]
+            if not above:
+                break
+            width[max(above, key=lambda i: width[i] - floor[i])] -= 1
+    spare = room - sum(width.values())
+    wants = {i: max(0, natural[i] - width[i]) for i in flexible}
+    total = sum(wants.values())
+    for i in flexible:
+        width[i] += spare * wants[i] // total if total else 0
+        table.columns[i].min_width = table.columns[i].max_width = width[i]
     return table
 
 
@@ -102,7 +126,7 @@ def statement_table(statement: dict[str, Any]) -> Table:
     for r in statement["rows"]:
         table.add_row(r["artefact"], r["who_sees_it"], r["guarantee"])
     fit(table)
-    table.box, table.show_lines = box.SIMPLE, True  # long text: rules between rows help
+    table.leading = 1  # long text: a blank line between rows
     return table
 
 

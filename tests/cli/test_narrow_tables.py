@@ -89,3 +89,16 @@ def test_train_and_ledger_output_fit_80_columns(tmp_path, console_80):
     ledger = cli.invoke(app, ["privacy", "ledger", str(out / "narrow"), "--split"])
     assert ledger.exit_code == 0, ledger.output
     _readable(ledger.output, ids)
+
+
+def test_a_table_whose_words_do_not_fit_side_by_side_folds_them_rather_than_crop(console_80):
+    """The self-check's nine columns: Rich would crop the last ones silently."""
+    from cli.audit import _selfcheck_table
+
+    check = {"mechanism": "dpsgd-fused", "defect": "sample-rate-understated",
+             "audit": "white-box one-run + rates", "epsilon_claimed": 4.0, "epsilon_lower_bound": 7.35,
+             "ceiling": 7.66, "confidence": 0.95, "verdict": "violation", "ok": True}
+    text = _render(_selfcheck_table({"passed": True, "checks": [check]}))
+    _readable(text, ["dpsgd-fused"])
+    for word in ("claimed", "ceiling", "conf", "verdict", "ok", "7.35", "7.66", "0.95", "yes"):
+        assert word in text.split(), (word, text)
