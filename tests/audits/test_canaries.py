@@ -62,21 +62,24 @@ def test_clipping_disabled_is_scoped(setting) -> None:
     assert len(epochs) == 10
 
 
-def test_unclipped_dpsgd_skips_only_the_clip() -> None:
-    def run(cls):
-        model = torch.nn.Linear(3, 1, bias=False)
-        with torch.no_grad():
-            model.weight.zero_()
-        opt = torch.optim.SGD(model.parameters(), lr=0.0)
-        dp = cls(model=model, optimizer=opt, max_grad_norm=1.0, noise_multiplier=1.0,
-                 expected_batch_size=1.0, source=ScaledNoiseSource(
-                     RandomSource.insecure_from_seed(0), factor=0.0), ledger=None)
-        x = torch.tensor([[30.0, 40.0, 0.0]])  # per-sample gradient of norm 50
-        dp.step(lambda m, xb: -m(xb)[:, 0], x)
-        return model.weight.grad.clone()
+def _noiseless_gradient(cls, **extra) -> torch.Tensor:
+    """The noised gradient `cls` applies for one record whose per-sample gradient has
+    norm 50 (clip 1), with the noise scaled to 0: what the clipping leaves."""
+    model = torch.nn.Linear(3, 1, bias=False)
+    with torch.no_grad():
+        model.weight.zero_()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    dp = cls(model=model, optimizer=opt, max_grad_norm=1.0, noise_multiplier=1.0,
+             expected_batch_size=1.0, source=ScaledNoiseSource(
+                 RandomSource.insecure_from_seed(0), factor=0.0), ledger=None, **extra)
+    x = torch.tensor([[30.0, 40.0, 0.0]])
+    dp.step(lambda m, xb: -m(xb)[:, 0], x)
+    return model.weight.grad.clone()
 
-    assert torch.allclose(run(DPSGD), torch.tensor([[-0.6, -0.8, 0.0]]), atol=1e-6)
-    assert torch.allclose(run(UnclippedDPSGD), torch.tensor([[-30.0, -40.0, 0.0]]))
+
+def test_unclipped_dpsgd_skips_only_the_clip() -> None:
+    assert torch.allclose(_noiseless_gradient(DPSGD), torch.tensor([[-0.6, -0.8, 0.0]]), atol=1e-6)
+    assert torch.allclose(_noiseless_gradient(UnclippedDPSGD), torch.tensor([[-30.0, -40.0, 0.0]]))
 
 
 def test_forward_audit_flags_every_defect_and_never_the_correct_mechanism(setting) -> None:
@@ -143,21 +146,10 @@ def test_min_rule_ledger_claims_one_run_and_the_audit_sees_two(setting) -> None:
 
 
 def test_per_copy_clipping_contributes_k_times_the_clip() -> None:
-    def run(cls):
-        model = torch.nn.Linear(3, 1, bias=False)
-        with torch.no_grad():
-            model.weight.zero_()
-        opt = torch.optim.SGD(model.parameters(), lr=0.0)
-        dp = cls(model=model, optimizer=opt, max_grad_norm=1.0, noise_multiplier=1.0,
-                 expected_batch_size=1.0, source=ScaledNoiseSource(
-                     RandomSource.insecure_from_seed(0), factor=0.0), ledger=None,
-                 noise_multiplicity=4)
-        x = torch.tensor([[30.0, 40.0, 0.0]])
-        dp.step(lambda m, xb: -m(xb)[:, 0], x)
-        return model.weight.grad.clone()
-
-    assert torch.allclose(run(DPSGD), torch.tensor([[-0.6, -0.8, 0.0]]), atol=1e-6)
-    assert torch.allclose(run(PerCopyClippedDPSGD), torch.tensor([[-2.4, -3.2, 0.0]]), atol=1e-5)
+    k4 = {"noise_multiplicity": 4}
+    assert torch.allclose(_noiseless_gradient(DPSGD, **k4), torch.tensor([[-0.6, -0.8, 0.0]]), atol=1e-6)
+    assert torch.allclose(_noiseless_gradient(PerCopyClippedDPSGD, **k4),
+                          torch.tensor([[-2.4, -3.2, 0.0]]), atol=1e-5)
 
 
 @pytest.mark.slow

@@ -9,13 +9,8 @@ from securediff.federation.setup import plan_run
 from securediff.run import load_config
 from securediff.storage import RunDirectory, read_json
 
-SMALL = {
-    "data": {"num_clients": 3},
-    "federation": {"rounds": 2, "local_steps": 1},
-    "training": {"personal_steps": 2, "batch_size": 8},
-    "model": {"base_channels": 8},
-    "run": {"name": "r", "insecure_seed": 3},
-}
+from .test_rounds import SMALL
+
 POINTS = ["before", "staged", "committed", "after"]
 
 
