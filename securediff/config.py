@@ -328,6 +328,12 @@ class Config:
                self.federation.hybrid_forward)
         if self.privacy.client_level:
             self._validate_client_level()
+        # PFDM's personal denoiser trains training.personal_steps steps and no more: with
+        # none, DP-SGD would plan zero steps, which no accountant calibrates.
+        _check(not (self.privacy.dpsgd_personal and self.federation.strategy == "pfdm")
+               or self.training.personal_steps >= 1, "training.personal_steps",
+               "an integer >= 1 with privacy.dpsgd_personal = true (for no personal training, "
+               "set privacy.dpsgd_personal = false)", self.training.personal_steps)
         if self.federation.strategy in PUBLIC_STRATEGIES:
             _check(bool(self.public.dataset), "public.dataset",
                    f"set for strategy {self.federation.strategy} (it starts from the public model)",

@@ -33,6 +33,7 @@ def test_flags_override_and_coerce():
         ({"diffusion": {"T": 1}}, "diffusion.T"),
         ({"training": {"batch_size": 0}}, "training.batch_size"),
         ({"privacy": {"dpsgd_shared": "maybe"}}, "privacy.dpsgd_shared"),
+        ({"privacy": {"dpsgd_personal": True}, "training": {"personal_steps": 0}}, "training.personal_steps"),
     ],
 )
 def test_bad_values_name_the_field(raw, field):

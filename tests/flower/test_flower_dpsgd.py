@@ -117,3 +117,15 @@ def test_a_node_refuses_a_dpsgd_run_past_its_max_epsilon(deployment):
                                     'protocol = "secagg"') + '[privacy]\naccountant = "rdp"\n')
     with pytest.raises(ConfigError, match="only pfdm, fedavg"):
         handle_request(node, run_config, {}, {**describe, "config": hybrid})
+
+
+def test_personal_dpsgd_without_personal_steps_is_the_same_config_error_on_both_sides(deployment):
+    node_configs, run_config = deployment
+    zero = DPSGD.replace("personal_steps = 4", "personal_steps = 0")
+    assert zero != DPSGD
+    with pytest.raises(ConfigError, match=r"training\.personal_steps = 0") as in_process:
+        load_config(None, tomllib.loads(zero))
+    with pytest.raises(ConfigError, match=r"training\.personal_steps = 0") as on_node:
+        handle_request(node_configs[10], run_config, {},
+                       {"kind": "describe", "round": "describe", "config": zero})
+    assert str(on_node.value) == str(in_process.value)
