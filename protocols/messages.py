@@ -6,6 +6,12 @@ Wire format, version 1 (integers little-endian):
     header:  canonical JSON {"arrays": [{"dtype", "name", "shape"}, ...], "fields": {...}}
     payload: the arrays' raw little-endian bytes, packed in declared order
 
+Fields declared `Binary` (bytes) or `PartyIds` (a tuple of party ids) travel
+in the payload as 1-D "|u1" arrays instead of hex or JSON strings in the
+header: a Binary field is its raw bytes, a PartyIds field is each id as one
+length byte and its ASCII characters, in order. Both have one encoding (the
+decoder checks every id and consumes the array exactly).
+
 Canonical JSON is sorted keys, no spaces, ASCII, integers as integers, floats in
 Python's shortest round-trip form. The decoder re-encodes the header it parsed
 and refuses anything not byte-identical, so every message has exactly one
@@ -47,6 +53,10 @@ WIRE_DTYPES: dict[str, np.dtype] = {
 
 _PARTY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}")
 _KINDS = {int: "int", float: "float", str: "str", bool: "bool", bytes: "bytes", np.ndarray: "array"}
+_BINARY = "securediff/binary"
+Binary = typing.Annotated[bytes, _BINARY]
+PartyIds = typing.Annotated[tuple[str, ...], _BINARY]
+_PAYLOAD_KINDS = frozenset({"array", "blob", "ids"})
 
 
 # One encoder built once: `json.dumps` with options builds a new JSONEncoder per
@@ -116,11 +126,16 @@ def message_type(*, code: int, name: str, stage: str) -> Callable[[type[M]], typ
         if code in _BY_CODE or name in _BY_NAME:
             raise ProtocolInputError(f"message type {name!r} / code {code:#06x} already registered")
         cls = dataclasses.dataclass(frozen=True, eq=False)(cls)
-        hints = typing.get_type_hints(cls)
+        hints = typing.get_type_hints(cls, include_extras=True)
         schema = []
         for field in dataclasses.fields(cls):
             hint = hints[field.name]
-            kind = "strs" if hint == tuple[str, ...] else _KINDS.get(hint)
+            if hint == Binary:
+                kind = "blob"
+            elif hint == PartyIds:
+                kind = "ids"
+            else:
+                kind = "strs" if hint == tuple[str, ...] else _KINDS.get(hint)
             if kind is None:
                 raise ProtocolInputError(f"{cls.__name__}.{field.name}: unsupported type {hint}")
             schema.append((field.name, kind))
@@ -161,9 +176,17 @@ def _coerce(kind: str, name: str, value: Any) -> Any:
     elif kind == "str":
         if not isinstance(value, str) or len(value) > MAX_STRING_CHARS:
             raise ProtocolInputError(f"{name} must be a string of at most {MAX_STRING_CHARS} chars")
-    elif kind == "bytes":
+    elif kind in ("bytes", "blob"):
         if not isinstance(value, bytes):
             raise ProtocolInputError(f"{name} must be bytes")
+    elif kind == "ids":
+        items = tuple(value) if isinstance(value, list | tuple) else None
+        if items is None or not (
+            all(map(isinstance, items, itertools.repeat(str)))
+            and all(map(_PARTY_ID.fullmatch, items))
+        ):
+            raise ProtocolInputError(f"{name} must be a tuple of party ids")
+        return items
     elif kind == "strs":
         items = tuple(value) if isinstance(value, list | tuple) else None
         # map() keeps the per-item checks in C: id lists are n long, and n messages carry one.
@@ -192,8 +215,13 @@ def encode(message: Message) -> bytes:
     chunks: list[memoryview] = []
     for name, kind in message.SCHEMA:
         value = getattr(message, name)
-        if kind == "array":
-            arr = np.ascontiguousarray(value)
+        if kind in _PAYLOAD_KINDS:
+            if kind == "blob":
+                arr = np.frombuffer(value, dtype=np.uint8)
+            elif kind == "ids":
+                arr = np.frombuffer(pack_ids(value), dtype=np.uint8)
+            else:
+                arr = np.ascontiguousarray(value)
             arrays.append({"dtype": arr.dtype.str, "name": name, "shape": list(arr.shape)})
             chunks.append(memoryview(arr).cast("B"))
         elif kind == "bytes":
@@ -272,15 +300,16 @@ def _header_values(
     if not isinstance(header, dict) or set(header) != {"arrays", "fields"}:
         raise MessageDecodeError("header must hold exactly 'arrays' and 'fields'")
     fields, arrays = header["fields"], header["arrays"]
-    scalar_names = {n for n, k in cls.SCHEMA if k != "array"}
-    array_names = [n for n, k in cls.SCHEMA if k == "array"]
+    scalar_names = {n for n, k in cls.SCHEMA if k not in _PAYLOAD_KINDS}
+    array_names = [n for n, k in cls.SCHEMA if k in _PAYLOAD_KINDS]
+    kinds = dict(cls.SCHEMA)
     if not isinstance(fields, dict) or set(fields) != scalar_names:
         raise MessageDecodeError(f"{cls.TYPE_NAME}: header fields differ from the message schema")
     if not isinstance(arrays, list) or len(arrays) != len(array_names):
         raise MessageDecodeError(f"{cls.TYPE_NAME}: wrong number of arrays")
     out: dict[str, Any] = {}
     for name, kind in cls.SCHEMA:
-        if kind != "array":
+        if kind not in _PAYLOAD_KINDS:
             out[name] = _json_field(cls, name, kind, fields[name])
     offset = 0
     for name, meta in zip(array_names, arrays, strict=True):
@@ -303,11 +332,48 @@ def _header_values(
         if offset + nbytes > payload_len:
             raise MessageDecodeError(f"{cls.TYPE_NAME}: arrays claim more bytes than the payload")
         arr = np.frombuffer(data, dtype=dtype, count=count, offset=payload_start + offset)
-        out[name] = arr.reshape(shape)
         offset += nbytes
+        if kinds[name] == "array":
+            out[name] = arr.reshape(shape)
+            continue
+        if meta["dtype"] != "|u1" or len(shape) != 1:
+            raise MessageDecodeError(f"{cls.TYPE_NAME}: {name!r} must be a 1-D |u1 array")
+        raw = arr.tobytes()
+        if kinds[name] == "blob":
+            out[name] = raw
+        else:
+            ids = unpack_ids(raw)
+            if ids is None:
+                raise MessageDecodeError(f"{cls.TYPE_NAME}: {name!r} is not a list of party ids")
+            out[name] = ids
     if offset != payload_len:
         raise MessageDecodeError(f"{cls.TYPE_NAME}: payload longer than its declared arrays")
     return out
+
+
+def pack_ids(ids: tuple[str, ...]) -> bytes:
+    """The binary form of a list of party ids: per id, its length in one byte, then
+    its ASCII characters (party ids are 1-128 ASCII characters)."""
+    return b"".join(bytes((len(i),)) + i.encode("ascii") for i in ids)
+
+
+def unpack_ids(raw: bytes) -> tuple[str, ...] | None:
+    """The ids of `pack_ids` output, or None unless `raw` is exactly such a list."""
+    out, at, end = [], 0, len(raw)
+    while at < end:
+        size = raw[at]
+        item = raw[at + 1 : at + 1 + size]
+        if size == 0 or len(item) != size:
+            return None
+        try:
+            text = item.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        if _PARTY_ID.fullmatch(text) is None:
+            return None
+        out.append(text)
+        at += 1 + size
+    return tuple(out)
 
 
 def _lowercase_hex(value: Any) -> bytes | None:

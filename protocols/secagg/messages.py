@@ -2,14 +2,16 @@
 
 Lists of parties are sorted id tuples; per-party byte strings of fixed size
 (keys, signatures, sealed shares) are concatenated in the order of the list
-they belong to, so every message has one canonical encoding.
+they belong to, so every message has one canonical encoding. Id lists, keys,
+signatures and shares travel as compact binary in the payload (`PartyIds`,
+`Binary`), not as hex or JSON in the header.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from protocols.messages import Message, message_type
+from protocols.messages import Binary, Message, PartyIds, message_type
 
 KEY_BYTES = 32
 SIG_BYTES = 64
@@ -20,10 +22,10 @@ class AdvertiseKeys(Message):
     """Fresh X25519 keys (c: share encryption, s: pairwise masks), a fresh Ed25519
     key e for the consistency round, and (with a roster) the identity signature."""
 
-    c_pk: bytes
-    s_pk: bytes
-    e_pk: bytes
-    id_sig: bytes
+    c_pk: Binary
+    s_pk: Binary
+    e_pk: Binary
+    id_sig: Binary
 
 
 @message_type(code=0x0302, name="secagg.RouteKeys", stage="RouteKeys")
@@ -35,25 +37,25 @@ class RouteKeys(Message):
     threshold: int
     length: int
     dtype: str
-    ids: tuple[str, ...]
-    c_pks: bytes
-    s_pks: bytes
-    e_pks: bytes
-    id_sigs: bytes
+    ids: PartyIds
+    c_pks: Binary
+    s_pks: Binary
+    e_pks: Binary
+    id_sigs: Binary
 
 
 @message_type(code=0x0303, name="secagg.ShareKeys", stage="ShareKeys")
 class ShareKeys(Message):
     """Sealed shares of b and sk for each neighbour (fixed-size ciphertexts)."""
 
-    receivers: tuple[str, ...]
-    sealed: bytes
+    receivers: PartyIds
+    sealed: Binary
 
 
 @message_type(code=0x0304, name="secagg.ForwardShares", stage="ForwardShares")
 class ForwardShares(Message):
-    senders: tuple[str, ...]
-    sealed: bytes
+    senders: PartyIds
+    sealed: Binary
 
 
 @message_type(code=0x0305, name="secagg.MaskedInput", stage="MaskedInput")
@@ -64,20 +66,20 @@ class MaskedInput(Message):
     attestation every client checks for each member of the survivor list."""
 
     masked: np.ndarray
-    missing: tuple[str, ...]
-    missing_sig: bytes
+    missing: PartyIds
+    missing_sig: Binary
 
 
 @message_type(code=0x0306, name="secagg.ConsistencyRequest", stage="ConsistencyRequest")
 class ConsistencyRequest(Message):
     """U3: the clients whose masked input the aggregator holds."""
 
-    masked_senders: tuple[str, ...]
+    masked_senders: PartyIds
 
 
 @message_type(code=0x0307, name="secagg.ConsistencySign", stage="ConsistencySign")
 class ConsistencySign(Message):
-    signature: bytes
+    signature: Binary
 
 
 @message_type(code=0x0308, name="secagg.UnmaskRequest", stage="UnmaskRequest")
@@ -87,30 +89,30 @@ class UnmaskRequest(Message):
     consistency round, `signed_list` repeats L and `signers` (a quorum of clients on
     L) carry their signatures of it, in that order; all three are empty without it."""
 
-    included: tuple[str, ...]
-    dropped: tuple[str, ...]
-    signed_list: tuple[str, ...]
-    signers: tuple[str, ...]
-    signatures: bytes
+    included: PartyIds
+    dropped: PartyIds
+    signed_list: PartyIds
+    signers: PartyIds
+    signatures: Binary
     # Per member of L, in order: its signed attestation from MaskedInput (the
     # neighbours it did not mask with, comma-joined, and the signature).
     missing: tuple[str, ...]
-    missing_sigs: bytes
+    missing_sigs: Binary
 
 
 @message_type(code=0x0309, name="secagg.Unmask", stage="Unmask")
 class Unmask(Message):
     """Shares revealed by one client: b shares of included owners, sk shares of dropped ones."""
 
-    b_owners: tuple[str, ...]
-    b_shares: bytes
-    sk_owners: tuple[str, ...]
-    sk_shares: bytes
+    b_owners: PartyIds
+    b_shares: Binary
+    sk_owners: PartyIds
+    sk_shares: Binary
 
 
 @message_type(code=0x030A, name="secagg.Release", stage="Release")
 class Release(Message):
     """The unmasked ring sum of the included clients' encodings."""
 
-    included: tuple[str, ...]
+    included: PartyIds
     total: np.ndarray
