@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from securediff.config import Config
 from securediff.federation.client_level import ClientLevelPlan, plan_client_level
+from securediff.federation.client_runtime import members_id
 from securediff.federation.clipping import adaptive_forward, quantile_plan
 from securediff.federation.distributed import DistributedPlan, plan_distributed, skellam_event
 from securediff.federation.setup import Plan
@@ -27,11 +28,6 @@ from securediff.privacy.ledger import (
 
 # A trial ledger charges the whole plan; its own cap must never be what refuses.
 UNCAPPED = 1e12
-
-
-def members_id(client_id: str) -> str:
-    """The data id of a client's member records in its ledger (noised once, ever)."""
-    return f"{client_id}/members"
 
 
 def personal_steps_per_round(config: Config) -> int:

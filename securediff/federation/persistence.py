@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from securediff.errors import CheckpointError
-from securediff.federation.budget import members_id
 from securediff.federation.checkpoint import load_round_state, save_round_state
+from securediff.federation.client_runtime import members_id
 from securediff.federation.clients import Client
 from securediff.federation.progress_file import (
     check_rosters,

@@ -16,6 +16,7 @@ from protocols.errors import ProtocolAbort, ProtocolError
 from securediff.config import Config
 from securediff.errors import ConfigError
 from securediff.federation.client_level import ClientLevelRound
+from securediff.federation.client_runtime import clip_update
 from securediff.federation.clients import Client
 from securediff.federation.clipping import bit_count, clip_with_bits, next_update_clip
 from securediff.federation.parallel import map_clients
@@ -88,13 +89,6 @@ def _select(run: FederatedRun, round_index: int) -> list[Client]:
     return [clients[i] for i in sorted(order[:k])]
 
 
-def _clip_update(update: np.ndarray, bound: float) -> np.ndarray:
-    norm = float(np.linalg.norm(update))
-    if bound > 0 and norm > bound:
-        return update * (bound / norm)
-    return update
-
-
 def federated_round(run: FederatedRun, r: int, protocol, identities, transcript) -> RoundLog:
     s, cfg = run.state, run.cfg
     strategy = s.strategy
@@ -123,7 +117,7 @@ def federated_round(run: FederatedRun, r: int, protocol, identities, transcript)
             continue
         # Adaptive: the bits ride behind the update through the same protocol.
         update, bits = (clip_with_bits(update, clip) if adaptive
-                        else (_clip_update(update, cfg.federation.update_clip), []))
+                        else (clip_update(update, cfg.federation.update_clip), []))
         norms[client.client_id] = float(np.linalg.norm(update))
         inputs[client.client_id] = ClientInput(vector=np.concatenate([update, bits]).astype(np.float32),
                                                weight=float(client.num_members))

@@ -45,6 +45,7 @@ from protocols.stages import ClientInput, RoundSetup
 from securediff.errors import CheckpointError, ConfigError, PrivacyError
 from securediff.federation.budget import dp_plan, dpsgd_input, personal_steps_per_round
 from securediff.federation.checkpoint import load_round_state, save_round_state
+from securediff.federation.client_runtime import clip_update, members_id
 from securediff.federation.clients import Client
 from securediff.federation.runner import build_strategy, resolve_device
 from securediff.federation.setup import Plan, plan_run
@@ -112,10 +113,6 @@ class NodeSettings:
     @property
     def private(self) -> bool:
         return self.insecure_seed is None
-
-
-def _members_id(client_id: str) -> str:
-    return f"{client_id}/members"  # as the in-process runner names it
 
 
 # The release that stands for the runs of a ledger written before releases were recorded.
@@ -211,10 +208,10 @@ class NodeTrainer:
                                releases=held.releases if held else ())
         for event in held.events if held else ():
             ledger.charge(event)
-        if cfg.federation.strategy == "pfdm" and _members_id(cid) not in ledger.noised_data_ids():
+        if cfg.federation.strategy == "pfdm" and members_id(cid) not in ledger.noised_data_ids():
             ledger.charge(ForwardNoiseEvent(
                 sigma=forward_sigma(float(plan.schedule.abar[plan.t0])),
-                clip_norm=cfg.privacy.clip_norm, t0=plan.t0, data_id=_members_id(cid)))
+                clip_norm=cfg.privacy.clip_norm, t0=plan.t0, data_id=members_id(cid)))
             if cfg.privacy.labels == "randomized-response":
                 ledger.charge(RandomizedResponseEvent(epsilon=cfg.privacy.label_epsilon,
                                                       num_classes=plan.dataset.num_classes))
@@ -265,8 +262,8 @@ class NodeTrainer:
             strategy.init_global(self.source.child("shared-init").torch_generator())
             strategy.global_model.to(device)
             strategy.apply_global(decode_weights(data, length=strategy.global_vector().size))
-            update = _clip(strategy.local_update(client, r, dp_plans.get("shared")),
-                           plan.config.federation.update_clip)
+            update = clip_update(strategy.local_update(client, r, dp_plans.get("shared")),
+                                 plan.config.federation.update_clip)
             if strategy.uses_noised_data:
                 # This run's release joins every earlier run's on the same x~: the
                 # claim is theirs jointly (a plain run's release keeps it at the
@@ -332,7 +329,7 @@ class NodeTrainer:
     def _noised(self, plan: Plan, client: Client) -> tuple[torch.Tensor, torch.Tensor]:
         """x~ once per data set, ever: the ledger is written before x~ is; a ledger that
         records the noising without the file refuses to train (never re-noises)."""
-        cfg, data_id = plan.config, _members_id(client.client_id)
+        cfg, data_id = plan.config, members_id(client.client_id)
         path, meta_path = self.dir / "noised-data.safetensors", self.dir / "noised-data.json"
         want = {"t0": plan.t0, "clip_norm": cfg.privacy.clip_norm, "labels": cfg.privacy.labels,
                 "members": client.num_members, "dataset": plan.dataset.name}
@@ -361,12 +358,6 @@ class NodeTrainer:
         digest = save_tensors(path, {"x_noised": x_tilde, "y_shared": y_shared})
         atomic_write_json(meta_path, {"params": want, "sha256": digest})
         return x_tilde, y_shared
-
-
-def _clip(update: np.ndarray, bound: float) -> np.ndarray:
-    """federation.update_clip, as the in-process runner applies it."""
-    norm = float(np.linalg.norm(update))
-    return update * (bound / norm) if bound > 0 and norm > bound else update
 
 
 def _headline(ledger: PrivacyLedger) -> float | None:
