@@ -41,9 +41,9 @@ from protocols.hazmat.quantize import QuantizationError, decode
 from protocols.hazmat.shamir import SHARE_BYTES, ShamirError, decode_share, reconstruct_many
 from protocols.messages import Message
 from protocols.messages import decode as decode_message
-from protocols.secagg import crypto
+from protocols.secagg import crypto, merkle
 from protocols.secagg.context import round_context
-from protocols.secagg.graph import harary_graph, is_connected, routed_graph_seed, shareholder_x
+from protocols.secagg.graph import graph_seed, harary_graph, is_connected, shareholder_x
 from protocols.secagg.messages import (
     KEY_BYTES,
     ConsistencyRequest,
@@ -65,12 +65,13 @@ Problems = list[tuple[int, str]]
 def transcript_meta(message: Message) -> dict[str, Any] | None:
     """The public facts of a message that the audit needs, recorded and signed with it."""
     if isinstance(message, RouteKeys):
-        seed = routed_graph_seed(round_index=message.round_index, degree=message.degree,
-                                 ids=message.ids, c_pks=message.c_pks, s_pks=message.s_pks,
-                                 e_pks=message.e_pks)
+        commitment = merkle.list_commitment(message.round_index, tuple(message.ids),
+                                            message.root)
+        seed = graph_seed(round_index=message.round_index, degree=message.degree,
+                          commitment=commitment)
         return {"ids": list(message.ids), "degree": message.degree,
                 "threshold": message.threshold, "length": message.length,
-                "dtype": message.dtype, "graph_seed": seed.hex()}
+                "dtype": message.dtype, "root": message.root.hex(), "graph_seed": seed.hex()}
     if isinstance(message, ShareKeys):
         return {"receivers": list(message.receivers)}
     if isinstance(message, ForwardShares):
@@ -90,7 +91,7 @@ def transcript_meta(message: Message) -> dict[str, Any] | None:
 
 
 _META_KEYS = {
-    "RouteKeys": {"ids", "degree", "threshold", "length", "dtype", "graph_seed"},
+    "RouteKeys": {"ids", "degree", "threshold", "length", "dtype", "root", "graph_seed"},
     "ShareKeys": {"receivers"},
     "ForwardShares": {"senders"},
     "MaskedInput": {"missing"},
@@ -109,7 +110,7 @@ def _well_formed(rec: Any) -> bool:
     if not isinstance(meta, dict) or set(meta) != keys:
         return False
     lists = [v for k, v in meta.items() if k not in {"degree", "threshold", "length", "dtype",
-                                                        "graph_seed"}]
+                                                        "root", "graph_seed"}]
     return all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in lists)
 
 
@@ -300,6 +301,27 @@ def _threshold_rules(
             problems.append((rec.line, "the released aggregate names other included clients"))
 
 
+def _routed_keys_off_root(msg: RouteKeys, ids: tuple[str, ...], index: dict[str, int]) -> bool:
+    """Whether some key in `msg` is not the leaf its proof (or the whole list) says."""
+    routed, n, m = tuple(msg.routed), len(ids), len(msg.routed)
+    if not set(routed) <= set(index) or any(
+        len(b) != KEY_BYTES * m for b in (msg.c_pks, msg.s_pks, msg.e_pks)
+    ):
+        return True
+    if routed == ids:
+        return merkle.key_list_root(ids, msg.c_pks, msg.s_pks, msg.e_pks) != msg.root
+    keys = [crypto.chunks(b, KEY_BYTES) for b in (msg.c_pks, msg.s_pks, msg.e_pks)]
+    hashes = crypto.chunks(msg.proofs, merkle.HASH_BYTES)
+    at = 0
+    for j, cid in enumerate(routed):
+        size = merkle.proof_length(index[cid], n)
+        leaf = merkle.leaf_hash(index[cid], cid, keys[0][j], keys[1][j], keys[2][j])
+        if not merkle.verify_inclusion(leaf, index[cid], n, hashes[at:at + size], msg.root):
+            return True
+        at += size
+    return at != len(hashes) or len(msg.proofs) % merkle.HASH_BYTES != 0
+
+
 def _replay(
     problems: Problems, params: SecAggParams, view: Any, route: dict, graph: dict,
     request: dict, by_stage: dict,
@@ -308,12 +330,24 @@ def _replay(
     st = view.statement
     line = view.close_line
     try:
-        first = decode_message(by_stage["RouteKeys"][0].payload)
+        # Each client was routed its neighbours' keys only; the pairwise masks to
+        # remove are those of dropped clients with their neighbours, whose keys the
+        # dropped client's own RouteKeys holds. Each routed key is checked against
+        # the root every client was sent (one root: `_same` above).
+        s_pks: dict[str, bytes] = {}
+        ids = tuple(route["ids"])
+        index = {c: i for i, c in enumerate(ids)}
+        for rec in by_stage["RouteKeys"]:
+            msg = decode_message(rec.payload, expected=RouteKeys)
+            if _routed_keys_off_root(msg, ids, index):
+                problems.append((rec.line, f"the keys routed to {rec.receiver} are not under "
+                                           "the key list's root"))
+                return
+            s_pks.update(zip(msg.routed, crypto.chunks(msg.s_pks, KEY_BYTES), strict=True))
         ctx = round_context(params=params, round_index=view.round_index,
                             n=len(st["survivors"]) + len(st["dropped"]),
                             length=route["length"], dtype=route["dtype"])
-        s_pks = dict(zip(first.ids, crypto.chunks(first.s_pks, KEY_BYTES), strict=True))
-        xs = shareholder_x(first.ids)
+        xs = shareholder_x(ids)
         masked = {}
         for rec in by_stage["MaskedInput"]:
             msg = decode_message(rec.payload, expected=MaskedInput)

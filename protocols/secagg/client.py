@@ -1,9 +1,11 @@
 """The client's steps, as pure functions of (context, state, inbound).
 
 A client refuses (raises `ProtocolAbort`) whenever what the aggregator relays
-breaks a rule it can check itself: keys altered or not signed by the roster,
-shares that do not open, a survivor list L it did not sign, signed by too few
-clients for one list to be unique, or whose graph is disconnected, and (Bonawitz
+breaks a rule it can check itself: keys altered, not signed by the roster, not
+under the routed root by their inclusion proofs, or not exactly its graph
+neighbours' (the graph comes from the root), shares that do not open, a
+survivor list L it did not sign, signed (with the key-list commitment it was
+routed) by too few clients for one list to be unique, or whose graph is disconnected, and (Bonawitz
 et al.'s check that U3 is within U2, per neighbourhood) a neighbour on L whose
 shares it never received and whose pairwise mask it did not apply. The list is
 the only input of the reveal: it reveals the self-mask share of every owner it
@@ -30,11 +32,11 @@ from protocols.hazmat.quantize import QuantizationError, decode, encode, encode_
 from protocols.hazmat.shamir import ShamirError, encode_share, split
 from protocols.hazmat.signing import SigningKey
 from protocols.messages import Message
-from protocols.roster import Identities
-from protocols.secagg import crypto
+from protocols.roster import Identities, Roster
+from protocols.secagg import crypto, merkle
 from protocols.secagg.answers import AnswerLog
 from protocols.secagg.context import RoundContext
-from protocols.secagg.graph import harary_graph, is_connected, routed_graph_seed, shareholder_x
+from protocols.secagg.graph import graph_seed, harary_graph, is_connected, shareholder_x
 from protocols.secagg.messages import (
     KEY_BYTES,
     SIG_BYTES,
@@ -69,7 +71,10 @@ class ClientData:
     e_key: SigningKey = field(repr=False)
     contacted: bool = True
     ids: tuple[str, ...] = ()
-    keys: Mapping[str, tuple[bytes, bytes, bytes]] = field(default_factory=dict)
+    commitment: bytes = b""  # merkle.list_commitment of the routed key list
+    roster: Roster | None = None  # bound round: attestations and consistency are roster-signed
+    signer: SigningKey | None = field(default=None, repr=False)
+    keys: Mapping[str, tuple[bytes, bytes, bytes]] = field(default_factory=dict)  # routed only
     graph: Mapping[str, frozenset[str]] = field(default_factory=dict)
     xs: Mapping[str, int] = field(default_factory=dict)
     held: Mapping[str, tuple[int, int]] = field(default_factory=dict, repr=False)
@@ -154,6 +159,13 @@ def receive_route(
     identities: Identities | None,
     participants: Sequence[str],
 ) -> ClientData:
+    """Check the routed key list and derive the graph from its root. The keys come
+    for `routed` only: in a bound round me and my graph neighbours, each with an
+    inclusion proof against the root and its roster signature; in an unbound round
+    everyone, and I recompute the root. The graph is derived from the commitment to
+    (round, id list, root), which I sign with the survivor list later: an aggregator
+    that routes different lists or roots to different clients gets signatures that
+    never count together, and it cannot pick neighbours after seeing the keys."""
     msg = _one(st, messages, RouteKeys)
     if msg is None:
         return _replace(st, contacted=False)
@@ -165,36 +177,76 @@ def receive_route(
         raise _refuse(st, "the routed key list is not a sorted list of participants with me in it")
     if n < ctx.threshold:
         raise _refuse(st, f"only {n} clients advertised keys, below the threshold {ctx.threshold}")
-    sig_len = SIG_BYTES * n if identities is not None else 0
-    if (len(msg.c_pks), len(msg.s_pks), len(msg.e_pks), len(msg.id_sigs)) != (
-        KEY_BYTES * n, KEY_BYTES * n, KEY_BYTES * n, sig_len
+    ids, routed, m = tuple(msg.ids), tuple(msg.routed), len(msg.routed)
+    if not _sorted_unique(routed) or not set(routed) <= set(ids) or st.me not in routed:
+        raise _refuse(st, "the routed keys are not a sorted sublist of the key list with me in it")
+    sig_len = SIG_BYTES * m if identities is not None else 0
+    if (len(msg.root), len(msg.c_pks), len(msg.s_pks), len(msg.e_pks), len(msg.id_sigs)) != (
+        merkle.HASH_BYTES, KEY_BYTES * m, KEY_BYTES * m, KEY_BYTES * m, sig_len
     ):
         raise _refuse(st, "routed keys have the wrong sizes")
-    ids = tuple(msg.ids)
-    at = slice(KEY_BYTES * ids.index(st.me), KEY_BYTES * (ids.index(st.me) + 1))
+    at = slice(KEY_BYTES * routed.index(st.me), KEY_BYTES * (routed.index(st.me) + 1))
     mine = (st.c_key.public_key, st.s_key.public_key, st.e_key.public_key)
     if (msg.c_pks[at], msg.s_pks[at], msg.e_pks[at]) != mine:
         raise _refuse(st, "the aggregator relayed my keys altered")
     # The parsing and checking below are pure functions of the routed bytes, memoized
-    # (crypto.routed_keys): every client of a simulated round gets the same list.
-    keys = crypto.routed_keys(ids, msg.c_pks, msg.s_pks, msg.e_pks)
+    # (crypto.routed_keys, crypto.advert_signed, merkle.key_list_root).
+    keys = crypto.routed_keys(routed, msg.c_pks, msg.s_pks, msg.e_pks)
     if keys is None:
         raise _refuse(st, "two advertised keys are equal")
     if identities is not None:
-        unsigned = crypto.first_unsigned_advert(identities.roster(), ctx.round_index, ids,
+        unsigned = crypto.first_unsigned_advert(identities.roster(), ctx.round_index, routed,
                                                 msg.c_pks, msg.s_pks, msg.e_pks, msg.id_sigs,
                                                 ctx.params_digest)
         if unsigned is not None:
             raise _refuse(st, f"the keys relayed for {unsigned} are not signed by its roster key")
-    seed = routed_graph_seed(round_index=ctx.round_index, degree=ctx.plan.degree, ids=ids,
-                             c_pks=msg.c_pks, s_pks=msg.s_pks, e_pks=msg.e_pks)
+    commitment = merkle.list_commitment(ctx.round_index, ids, msg.root)
+    seed = graph_seed(round_index=ctx.round_index, degree=ctx.plan.degree, commitment=commitment)
+    graph = harary_graph(ids, degree=ctx.plan.degree, seed=seed)
+    if routed == ids:
+        if msg.proofs:
+            raise _refuse(st, "routed keys have the wrong sizes")
+        if merkle.key_list_root(ids, msg.c_pks, msg.s_pks, msg.e_pks) != msg.root:
+            raise _refuse(st, "the routed keys do not hash to the key list's root")
+    elif identities is None:
+        raise _refuse(st, "an unbound round must route every client's keys")
+    elif routed != tuple(sorted(graph[st.me] | {st.me})):
+        raise _refuse(st, "the routed keys are not those of my neighbours in the graph of "
+                          "the key list")
+    else:
+        _check_proofs(st, msg, ids, routed, keys)
     return _replace(
         st,
         ids=ids,
+        commitment=commitment,
+        roster=identities.roster() if identities is not None else None,
+        signer=identities.signing_key(st.me) if identities is not None else st.e_key,
         keys=keys,
-        graph=harary_graph(msg.ids, degree=ctx.plan.degree, seed=seed),
-        xs=shareholder_x(msg.ids),
+        graph=graph,
+        xs=shareholder_x(ids),
     )
+
+
+def _check_proofs(st: ClientData, msg: RouteKeys, ids: tuple[str, ...],
+                  routed: tuple[str, ...], keys: Mapping[str, tuple[bytes, bytes, bytes]]) -> None:
+    """Each routed client's (index, id, keys) is a leaf of the root, by its proof."""
+    n, index = len(ids), {c: i for i, c in enumerate(ids)}
+    lengths = [merkle.proof_length(index[c], n) for c in routed]
+    if len(msg.proofs) != merkle.HASH_BYTES * sum(lengths):
+        raise _refuse(st, "the inclusion proofs have the wrong sizes")
+    hashes = crypto.chunks(msg.proofs, merkle.HASH_BYTES)
+    at = 0
+    for cid, size in zip(routed, lengths, strict=True):
+        leaf = merkle.leaf_hash(index[cid], cid, *keys[cid])
+        if not merkle.verify_inclusion(leaf, index[cid], n, hashes[at:at + size], msg.root):
+            raise _refuse(st, f"the keys routed for {cid} are not in the key list under its "
+                              "root (invalid inclusion proof)")
+        at += size
+
+
+def _round_pk(st: ClientData, cid: str) -> bytes:
+    """The key `cid` signs attestations and consistency with: roster key when bound."""
+    return st.roster.public_key(cid) if st.roster is not None else st.keys[cid][2]
 
 
 # -- ShareKeys / ForwardShares -------------------------------------------------------------
@@ -264,7 +316,7 @@ def masked_input(st: ClientData, aggregator: str) -> MaskedInput:
                              subtract=not crypto.pair_sign_adds(st.me, v))
     reduce_ring(acc, bits=ctx.ring.bits)
     missing = tuple(sorted(st.graph[st.me] - set(st.masked_with)))
-    sig = st.e_key.sign(crypto.missing_statement(round_index=ctx.round_index, client_id=st.me,
+    sig = st.signer.sign(crypto.missing_statement(round_index=ctx.round_index, client_id=st.me,
                                                  missing=missing))
     return MaskedInput(round_index=ctx.round_index, sender=st.me, receiver=aggregator,
                        masked=to_wire(acc, ring=ctx.ring), missing=missing, missing_sig=sig)
@@ -305,8 +357,9 @@ def receive_consistency(st: ClientData, messages: Sequence[Message]) -> ClientDa
 def consistency_sign(st: ClientData, aggregator: str) -> ConsistencySign:
     sig = b""
     if st.contacted:
-        sig = st.e_key.sign(crypto.consistency_statement(
-            round_index=st.ctx.round_index, masked_senders=st.signed_list))
+        sig = st.signer.sign(crypto.consistency_statement(
+            round_index=st.ctx.round_index, masked_senders=st.signed_list,
+            commitment=st.commitment))
     return ConsistencySign(round_index=st.ctx.round_index, sender=st.me, receiver=aggregator,
                            signature=sig)
 
@@ -359,7 +412,7 @@ def _check_attestations(st: ClientData, msg: UnmaskRequest, listed: tuple[str, .
                           "required")
     gaps = tuple(crypto.split_ids(m) for m in msg.missing)
     bad = crypto.first_bad_attestation(
-        st.ctx.round_index, listed, tuple(st.keys[c][2] for c in listed), gaps,
+        st.ctx.round_index, listed, tuple(_round_pk(st, c) for c in listed), gaps,
         tuple(crypto.chunks(msg.missing_sigs, SIG_BYTES)))
     if bad is not None:
         raise _refuse(st, f"{bad}'s mask-partner attestation is invalid")
@@ -385,7 +438,8 @@ def _check_signatures(st: ClientData, msg: UnmaskRequest) -> None:
         raise _refuse(st, f"{len(signers)} signers of {len(st.ids)} is below the quorum of "
                           f"{need}: two different survivor lists could both be signed")
     bad = crypto.first_bad_consistency_sig(
-        st.ctx.round_index, st.signed_list, signers, tuple(st.keys[cid][2] for cid in signers),
+        st.ctx.round_index, st.signed_list, st.commitment, signers,
+        tuple(_round_pk(st, cid) for cid in signers),
         tuple(crypto.chunks(msg.signatures, SIG_BYTES)))
     if bad is not None:
         raise _refuse(st, f"{bad}'s consistency signature is invalid")

@@ -108,19 +108,20 @@ def missing_statement(*, round_index: int, client_id: str, missing: Sequence[str
                    parties=[client_id]) + b"\n" + canonical_json({"missing": list(missing)})
 
 
-def consistency_statement(*, round_index: int, masked_senders: Sequence[str]) -> bytes:
+def consistency_statement(*, round_index: int, masked_senders: Sequence[str],
+                          commitment: bytes) -> bytes:
+    """What a client signs to accept a survivor list: the list and the commitment to the
+    key list it was routed (`merkle.list_commitment`), so that signatures over lists
+    routed differently never count together."""
     return context("consistency", round_index=round_index, stage="ConsistencySign",
-                   parties=list(masked_senders))
+                   parties=list(masked_senders)) + b"\n" + commitment
 
 
-# Signature checks over a whole routed list, memoized. Both functions are pure
-# (the answer depends only on the argument bytes, compared in full), so a
-# remembered answer is exactly what checking again would give. In the in-process
-# simulation every client receives byte-identical lists, and the n^2 Ed25519
-# verifications of a round become n (docs/performance.md); a deployed client,
-# in its own process, still checks each of its n signatures itself. Only the
-# last few lists are kept.
-@functools.lru_cache(maxsize=8)
+# Signature checks are memoized. The functions are pure (the answer depends only
+# on the argument bytes, compared in full), so a remembered answer is exactly
+# what checking again would give. In the in-process simulation the n (k + 1)
+# advert checks of a round become n (docs/performance.md); a deployed client, in
+# its own process, still checks each of its k + 1 routed adverts itself.
 def first_unsigned_advert(
     roster: Roster, round_index: int, ids: tuple[str, ...], c_pks: bytes, s_pks: bytes,
     e_pks: bytes, id_sigs: bytes, params: str,
@@ -130,20 +131,29 @@ def first_unsigned_advert(
     cs, ss, es = (chunks(b, KEY_BYTES) for b in (c_pks, s_pks, e_pks))
     sigs = chunks(id_sigs, SIGNATURE_BYTES)
     for i, cid in enumerate(ids):
-        statement = advertise_statement(round_index=round_index, client_id=cid, c_pk=cs[i],
-                                        s_pk=ss[i], e_pk=es[i], params=params)
-        if not verify_signature(public_key=roster.public_key(cid), message=statement,
-                                signature=sigs[i]):
+        if not advert_signed(roster, round_index, cid, cs[i], ss[i], es[i], sigs[i], params):
             return cid
     return None
+
+
+# Each client checks the adverts of its neighbours, so in the in-process simulation
+# every advert is asked about k + 1 times; the answer is remembered per advert (the
+# cache holds the adverts of rounds of a few thousand clients).
+@functools.lru_cache(maxsize=1 << 14)
+def advert_signed(roster: Roster, round_index: int, cid: str, c_pk: bytes, s_pk: bytes,
+                  e_pk: bytes, sig: bytes, params: str) -> bool:
+    statement = advertise_statement(round_index=round_index, client_id=cid, c_pk=c_pk,
+                                    s_pk=s_pk, e_pk=e_pk, params=params)
+    return verify_signature(public_key=roster.public_key(cid), message=statement,
+                            signature=sig)
 
 
 @functools.lru_cache(maxsize=8)
 def routed_keys(
     ids: tuple[str, ...], c_pks: bytes, s_pks: bytes, e_pks: bytes
 ) -> Mapping[str, tuple[bytes, bytes, bytes]] | None:
-    """Each client's (c, s, e) public keys from the concatenated lists, read-only; None
-    when two of the 3n keys are equal. Pure and memoized like the checks above."""
+    """Each routed client's (c, s, e) public keys from the concatenated lists, read-only;
+    None when two of the routed keys are equal. Pure and memoized."""
     cs, ss, es = (chunks(b, KEY_BYTES) for b in (c_pks, s_pks, e_pks))
     if len(set(cs) | set(ss) | set(es)) != 3 * len(ids):
         return None
@@ -152,12 +162,13 @@ def routed_keys(
 
 @functools.lru_cache(maxsize=8)
 def first_bad_consistency_sig(
-    round_index: int, signed_list: tuple[str, ...], signers: tuple[str, ...],
-    e_pks: tuple[bytes, ...], signatures: tuple[bytes, ...],
+    round_index: int, signed_list: tuple[str, ...], commitment: bytes,
+    signers: tuple[str, ...], pks: tuple[bytes, ...], signatures: tuple[bytes, ...],
 ) -> str | None:
     """The first signer whose signature of the survivor list is invalid, else None."""
-    statement = consistency_statement(round_index=round_index, masked_senders=signed_list)
-    for cid, pk, sig in zip(signers, e_pks, signatures, strict=True):
+    statement = consistency_statement(round_index=round_index, masked_senders=signed_list,
+                                      commitment=commitment)
+    for cid, pk, sig in zip(signers, pks, signatures, strict=True):
         if not verify_signature(public_key=pk, message=statement, signature=sig):
             return cid
     return None
@@ -165,11 +176,12 @@ def first_bad_consistency_sig(
 
 @functools.lru_cache(maxsize=8)
 def first_bad_attestation(
-    round_index: int, members: tuple[str, ...], e_pks: tuple[bytes, ...],
+    round_index: int, members: tuple[str, ...], pks: tuple[bytes, ...],
     missing: tuple[tuple[str, ...], ...], signatures: tuple[bytes, ...],
 ) -> str | None:
-    """The first member whose mask-partner attestation is not signed by its round key."""
-    for cid, pk, gaps, sig in zip(members, e_pks, missing, signatures, strict=True):
+    """The first member whose mask-partner attestation is not signed by its round
+    signing key (`pks`: the roster keys in a bound round, else the routed e keys)."""
+    for cid, pk, gaps, sig in zip(members, pks, missing, signatures, strict=True):
         statement = missing_statement(round_index=round_index, client_id=cid, missing=gaps)
         if not verify_signature(public_key=pk, message=statement, signature=sig):
             return cid

@@ -2,9 +2,11 @@
 
 Clients sit on a ring in an order drawn from the graph seed; each is joined to
 the k/2 nearest on either side (k even; k >= n - 1 is the complete graph).
-The seed is SHA-256 over the round, the parameters and every advertised public
-key, so each client recomputes the graph itself and the aggregator cannot pick
-it: it can only influence it by dropping clients before keys are routed.
+The seed is SHA-256 over the round, the degree and the commitment to the key
+list (the id list and the Merkle root of every advertised public key), so each
+client recomputes the graph from the root it was routed and the aggregator
+cannot pick it: it can only influence it by dropping clients before keys are
+routed, and every client signs the commitment with the survivor list.
 Shareholder x-coordinates are positions in the sorted id list, plus one.
 """
 
@@ -22,46 +24,14 @@ from protocols.messages import canonical_json
 
 Graph = Mapping[str, frozenset[str]]
 _DOMAIN = b"securediff/secagg/v1/graph-seed\n"
-_KEY_BYTES = 32
 
 
-def graph_seed(
-    *,
-    round_index: int,
-    degree: int,
-    ids: Sequence[str],
-    keys: Sequence[bytes],
-) -> bytes:
-    """The 32-byte seed of the round's graph: every client's advertised key material."""
-    return _graph_seed(round_index, degree, tuple(ids), tuple(keys))
-
-
-def routed_graph_seed(*, round_index: int, degree: int, ids: Sequence[str], c_pks: bytes,
-                      s_pks: bytes, e_pks: bytes) -> bytes:
-    """`graph_seed` of a routed key list: the keys of ids[i] are the i-th 32 bytes of
-    each concatenation, hashed in the order (c, s, e) per client."""
-    return _routed_graph_seed(round_index, degree, tuple(ids), c_pks, s_pks, e_pks)
-
-
-@functools.lru_cache(maxsize=8)
-def _routed_graph_seed(round_index: int, degree: int, ids: tuple[str, ...], c_pks: bytes,
-                       s_pks: bytes, e_pks: bytes) -> bytes:
-    columns = [[b[i : i + _KEY_BYTES] for i in range(0, len(b), _KEY_BYTES)]
-               for b in (c_pks, s_pks, e_pks)]
-    keys = tuple(k for triple in zip(*columns, strict=True) for k in triple)
-    return _graph_seed(round_index, degree, ids, keys)
-
-
-# Pure, and computed by every party (and the transcript) from the same 3n keys:
-# remembered, so the in-process simulation hashes them once per round, not n times.
-@functools.lru_cache(maxsize=8)
-def _graph_seed(round_index: int, degree: int, ids: tuple[str, ...],
-                keys: tuple[bytes, ...]) -> bytes:
-    head = canonical_json({"round": round_index, "degree": degree, "ids": list(ids)})
-    h = hashlib.sha256(_DOMAIN + head)
-    for key in keys:
-        h.update(len(key).to_bytes(2, "big") + key)
-    return h.digest()
+def graph_seed(*, round_index: int, degree: int, commitment: bytes) -> bytes:
+    """The 32-byte seed of the round's graph, from the commitment to the routed key
+    list (`merkle.list_commitment`: the round, the id list and the Merkle root of
+    every advertised key): fixed once the keys are, before any client is told it."""
+    head = canonical_json({"round": round_index, "degree": degree})
+    return hashlib.sha256(_DOMAIN + head + b"\n" + commitment).digest()
 
 
 def harary_graph(ids: Sequence[str], *, degree: int, seed: bytes) -> Graph:

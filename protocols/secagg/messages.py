@@ -30,18 +30,26 @@ class AdvertiseKeys(Message):
 
 @message_type(code=0x0302, name="secagg.RouteKeys", stage="RouteKeys")
 class RouteKeys(Message):
-    """Every advertising client's keys (U1), so each client can rebuild the graph,
-    and the round's public shape: graph degree, threshold, vector length and dtype."""
+    """The round's public shape (graph degree, threshold, vector length and dtype), the
+    sorted id list of every advertising client (U1), the Merkle root over their keys
+    (merkle.py), and the keys of `routed` only, in its order, with their roster
+    signatures and, unless `routed` is the whole list, one inclusion proof each (the
+    audit paths concatenated, each as long as `merkle.proof_length` says). A bound
+    round routes each client itself and its graph neighbours; an unbound one routes
+    everyone (the client then recomputes the root itself)."""
 
     degree: int
     threshold: int
     length: int
     dtype: str
     ids: PartyIds
+    root: Binary
+    routed: PartyIds
     c_pks: Binary
     s_pks: Binary
     e_pks: Binary
     id_sigs: Binary
+    proofs: Binary
 
 
 @message_type(code=0x0303, name="secagg.ShareKeys", stage="ShareKeys")
@@ -62,8 +70,9 @@ class ForwardShares(Message):
 class MaskedInput(Message):
     """The masked encoding; empty from a client the aggregator stopped talking to.
     `missing` lists the graph neighbours the client did NOT mask with (no shares of
-    theirs were forwarded to it), signed with its round key e (`missing_sig`): the
-    attestation every client checks for each member of the survivor list."""
+    theirs were forwarded to it), signed (`missing_sig`) with its roster key in a bound
+    round, else with its round key e: the attestation every client checks for each
+    member of the survivor list."""
 
     masked: np.ndarray
     missing: PartyIds
@@ -79,6 +88,9 @@ class ConsistencyRequest(Message):
 
 @message_type(code=0x0307, name="secagg.ConsistencySign", stage="ConsistencySign")
 class ConsistencySign(Message):
+    """The survivor list and the key-list commitment, signed with the client's roster
+    key in a bound round (its round key e otherwise)."""
+
     signature: Binary
 
 

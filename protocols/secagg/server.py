@@ -23,7 +23,7 @@ from protocols.hazmat.shamir import SHARE_BYTES, ShamirError, decode_share, reco
 from protocols.hazmat.signing import verify_signature
 from protocols.messages import Message
 from protocols.roster import Roster
-from protocols.secagg import crypto
+from protocols.secagg import crypto, merkle
 from protocols.secagg.context import RoundContext
 from protocols.secagg.graph import graph_seed, harary_graph, is_connected, shareholder_x
 from protocols.secagg.messages import (
@@ -48,9 +48,11 @@ Drops = dict[str, str]
 @dataclass(frozen=True)
 class ServerData:
     ctx: RoundContext
+    roster: Roster | None = None
     keys: Mapping[str, tuple[bytes, bytes, bytes]] = field(default_factory=dict)
     id_sigs: Mapping[str, bytes] = field(default_factory=dict)
     ids: tuple[str, ...] = ()
+    commitment: bytes = b""  # merkle.list_commitment of the routed key list
     graph: Mapping[str, frozenset[str]] = field(default_factory=dict)
     xs: Mapping[str, int] = field(default_factory=dict)
     sealed: Mapping[str, Mapping[str, bytes]] = field(default_factory=dict)
@@ -63,6 +65,12 @@ class ServerData:
     dropped: tuple[str, ...] = ()
     total: np.ndarray | None = None
     decoded: Decoded | None = None
+
+
+def round_public_key(data: ServerData, cid: str) -> bytes:
+    """The key `cid` signs its attestation and consistency signature with: its roster
+    key in a bound round, its routed round key e otherwise."""
+    return data.roster.public_key(cid) if data.roster is not None else data.keys[cid][2]
 
 
 def _msg(ctx: RoundContext, cls, aggregator: str, receiver: str, **fields) -> Message:
@@ -111,28 +119,48 @@ def receive_keys(
             continue
         keys[msg.sender] = (msg.c_pk, msg.s_pk, msg.e_pk)
         sigs[msg.sender] = msg.id_sig
-    return dataclasses.replace(data, keys=keys, id_sigs=sigs), bad
+    return dataclasses.replace(data, roster=roster, keys=keys, id_sigs=sigs), bad
 
 
 def route_keys(
     data: ServerData, active: Sequence[str], aggregator: str
 ) -> tuple[ServerData, tuple[Message, ...]]:
+    """The id list, the Merkle root of its keys, and to each client the keys of its
+    graph neighbours (and its own) with inclusion proofs; everyone's keys, without
+    proofs, in an unbound round (nothing there authenticates a client's consistency
+    signature but the routed key e, so each client needs all of them)."""
     ctx = data.ctx
     ids = tuple(sorted(c for c in active if c in data.keys))
-    flat = [k for cid in ids for k in data.keys[cid]]
-    seed = graph_seed(round_index=ctx.round_index, degree=ctx.plan.degree, ids=ids, keys=flat)
-    data = dataclasses.replace(
-        data, ids=ids, graph=harary_graph(ids, degree=ctx.plan.degree, seed=seed),
-        xs=shareholder_x(ids))
-    fields = dict(
-        degree=ctx.plan.degree, threshold=ctx.plan.threshold, length=ctx.vector_length,
-        dtype=ctx.dtype, ids=ids,
-        c_pks=b"".join(data.keys[c][0] for c in ids),
-        s_pks=b"".join(data.keys[c][1] for c in ids),
-        e_pks=b"".join(data.keys[c][2] for c in ids),
-        id_sigs=b"".join(data.id_sigs[c] for c in ids),
-    )
-    return data, tuple(_msg(ctx, RouteKeys, aggregator, c, **fields) for c in ids)
+    cols = tuple(b"".join(data.keys[c][j] for c in ids) for j in range(3))
+    leaves = merkle.key_list_leaves(ids, *cols)
+    root = merkle.tree_root(leaves)
+    commitment = merkle.list_commitment(ctx.round_index, ids, root)
+    seed = graph_seed(round_index=ctx.round_index, degree=ctx.plan.degree, commitment=commitment)
+    graph = harary_graph(ids, degree=ctx.plan.degree, seed=seed)
+    data = dataclasses.replace(data, ids=ids, graph=graph, xs=shareholder_x(ids),
+                               commitment=commitment)
+    shape = dict(degree=ctx.plan.degree, threshold=ctx.plan.threshold,
+                 length=ctx.vector_length, dtype=ctx.dtype, ids=ids, root=root)
+    everyone = dict(shape, routed=ids, c_pks=cols[0], s_pks=cols[1], e_pks=cols[2],
+                    id_sigs=b"".join(data.id_sigs[c] for c in ids), proofs=b"")
+    if data.roster is None:
+        return data, tuple(_msg(ctx, RouteKeys, aggregator, c, **everyone) for c in ids)
+    index = {c: i for i, c in enumerate(ids)}
+    proofs = merkle.inclusion_proofs(leaves, range(len(ids)))
+    out = []
+    for c in ids:
+        routed = tuple(sorted(graph[c] | {c}))
+        if len(routed) == len(ids):
+            out.append(_msg(ctx, RouteKeys, aggregator, c, **everyone))
+            continue
+        out.append(_msg(
+            ctx, RouteKeys, aggregator, c, **shape, routed=routed,
+            c_pks=b"".join(data.keys[v][0] for v in routed),
+            s_pks=b"".join(data.keys[v][1] for v in routed),
+            e_pks=b"".join(data.keys[v][2] for v in routed),
+            id_sigs=b"".join(data.id_sigs[v] for v in routed),
+            proofs=b"".join(p for v in routed for p in proofs[index[v]])))
+    return data, tuple(out)
 
 
 # -- ShareKeys / ForwardShares ------------------------------------------------------------------
@@ -185,9 +213,9 @@ def receive_masked(data: ServerData, messages: Sequence[Message]) -> tuple[Serve
             continue
         statement = crypto.missing_statement(round_index=ctx.round_index, client_id=msg.sender,
                                              missing=msg.missing)
-        if not verify_signature(public_key=data.keys[msg.sender][2], message=statement,
-                                signature=msg.missing_sig):
-            bad[msg.sender] = "mask-partner attestation not signed by its round key"
+        if not verify_signature(public_key=round_public_key(data, msg.sender),
+                                message=statement, signature=msg.missing_sig):
+            bad[msg.sender] = "mask-partner attestation not signed by its round signing key"
             continue
         masked[msg.sender] = msg.masked
         attested[msg.sender] = (tuple(msg.missing), msg.missing_sig)
@@ -228,15 +256,16 @@ def consistency_request(
 
 def receive_signatures(data: ServerData, messages: Sequence[Message]) -> tuple[ServerData, Drops]:
     statement = crypto.consistency_statement(round_index=data.ctx.round_index,
-                                             masked_senders=data.u3)
+                                             masked_senders=data.u3,
+                                             commitment=data.commitment)
     bad: Drops = {}
     sigs = {}
     for msg in messages:
         if (
             not isinstance(msg, ConsistencySign)
             or msg.sender not in data.u3
-            or not verify_signature(public_key=data.keys[msg.sender][2], message=statement,
-                                    signature=msg.signature)
+            or not verify_signature(public_key=round_public_key(data, msg.sender),
+                                    message=statement, signature=msg.signature)
         ):
             bad[msg.sender] = "invalid consistency signature"
             continue

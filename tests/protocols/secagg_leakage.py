@@ -2,7 +2,8 @@
 
 `play(adversary)` runs one secagg round between honest clients (the protocol's
 own client steps) and an aggregator that deviates as `adversary` says: per
-client it chooses which forwarded shares to withhold, which survivor list to
+client it chooses which key list to route (equivocating about U1 gives a
+client another root and graph), which forwarded shares to withhold, which survivor list to
 send for signing and which unmasking request to send (lists, dropped lists and
 signers), and whether to substitute a routed key; a set of colluding clients
 gives it their secrets, their shares and their signatures on any list. An
@@ -66,6 +67,9 @@ class Adversary:
     # receiver -> ranks of the neighbours whose forwarded shares it does not get
     withhold_shares: Mapping[str, frozenset[int]] = field(default_factory=dict)
     substitute_key_for: Mapping[str, str] = field(default_factory=dict)  # receiver -> owner
+    # receiver -> clients left out of the key list routed to it: another id list,
+    # another root and graph than the other clients get (equivocation about U1)
+    route_without: Mapping[str, frozenset[str]] = field(default_factory=dict)
     # receiver -> server stage at which it is sent its message relabelled with another
     # round's index (a replay of another round or session)
     replay_at: Mapping[str, str] = field(default_factory=dict)
@@ -168,15 +172,23 @@ def play(protocol: SecAggProtocol, n: int, adversary: Adversary) -> Outcome:
             adverts[col] = dataclasses.replace(msg, s_pk=s_pk,
                                                id_sig=ids_.signing_key(col).sign(statement))
     data, _ = srv.receive_keys(data, list(adverts.values()), ids_.roster())
+    keyed = data
     data, routed = srv.route_keys(data, sorted(adverts), agg)
+    other_view = {}
+    for c, left_out in adversary.route_without.items():
+        keep = sorted(set(adverts) - left_out)
+        if c in keep and len(keep) < len(adverts):
+            _, view = srv.route_keys(keyed, keep, agg)
+            other_view[c] = next(m for m in view if m.receiver == c)
     out.graph = data.graph
     if adversary.adapt is not None:
         adversary = adversary.adapt(data.graph)
     inbox = {}
     for msg in routed:
+        msg = other_view.get(msg.receiver, msg)
         owner = adversary.substitute_key_for.get(msg.receiver)
-        if owner is not None and owner in msg.ids and owner != msg.receiver:
-            i = msg.ids.index(owner)
+        if owner is not None and owner in msg.routed and owner != msg.receiver:
+            i = msg.routed.index(owner)
             c_pks = bytearray(msg.c_pks)
             c_pks[32 * i: 32 * i + 32] = os.urandom(32)
             msg = dataclasses.replace(msg, c_pks=bytes(c_pks))
@@ -218,7 +230,7 @@ def play(protocol: SecAggProtocol, n: int, adversary: Adversary) -> Outcome:
         """A member's signed word on whom it did not mask with: its own, a colluder's
         lie (nobody missing), or nothing the adversary can sign for."""
         if member in adversary.colluders:
-            sig = clients[member].data.e_key.sign(crypto.missing_statement(
+            sig = ids_.signing_key(member).sign(crypto.missing_statement(
                 round_index=0, client_id=member, missing=()))
             return (), sig
         if member in out.senders:
@@ -234,7 +246,7 @@ def play(protocol: SecAggProtocol, n: int, adversary: Adversary) -> Outcome:
         if consistency:
             for col in adversary.colluders:  # colluders sign whatever list it takes
                 if col in lst:
-                    sigs[col] = clients[col].data.e_key.sign(_statement(lst))
+                    sigs[col] = ids_.signing_key(col).sign(_statement(lst, data.commitment))
         signers = tuple(sorted(s for s in sigs if s in lst)) if consistency else ()
         inbox[c] = UnmaskRequest(
             round_index=0, sender=agg, receiver=c, included=lst, dropped=dropped,
@@ -273,8 +285,9 @@ def _edit(u3: tuple[str, ...], edit: Edit | None, graph) -> tuple[str, ...]:
     return tuple(sorted((set(u3) | added) - removed))
 
 
-def _statement(lst: tuple[str, ...]) -> bytes:
-    return crypto.consistency_statement(round_index=0, masked_senders=lst)
+def _statement(lst: tuple[str, ...], commitment: bytes) -> bytes:
+    return crypto.consistency_statement(round_index=0, masked_senders=lst,
+                                        commitment=commitment)
 
 
 def _rb(cid: str, colluders: frozenset[str]):

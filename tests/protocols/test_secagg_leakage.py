@@ -155,6 +155,8 @@ def rounds(draw):
                              label="withheld shares"),
         substitute_key_for=draw(st.dictionaries(st.sampled_from(ids), st.sampled_from(ids),
                                                 max_size=1), label="substituted keys"),
+        route_without=draw(st.dictionaries(st.sampled_from(ids), some.map(frozenset),
+                                           max_size=3), label="equivocated key lists"),
         replay_at=draw(st.dictionaries(st.sampled_from(ids), st.sampled_from(SERVER_STAGES),
                                        max_size=1), label="replays"),
         colluder_keys=draw(st.dictionaries(st.sampled_from(sorted(colluders)),
@@ -167,9 +169,10 @@ def rounds(draw):
     )
     if not consistency:
         # Without the check the guarantee holds only against an aggregator that sends
-        # every client the same list (docs/secagg.md): one list for everyone.
+        # every client the same lists (docs/secagg.md): one key list and one survivor
+        # list for everyone.
         one = menu[0]
-        adversary = dataclasses.replace(adversary, sign_lists={},
+        adversary = dataclasses.replace(adversary, sign_lists={}, route_without={},
                                         unmask_lists={c: one for c in ids})
     return protocol, n, adversary
 

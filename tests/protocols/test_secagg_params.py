@@ -10,6 +10,7 @@ from scipy.stats import hypergeom
 
 from protocols.errors import ProtocolInputError
 from protocols.registry import make_protocol
+from protocols.secagg import merkle
 from protocols.secagg.graph import graph_seed, harary_graph, is_connected, shareholder_x
 from protocols.secagg.params import (
     SecAggParams,
@@ -110,11 +111,19 @@ def test_harary_graph_is_regular_symmetric_and_connected(n: int, k: int) -> None
 
 
 def test_the_permutation_depends_on_every_key() -> None:
-    ids = [f"c{i}" for i in range(20)]
+    ids = tuple(f"c{i}" for i in range(20))
     keys = [bytes([i]) * 32 for i in range(60)]
-    seed = graph_seed(round_index=0, degree=4, ids=ids, keys=keys)
-    changed = graph_seed(round_index=0, degree=4, ids=ids, keys=[*keys[:-1], b"\xff" * 32])
-    assert seed != changed and seed != graph_seed(round_index=1, degree=4, ids=ids, keys=keys)
+
+    def seed_of(keys, *, round_index=0, ids=ids):
+        cols = [b"".join(keys[j::3]) for j in range(3)]
+        root = merkle.key_list_root(ids, *cols)
+        return graph_seed(round_index=round_index, degree=4,
+                          commitment=merkle.list_commitment(round_index, ids, root))
+
+    seed = seed_of(keys)
+    changed = seed_of([*keys[:-1], b"\xff" * 32])
+    assert seed != changed and seed != seed_of(keys, round_index=1)
+    assert seed != seed_of(keys, ids=(*ids[:-1], "c99"))
     assert harary_graph(ids, degree=4, seed=seed) != harary_graph(ids, degree=4, seed=changed)
 
 
