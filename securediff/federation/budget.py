@@ -2,66 +2,25 @@
 a trial ledger per client before training starts, and the largest per-artefact
 epsilon they compose to becomes every ledger's budget. A step beyond the plan is
 refused by the ledger; a redone round after a crash grows the budget by exactly
-what it charges again (`remaining_plan_budget`)."""
+what it charges again (`remaining_plan_budget`). Each client's own plan is
+client_runtime's, which a Flower node plans with too."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from securediff.config import Config
 from securediff.federation.client_level import ClientLevelPlan, plan_client_level
-from securediff.federation.client_runtime import members_id
-from securediff.federation.clipping import adaptive_forward, quantile_plan
+from securediff.federation.client_runtime import (
+    UNCAPPED,
+    dpsgd_events,
+    dpsgd_plans,
+    planned_ledger,
+)
 from securediff.federation.distributed import DistributedPlan, plan_distributed, skellam_event
 from securediff.federation.setup import Plan
 from securediff.federation.strategies import DPPlan, Strategy
-from securediff.privacy.accountants import calibrate_noise_multiplier
-from securediff.privacy.adaptive import count_noise_for
-from securediff.privacy.forward import forward_sigma
-from securediff.privacy.ledger import (
-    DPSGDEvent,
-    ForwardNoiseEvent,
-    PrivacyLedger,
-    RandomizedResponseEvent,
-)
-
-# A trial ledger charges the whole plan; its own cap must never be what refuses.
-UNCAPPED = 1e12
-
-
-def personal_steps_per_round(config: Config) -> int:
-    return max(0, math.ceil(config.training.personal_steps / config.federation.rounds))
-
-
-def personal_steps(config: Config) -> int:
-    """Personal DP-SGD steps a round charges ("local" trains only what it keeps)."""
-    steps = personal_steps_per_round(config)
-    return steps + config.federation.local_steps if config.federation.strategy == "local" else steps
-
-
-def dp_plan(cfg: Config, *, n: int, steps_per_round: int) -> DPPlan:
-    q = min(1.0, cfg.training.batch_size / n)
-    total = steps_per_round * cfg.federation.rounds
-    sigma = calibrate_noise_multiplier(target_epsilon=cfg.privacy.dpsgd_epsilon, sample_rate=q,
-                                       steps=total, delta=cfg.privacy.delta, accountant=cfg.privacy.accountant)
-    # Adaptive per-sample clipping spends part of the same multiplier on the unclipped count.
-    count = (count_noise_for(noise_multiplier=sigma, expected_batch_size=q * n)
-             if cfg.privacy.clipping == "adaptive" else None)
-    return DPPlan(noise_multiplier=sigma, sample_rate=q, steps_per_round=steps_per_round,
-                  count_noise=count)
-
-
-def dpsgd_input(strategy: str, artefact: str) -> str:
-    """What a planned DP-SGD event trains on (DPSGDEvent.input): PFDM's shared model x~."""
-    return "noised" if strategy == "pfdm" and artefact == "shared" else "raw"
-
-
-def planned_forward_event(plan: Plan, client_id: str) -> ForwardNoiseEvent:
-    """The event noise_once will charge for this client (the same sigma, C and t0)."""
-    return ForwardNoiseEvent(sigma=forward_sigma(float(plan.schedule.abar[plan.t0])),
-                             clip_norm=plan.config.privacy.clip_norm, t0=plan.t0,
-                             data_id=members_id(client_id))
+from securediff.privacy.ledger import PrivacyLedger
 
 
 @dataclass(frozen=True)
@@ -95,27 +54,11 @@ def plan_budget(plan: Plan, strategy: Strategy) -> RunBudget:
     plans: dict[str, DPPlan] = {}
     distributed: DistributedPlan | None = None
     client_level: ClientLevelPlan | None = None
-    shared_on = cfg.privacy.dpsgd_shared and name in ("pfdm", "layer-split")
-    personal_on = cfg.privacy.dpsgd_personal and name in ("pfdm", "local")
     budget = 0.0
     for cid, n in zip(plan.client_ids, sizes, strict=True):
-        trial = PrivacyLedger(client_id=cid, budget_epsilon=UNCAPPED, delta=cfg.privacy.delta,
-                              accountant=cfg.privacy.accountant)
-        if name == "pfdm" or cfg.federation.hybrid_forward:
-            if adaptive_forward(cfg):
-                trial.charge(quantile_plan(cfg, plan).event(members_id(cid)))
-            trial.charge(planned_forward_event(plan, cid))
-            if cfg.privacy.labels == "randomized-response":
-                trial.charge(RandomizedResponseEvent(epsilon=cfg.privacy.label_epsilon,
-                                                     num_classes=plan.dataset.num_classes))
-        for artefact, on, steps in (("shared", shared_on, cfg.federation.local_steps),
-                                    ("personal", personal_on, personal_steps(cfg))):
-            if on:
-                dp = dp_plan(cfg, n=n, steps_per_round=steps)
-                plans[f"{cid}/{artefact}"] = dp
-                trial.charge(DPSGDEvent(dp.noise_multiplier, dp.sample_rate,
-                                        steps * cfg.federation.rounds, artefact,
-                                        count_noise=dp.count_noise, input=dpsgd_input(name, artefact)))
+        client_plans = dpsgd_plans(cfg, members=n)
+        plans.update({f"{cid}/{artefact}": dp for artefact, dp in client_plans.items()})
+        trial = planned_ledger(plan, cid, client_plans, rounds_left=cfg.federation.rounds)
         if name == "hybrid":
             if distributed is None:
                 # One plan for every client: their prior events differ only in data ids.
@@ -143,13 +86,10 @@ def remaining_plan_budget(budget: RunBudget, cfg: Config, ledger: PrivacyLedger,
     trial = PrivacyLedger(client_id=ledger.client_id, budget_epsilon=UNCAPPED,
                           delta=ledger.delta, accountant=ledger.accountant, events=ledger.events)
     remaining = cfg.federation.rounds - rounds_done
-    for key, dp in budget.dp_plans.items():
-        cid, artefact = key.split("/")
-        if cid == ledger.client_id and remaining > 0:
-            steps = cfg.federation.local_steps if artefact == "shared" else personal_steps(cfg)
-            trial.charge(DPSGDEvent(dp.noise_multiplier, dp.sample_rate,
-                                    steps * remaining, artefact, count_noise=dp.count_noise,
-                                    input=dpsgd_input(cfg.federation.strategy, artefact)))
+    own = {key.split("/")[1]: dp for key, dp in budget.dp_plans.items()
+           if key.split("/")[0] == ledger.client_id}
+    for event in dpsgd_events(cfg, own, rounds=remaining):
+        trial.charge(event)
     if budget.client_level is not None and remaining > 0:
         trial.charge(budget.client_level.event(rounds=remaining))
     if distributed and remaining > 0:

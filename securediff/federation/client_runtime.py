@@ -1,12 +1,33 @@
 """What a client does to its own data and updates, written once for both ways a
 client runs: simulated inside `securediff train` (runner, start, rounds) and as
 a Flower node (flower/trainer.py). Those two keep the orchestration and the
-files; the privacy logic is here, so a node charges and clips exactly what the
-in-process runner does for the same client."""
+files; the privacy logic is here, so a node plans, charges and clips exactly
+what the in-process runner does for the same client."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+
 import numpy as np
+
+from securediff.config import Config
+from securediff.federation.clipping import adaptive_forward, quantile_plan
+from securediff.federation.setup import Plan
+from securediff.federation.strategies import DPPlan
+from securediff.privacy.accountants import calibrate_noise_multiplier
+from securediff.privacy.adaptive import count_noise_for
+from securediff.privacy.forward import forward_sigma
+from securediff.privacy.ledger import (
+    DPSGDEvent,
+    ForwardNoiseEvent,
+    MechanismEvent,
+    PrivacyLedger,
+    RandomizedResponseEvent,
+)
+
+# A trial ledger charges the whole plan; its own cap must never be what refuses.
+UNCAPPED = 1e12
 
 
 def members_id(client_id: str) -> str:
@@ -21,3 +42,99 @@ def clip_update(update: np.ndarray, bound: float) -> np.ndarray:
     if bound > 0 and norm > bound:
         return update * (bound / norm)
     return update
+
+
+# -- the client's plan: its mechanisms and what they cost ------------------------------
+def personal_steps_per_round(config: Config) -> int:
+    return max(0, math.ceil(config.training.personal_steps / config.federation.rounds))
+
+
+def personal_steps(config: Config) -> int:
+    """Personal DP-SGD steps a round charges ("local" trains only what it keeps)."""
+    steps = personal_steps_per_round(config)
+    return steps + config.federation.local_steps if config.federation.strategy == "local" else steps
+
+
+def dp_plan(cfg: Config, *, n: int, steps_per_round: int) -> DPPlan:
+    q = min(1.0, cfg.training.batch_size / n)
+    total = steps_per_round * cfg.federation.rounds
+    sigma = calibrate_noise_multiplier(target_epsilon=cfg.privacy.dpsgd_epsilon, sample_rate=q,
+                                       steps=total, delta=cfg.privacy.delta, accountant=cfg.privacy.accountant)
+    # Adaptive per-sample clipping spends part of the same multiplier on the unclipped count.
+    count = (count_noise_for(noise_multiplier=sigma, expected_batch_size=q * n)
+             if cfg.privacy.clipping == "adaptive" else None)
+    return DPPlan(noise_multiplier=sigma, sample_rate=q, steps_per_round=steps_per_round,
+                  count_noise=count)
+
+
+def dpsgd_plans(cfg: Config, *, members: int) -> dict[str, DPPlan]:
+    """The client's DP-SGD per artefact ("shared", "personal"), calibrated for its
+    own member count and the run's steps and target."""
+    name = cfg.federation.strategy
+    on = {"shared": cfg.privacy.dpsgd_shared and name in ("pfdm", "layer-split"),
+          "personal": cfg.privacy.dpsgd_personal and name in ("pfdm", "local")}
+    steps = {"shared": cfg.federation.local_steps, "personal": personal_steps(cfg)}
+    return {a: dp_plan(cfg, n=members, steps_per_round=steps[a]) for a in ("shared", "personal") if on[a]}
+
+
+def dpsgd_input(strategy: str, artefact: str) -> str:
+    """What a planned DP-SGD event trains on (DPSGDEvent.input): PFDM's shared model x~."""
+    return "noised" if strategy == "pfdm" and artefact == "shared" else "raw"
+
+
+def dpsgd_events(cfg: Config, dp_plans: Mapping[str, DPPlan], *, rounds: int) -> list[DPSGDEvent]:
+    """The DP-SGD steps of `rounds` rounds, one event per artefact."""
+    return [DPSGDEvent(dp.noise_multiplier, dp.sample_rate, dp.steps_per_round * rounds, artefact,
+                       count_noise=dp.count_noise, input=dpsgd_input(cfg.federation.strategy, artefact))
+            for artefact, dp in dp_plans.items() if rounds > 0]
+
+
+def noises_data(cfg: Config) -> bool:
+    """Whether the client's shared path trains on its data noised once to t0."""
+    return cfg.federation.strategy == "pfdm" or cfg.federation.hybrid_forward
+
+
+def planned_forward_event(plan: Plan, client_id: str) -> ForwardNoiseEvent:
+    """The event noise_once will charge for this client (the same sigma, C and t0)."""
+    return ForwardNoiseEvent(sigma=forward_sigma(float(plan.schedule.abar[plan.t0])),
+                             clip_norm=plan.config.privacy.clip_norm, t0=plan.t0,
+                             data_id=members_id(client_id))
+
+
+def noising_events(plan: Plan, client_id: str) -> list[MechanismEvent]:
+    """What noising the client's data once charges, in that order: the noised counts
+    that chose C (adaptive), the forward noise, the randomized-response labels."""
+    cfg = plan.config
+    events: list[MechanismEvent] = []
+    if adaptive_forward(cfg):
+        events.append(quantile_plan(cfg, plan).event(members_id(client_id)))
+    events.append(planned_forward_event(plan, client_id))
+    if cfg.privacy.labels == "randomized-response":
+        events.append(RandomizedResponseEvent(epsilon=cfg.privacy.label_epsilon,
+                                              num_classes=plan.dataset.num_classes))
+    return events
+
+
+def planned_ledger(plan: Plan, client_id: str, dp_plans: Mapping[str, DPPlan], *, rounds_left: int,
+                   held: PrivacyLedger | None = None) -> PrivacyLedger:
+    """What the client's ledger will hold at the end of the run: what it holds now
+    (`held`), the once-noising its ledger does not record yet, and the DP-SGD steps
+    of the rounds still to train. Uncapped, in the order they are charged (a
+    ledger's peak epsilon follows the order)."""
+    cfg = plan.config
+    # The releases other runs made from this x~ count jointly with this run's.
+    ledger = PrivacyLedger(client_id=client_id, budget_epsilon=UNCAPPED, delta=cfg.privacy.delta,
+                           accountant=cfg.privacy.accountant, releases=held.releases if held else ())
+    for event in held.events if held else ():
+        ledger.charge(event)
+    if noises_data(cfg) and members_id(client_id) not in ledger.noised_data_ids():
+        for event in noising_events(plan, client_id):
+            ledger.charge(event)
+    for event in dpsgd_events(cfg, dp_plans, rounds=rounds_left):
+        ledger.charge(event)
+    return ledger
+
+
+def planned_epsilon(ledger: PrivacyLedger) -> float:
+    """The largest per-artefact epsilon a planned ledger reaches (0 where it holds none)."""
+    return max((ledger.peak_epsilon(a) for a in {e.artefact for e in ledger.events}), default=0.0)

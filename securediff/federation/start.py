@@ -9,8 +9,8 @@ from typing import Any
 import torch
 
 from securediff.data.tint import client_tint
-from securediff.federation.budget import RunBudget, personal_steps_per_round
-from securediff.federation.client_runtime import members_id
+from securediff.federation.budget import RunBudget
+from securediff.federation.client_runtime import members_id, personal_steps_per_round
 from securediff.federation.clients import Client
 from securediff.federation.clipping import adaptive_forward, choose_forward_clip, quantile_plan
 from securediff.federation.setup import Plan

@@ -43,21 +43,23 @@ from protocols.errors import ProtocolAbort
 from protocols.secagg.answers import FileAnswerLog
 from protocols.stages import ClientInput, RoundSetup
 from securediff.errors import CheckpointError, ConfigError, PrivacyError
-from securediff.federation.budget import dp_plan, dpsgd_input, personal_steps_per_round
 from securediff.federation.checkpoint import load_round_state, save_round_state
-from securediff.federation.client_runtime import clip_update, members_id
+from securediff.federation.client_runtime import (
+    clip_update,
+    dpsgd_plans,
+    members_id,
+    planned_epsilon,
+    planned_ledger,
+)
 from securediff.federation.clients import Client
 from securediff.federation.runner import build_strategy, resolve_device
 from securediff.federation.setup import Plan, plan_run
 from securediff.federation.strategies import DPPlan, Strategy
 from securediff.flower.plan import decode_weights, parse_config, weights_digest
-from securediff.privacy.forward import forward_sigma, noise_once
+from securediff.privacy.forward import noise_once
 from securediff.privacy.labels import randomized_response
 from securediff.privacy.ledger import (
-    DPSGDEvent,
-    ForwardNoiseEvent,
     PrivacyLedger,
-    RandomizedResponseEvent,
     Release,
 )
 from securediff.rng import RandomSource
@@ -165,9 +167,11 @@ class NodeTrainer:
         config = config.replace(data=self.settings.data,
                                 run={"insecure_seed": self.settings.insecure_seed})
         plan = plan_run(config)
-        planned = self._planned_ledger(plan, self._dp_plans(plan, progress),
-                                       rounds_left=config.federation.rounds - len(progress["rounds"]))
-        eps = max((planned.peak_epsilon(a) for a in {e.artefact for e in planned.events}), default=0.0)
+        path = self.dir / "ledger.json"
+        planned = planned_ledger(plan, self.settings.client_id, self._dp_plans(plan, progress),
+                                 rounds_left=config.federation.rounds - len(progress["rounds"]),
+                                 held=read_node_ledger(path) if path.exists() else None)
+        eps = planned_epsilon(planned)
         if eps > self.settings.max_epsilon * (1 + 1e-9):
             raise PrivacyError(f"{self.settings.client_id}: the run's planned mechanisms (forward "
                                f"noise, labels, DP-SGD) and this node's ledger compose to "
@@ -184,44 +188,9 @@ class NodeTrainer:
         progress, so a run keeps one plan and calibrates once."""
         if "dp_plans" in progress:
             return {k: DPPlan(**v) for k, v in progress["dp_plans"].items()}
-        cfg = plan.config
-        on = {"shared": cfg.privacy.dpsgd_shared and cfg.federation.strategy == "pfdm",
-              "personal": cfg.privacy.dpsgd_personal and cfg.federation.strategy == "pfdm"}
-        steps = {"shared": cfg.federation.local_steps,
-                 "personal": personal_steps_per_round(cfg)}
-        plans = {a: dp_plan(cfg, n=self._members(plan), steps_per_round=steps[a])
-                 for a in ("shared", "personal") if on[a] and steps[a] > 0}
+        plans = dpsgd_plans(plan.config, members=self._members(plan))
         progress["dp_plans"] = {k: vars(v) for k, v in plans.items()}
         return plans
-
-    def _planned_ledger(self, plan: Plan, dp_plans: Mapping[str, DPPlan], *,
-                        rounds_left: int) -> PrivacyLedger:
-        """What the node's ledger will hold at the end of the run: what it holds now
-        (or the forward noise it will charge once), plus the DP-SGD steps of the
-        rounds still to train."""
-        cfg, cid = plan.config, self.settings.client_id
-        path = self.dir / "ledger.json"
-        held = read_node_ledger(path) if path.exists() else None
-        # The releases other runs made from this x~ count jointly with this run's.
-        ledger = PrivacyLedger(client_id=cid, budget_epsilon=1e12, delta=cfg.privacy.delta,
-                               accountant=cfg.privacy.accountant,
-                               releases=held.releases if held else ())
-        for event in held.events if held else ():
-            ledger.charge(event)
-        if cfg.federation.strategy == "pfdm" and members_id(cid) not in ledger.noised_data_ids():
-            ledger.charge(ForwardNoiseEvent(
-                sigma=forward_sigma(float(plan.schedule.abar[plan.t0])),
-                clip_norm=cfg.privacy.clip_norm, t0=plan.t0, data_id=members_id(cid)))
-            if cfg.privacy.labels == "randomized-response":
-                ledger.charge(RandomizedResponseEvent(epsilon=cfg.privacy.label_epsilon,
-                                                      num_classes=plan.dataset.num_classes))
-        for artefact, dp in dp_plans.items():
-            if rounds_left > 0:
-                ledger.charge(DPSGDEvent(dp.noise_multiplier, dp.sample_rate,
-                                         dp.steps_per_round * rounds_left, artefact,
-                                         count_noise=dp.count_noise,
-                                         input=dpsgd_input(cfg.federation.strategy, artefact)))
-        return ledger
 
     def _progress(self, run: str) -> dict[str, Any]:
         if not run.isalnum():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-import securediff.federation.budget as budget_module
+import securediff.federation.client_runtime as runtime_module
 from securediff.errors import ConfigError, PrivacyError
 from securediff.federation.runner import FederatedRun
 from securediff.federation.setup import plan_run
@@ -38,8 +38,8 @@ dpsgd_epsilon = 2.0
 def _calibrate_once(monkeypatch):
     """Calibration is a pure function of (target, q, steps, delta, accountant); both
     sides call the same one, so the test computes each value once (about 2 s each)."""
-    cached = functools.cache(budget_module.calibrate_noise_multiplier)
-    monkeypatch.setattr(budget_module, "calibrate_noise_multiplier", cached)
+    cached = functools.cache(runtime_module.calibrate_noise_multiplier)
+    monkeypatch.setattr(runtime_module, "calibrate_noise_multiplier", cached)
 
 
 class LedgerWatch(training.DirectExchange):

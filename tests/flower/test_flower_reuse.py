@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import securediff.federation.budget as budget_module
+import securediff.federation.client_runtime as runtime_module
 from securediff.flower.final_models import node_statement, open_node_models
 from securediff.flower.server import AggregatorSettings, run_aggregator
 from securediff.flower.trainer import UNRECORDED_RUNS, read_node_ledger
@@ -36,8 +36,8 @@ ROUNDS = 1
 @pytest.fixture(autouse=True)
 def _calibrate_once(monkeypatch):
     """Calibration is a pure function of its arguments; computed once per value."""
-    cached = functools.cache(budget_module.calibrate_noise_multiplier)
-    monkeypatch.setattr(budget_module, "calibrate_noise_multiplier", cached)
+    cached = functools.cache(runtime_module.calibrate_noise_multiplier)
+    monkeypatch.setattr(runtime_module, "calibrate_noise_multiplier", cached)
 
 
 def _run(node_configs, run_config, tmp_path: Path, name: str, config_text: str) -> tuple[dict, Path]:
