@@ -46,6 +46,7 @@ from protocols.secagg.context import round_context
 from protocols.secagg.graph import graph_seed, harary_graph, is_connected, shareholder_x
 from protocols.secagg.messages import (
     KEY_BYTES,
+    AdvertiseKeys,
     ConsistencyRequest,
     ForwardShares,
     MaskedInput,
@@ -344,6 +345,17 @@ def _replay(
                                            "the key list's root"))
                 return
             s_pks.update(zip(msg.routed, crypto.chunks(msg.s_pks, KEY_BYTES), strict=True))
+        # Clients check only their neighbours' leaves; the reviewer checks them all:
+        # the root is the tree over the keys each client advertised (signed records).
+        adverts = {rec.sender: decode_message(rec.payload, expected=AdvertiseKeys)
+                   for rec in by_stage["AdvertiseKeys"]}
+        if not set(ids) <= set(adverts) or merkle.key_list_root(
+            ids, *(b"".join(getattr(adverts[c], f) for c in ids)
+                   for f in ("c_pk", "s_pk", "e_pk"))
+        ) != bytes.fromhex(route["root"]):
+            problems.append((by_stage["RouteKeys"][0].line, "the routed root is not the tree "
+                             "over the keys the listed clients advertised"))
+            return
         ctx = round_context(params=params, round_index=view.round_index,
                             n=len(st["survivors"]) + len(st["dropped"]),
                             length=route["length"], dtype=route["dtype"])

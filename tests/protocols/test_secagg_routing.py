@@ -299,3 +299,29 @@ def test_route_keys_per_client_grows_with_the_degree_not_with_n() -> None:
     assert large - small <= (large_ids - small_ids) + (k + 1) * 32 * 3 + 16
     # What a full key list would cost at n = 200: three keys and a signature each.
     assert large < 200 * (3 * 32 + 64) / 2
+
+
+# -- the reviewer checks every leaf -------------------------------------------------------------
+
+
+def test_the_reviewer_checks_the_root_against_every_advertised_key(tmp_path, monkeypatch):
+    """Clients check their neighbours' leaves only; with payloads stored, the reviewer
+    recomputes the root from every client's signed advert (and names a mismatch)."""
+    from protocols.secagg import audit
+    from protocols.transcript import TranscriptWriter, verify_transcript
+
+    ids_ = Identities.generate([f"c{i:03d}" for i in range(N)])
+    protocol = SecAggProtocol(degree=DEGREE).bind(ids_)
+    inputs = {c: ClientInput(vector=np.ones(4), weight=1.0) for c in ids_.client_ids}
+    path = tmp_path / "t.jsonl"
+    with TranscriptWriter.open(path, identities=ids_, protocol=protocol,
+                               store_payloads=True) as tw:
+        run_round(protocol, round_index=0, inputs=inputs, identities=ids_, transcript=tw,
+                  dropouts={"c005": "MaskedInput"})
+    report = verify_transcript(path, ids_.roster())
+    assert report.ok and report.replayed_rounds == 1, report.problems
+    real = merkle.key_list_root
+    monkeypatch.setattr(audit.merkle, "key_list_root",
+                        lambda ids, c, s, e: real(ids, c, s, e[:-1] + b"\x00"))
+    report = verify_transcript(path, ids_.roster())
+    assert not report.ok and "not the tree over the keys" in str(report.problems)
