@@ -1,8 +1,8 @@
 """What a client does to its own data and updates, written once for both ways a
 client runs: simulated inside `securediff train` (runner, start, rounds) and as
 a Flower node (flower/trainer.py). Those two keep the orchestration and the
-files; the privacy logic is here, so a node plans, charges and clips exactly
-what the in-process runner does for the same client."""
+files; the privacy logic is here, so a node plans, charges, noises and clips
+exactly what the in-process runner does for the same client."""
 
 from __future__ import annotations
 
@@ -10,14 +10,17 @@ import math
 from collections.abc import Mapping
 
 import numpy as np
+import torch
 
 from securediff.config import Config
+from securediff.federation.clients import Client
 from securediff.federation.clipping import adaptive_forward, quantile_plan
 from securediff.federation.setup import Plan
 from securediff.federation.strategies import DPPlan
 from securediff.privacy.accountants import calibrate_noise_multiplier
 from securediff.privacy.adaptive import count_noise_for
-from securediff.privacy.forward import forward_sigma
+from securediff.privacy.forward import forward_sigma, noise_once
+from securediff.privacy.labels import randomized_response
 from securediff.privacy.ledger import (
     DPSGDEvent,
     ForwardNoiseEvent,
@@ -138,3 +141,24 @@ def planned_ledger(plan: Plan, client_id: str, dp_plans: Mapping[str, DPPlan], *
 def planned_epsilon(ledger: PrivacyLedger) -> float:
     """The largest per-artefact epsilon a planned ledger reaches (0 where it holds none)."""
     return max((ledger.peak_epsilon(a) for a in {e.artefact for e in ledger.events}), default=0.0)
+
+
+# -- the once-noising of its data --------------------------------------------------
+def noise_client_data(plan: Plan, client: Client) -> tuple[torch.Tensor, torch.Tensor]:
+    """x~ and the shared path's labels, on the CPU: the client's member images
+    clipped and noised to t0, its labels passed as configured, each charged to its
+    ledger as `noising_events` lists them. Only in memory: the caller writes the
+    ledger before it stores or uses x~ (write-ahead), and a second call for the
+    same data is refused by the ledger (data is noised once, ever)."""
+    cfg, data_id = plan.config, members_id(client.client_id)
+    if adaptive_forward(cfg):  # the counts that chose C (start.choose_forward_clip_once)
+        client.ledger.charge(quantile_plan(cfg, plan).event(data_id))
+    x_tilde = noise_once(client.x.cpu().double(), clip_norm=cfg.privacy.clip_norm, t0=plan.t0,
+                         abar=plan.schedule.abar, source=client.source.child("forward-noise"),
+                         ledger=client.ledger, data_id=data_id).float()
+    labels = client.y.cpu().numpy()
+    if cfg.privacy.labels == "randomized-response":
+        labels = randomized_response(labels, epsilon=cfg.privacy.label_epsilon,
+                                     num_classes=plan.dataset.num_classes,
+                                     source=client.source.child("label-rr"), ledger=client.ledger)
+    return x_tilde, torch.as_tensor(labels, dtype=torch.int64)

@@ -10,9 +10,14 @@ import torch
 
 from securediff.data.tint import client_tint
 from securediff.federation.budget import RunBudget
-from securediff.federation.client_runtime import members_id, personal_steps_per_round
+from securediff.federation.client_runtime import (
+    members_id,
+    noise_client_data,
+    personal_steps_per_round,
+)
 from securediff.federation.clients import Client
-from securediff.federation.clipping import adaptive_forward, choose_forward_clip, quantile_plan
+from securediff.federation.clipping import choose_forward_clip, quantile_plan
+from securediff.federation.persistence import write_ledgers
 from securediff.federation.setup import Plan
 from securediff.federation.strategies import (
     STRATEGY_CLASSES,
@@ -22,8 +27,6 @@ from securediff.federation.strategies import (
     Strategy,
     TrainSettings,
 )
-from securediff.privacy.forward import noise_once
-from securediff.privacy.labels import randomized_response
 from securediff.privacy.ledger import PrivacyLedger
 from securediff.rng import RandomSource
 from securediff.storage import RunDirectory, atomic_write_json, save_tensors
@@ -94,23 +97,14 @@ def build_clients(plan: Plan, strategy: Strategy, budget: RunBudget, *, source: 
 
 def noise_shared_data(plan: Plan, clients: list[Client], run_dir: RunDirectory, *,
                       device: torch.device) -> str:
-    """PFDM: clip and noise each client's images ONCE (ledger first); persist x~
-    so that a resume reuses it and never re-noises. Returns the file's digest."""
-    cfg = plan.config
+    """PFDM: clip and noise each client's images ONCE; the ledgers are written
+    before x~ (write-ahead), which persists so that a resume reuses it and never
+    re-noises. Returns the file's digest."""
     tensors = {}
     for client in clients:
-        if adaptive_forward(cfg):  # the counts that chose C (choose_forward_clip_once)
-            client.ledger.charge(quantile_plan(cfg, plan).event(members_id(client.client_id)))
-        x_tilde = noise_once(client.x.cpu().double(), clip_norm=cfg.privacy.clip_norm, t0=plan.t0,
-                             abar=plan.schedule.abar, source=client.source.child("forward-noise"),
-                             ledger=client.ledger, data_id=members_id(client.client_id)).float()
-        labels = client.y.cpu().numpy()
-        if cfg.privacy.labels == "randomized-response":
-            labels = randomized_response(labels, epsilon=cfg.privacy.label_epsilon,
-                                         num_classes=plan.dataset.num_classes,
-                                         source=client.source.child("label-rr"), ledger=client.ledger)
-        client.x_shared = x_tilde.to(device)
-        client.y_shared = torch.as_tensor(labels, dtype=torch.int64).to(device)
+        x_tilde, y_shared = noise_client_data(plan, client)
+        client.x_shared, client.y_shared = x_tilde.to(device), y_shared.to(device)
         tensors[f"{client.client_id}.x_noised"] = x_tilde
-        tensors[f"{client.client_id}.y_shared"] = client.y_shared.cpu()
+        tensors[f"{client.client_id}.y_shared"] = y_shared
+    write_ledgers(run_dir, clients)
     return save_tensors(run_dir.file("checkpoints", "noised-data.safetensors"), tensors)

@@ -48,6 +48,7 @@ from securediff.federation.client_runtime import (
     clip_update,
     dpsgd_plans,
     members_id,
+    noise_client_data,
     planned_epsilon,
     planned_ledger,
 )
@@ -56,8 +57,6 @@ from securediff.federation.runner import build_strategy, resolve_device
 from securediff.federation.setup import Plan, plan_run
 from securediff.federation.strategies import DPPlan, Strategy
 from securediff.flower.plan import decode_weights, parse_config, weights_digest
-from securediff.privacy.forward import noise_once
-from securediff.privacy.labels import randomized_response
 from securediff.privacy.ledger import (
     PrivacyLedger,
     Release,
@@ -313,17 +312,8 @@ class NodeTrainer:
                                   f"asks for {want}; data is noised once, ever")
             tensors = load_tensors(path, expected_sha256=meta["sha256"])
             return tensors["x_noised"], tensors["y_shared"]
-        x_tilde = noise_once(client.x.cpu().double(), clip_norm=cfg.privacy.clip_norm, t0=plan.t0,
-                             abar=plan.schedule.abar, source=client.source.child("forward-noise"),
-                             ledger=client.ledger, data_id=data_id).float()
-        labels = client.y.cpu().numpy()
-        if cfg.privacy.labels == "randomized-response":
-            labels = randomized_response(labels, epsilon=cfg.privacy.label_epsilon,
-                                         num_classes=plan.dataset.num_classes,
-                                         source=client.source.child("label-rr"),
-                                         ledger=client.ledger)
-        atomic_write_json(self.dir / "ledger.json", client.ledger.to_dict())  # write-ahead
-        y_shared = torch.as_tensor(labels, dtype=torch.int64)
+        x_tilde, y_shared = noise_client_data(plan, client)
+        self._write_ledger(client.ledger)  # write-ahead
         digest = save_tensors(path, {"x_noised": x_tilde, "y_shared": y_shared})
         atomic_write_json(meta_path, {"params": want, "sha256": digest})
         return x_tilde, y_shared
