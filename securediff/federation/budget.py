@@ -15,6 +15,7 @@ from securediff.federation.client_runtime import (
     UNCAPPED,
     dpsgd_events,
     dpsgd_plans,
+    planned_epsilon,
     planned_ledger,
 )
 from securediff.federation.distributed import DistributedPlan, plan_distributed, skellam_event
@@ -72,9 +73,7 @@ def plan_budget(plan: Plan, strategy: Strategy) -> RunBudget:
                 client_level = _client_level_plan(cfg, num_clients=len(sizes),
                                                   dim=int(strategy.global_vector().size))
             trial.charge(client_level.event(rounds=cfg.federation.rounds))
-        for artefact in ("shared", "personal"):
-            if any(e.artefact == artefact for e in trial.events):
-                budget = max(budget, trial.peak_epsilon(artefact))
+        budget = max(budget, planned_epsilon(trial))
     # Nothing planned (no DP anywhere): the ledgers stay empty; any charge is refused.
     epsilon = budget * (1 + 1e-9) if budget > 0 else cfg.privacy.target_epsilon
     return RunBudget(epsilon=epsilon, dp_plans=plans, distributed=distributed, client_level=client_level)
@@ -96,5 +95,4 @@ def remaining_plan_budget(budget: RunBudget, cfg: Config, ledger: PrivacyLedger,
         ddp = budget.distributed
         trial.charge(skellam_event(ddp, survivors=ddp.skellam.min_survivors,
                                    steps=ddp.steps_per_round * remaining))
-    return max(budget.epsilon, max(trial.peak_epsilon(a) for a in {e.artefact for e in trial.events}
-                                   ) * (1 + 1e-9))
+    return max(budget.epsilon, planned_epsilon(trial) * (1 + 1e-9))
