@@ -16,7 +16,7 @@ from securediff.config import Config
 from securediff.federation.clients import Client
 from securediff.federation.clipping import adaptive_forward, quantile_plan
 from securediff.federation.setup import Plan
-from securediff.federation.strategies import DPPlan
+from securediff.federation.strategies import DPPlan, Strategy
 from securediff.privacy.accountants import calibrate_noise_multiplier
 from securediff.privacy.adaptive import count_noise_for
 from securediff.privacy.forward import forward_sigma, noise_once
@@ -28,6 +28,7 @@ from securediff.privacy.ledger import (
     PrivacyLedger,
     RandomizedResponseEvent,
 )
+from securediff.rng import RandomSource
 
 # A trial ledger charges the whole plan; its own cap must never be what refuses.
 UNCAPPED = 1e12
@@ -45,6 +46,24 @@ def clip_update(update: np.ndarray, bound: float) -> np.ndarray:
     if bound > 0 and norm > bound:
         return update * (bound / norm)
     return update
+
+
+def new_client(plan: Plan, strategy: Strategy, *, index: int, client_id: str, ledger: PrivacyLedger,
+               source: RandomSource, init_gen: torch.Generator, device: torch.device) -> Client:
+    """Partition `index` of the plan as a client on `device`: its member records,
+    ledger and random source, and the personal model the strategy keeps (with its
+    optimizer; the public model's weights where the run pretrained one)."""
+    split = plan.partition.clients[index]
+    x = torch.from_numpy(plan.client_images(index, split.member_indices)).to(device)
+    y = torch.from_numpy(plan.dataset.labels[split.member_indices]).to(device)
+    client = Client(client_id=client_id, index=index, x=x, y=y, ledger=ledger, source=source)
+    strategy.init_client(client, init_gen)
+    if client.model is not None:
+        client.model.to(device)
+        if plan.config.public.dataset:  # every personal model starts from the public one
+            client.model.load_state_dict(strategy.global_model.state_dict())
+        client.optimizer = torch.optim.Adam(client.model.parameters(), lr=plan.config.training.lr)
+    return client
 
 
 # -- the client's plan: its mechanisms and what they cost ------------------------------

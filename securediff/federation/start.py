@@ -12,6 +12,7 @@ from securediff.data.tint import client_tint
 from securediff.federation.budget import RunBudget
 from securediff.federation.client_runtime import (
     members_id,
+    new_client,
     noise_client_data,
     personal_steps_per_round,
 )
@@ -74,22 +75,12 @@ def choose_forward_clip_once(plan: Plan, run_dir: RunDirectory, source: RandomSo
 
 def build_clients(plan: Plan, strategy: Strategy, budget: RunBudget, *, source: RandomSource,
                   init_gen: torch.Generator, device: torch.device) -> list[Client]:
-    cfg = plan.config
-    public = bool(cfg.public.dataset)
     clients = []
     for index, split in enumerate(plan.partition.clients):
-        x = torch.from_numpy(plan.client_images(index, split.member_indices)).to(device)
-        y = torch.from_numpy(plan.dataset.labels[split.member_indices]).to(device)
-        client = Client(client_id=split.client_id, index=index, x=x, y=y,
-                        ledger=budget.ledger(cfg, split.client_id),
-                        source=source.child(f"client/{split.client_id}"))
-        strategy.init_client(client, init_gen)
-        if client.model is not None:
-            client.model.to(device)
-            if public:  # every personal model starts from the public one
-                client.model.load_state_dict(strategy.global_model.state_dict())
-            client.optimizer = torch.optim.Adam(client.model.parameters(), lr=cfg.training.lr)
-        clients.append(client)
+        cid = split.client_id
+        clients.append(new_client(plan, strategy, index=index, client_id=cid,
+                                  ledger=budget.ledger(plan.config, cid),
+                                  source=source.child(f"client/{cid}"), init_gen=init_gen, device=device))
     if isinstance(strategy, Centralized):
         strategy.pool(clients)
     return clients

@@ -48,6 +48,7 @@ from securediff.federation.client_runtime import (
     clip_update,
     dpsgd_plans,
     members_id,
+    new_client,
     noise_client_data,
     planned_epsilon,
     planned_ledger,
@@ -261,17 +262,10 @@ class NodeTrainer:
 
     # -- the client, its ledger and its once-noised data ------------------------------
     def _client(self, plan: Plan, strategy: Strategy, device: torch.device) -> Client:
-        cid, cfg = self.settings.client_id, plan.config
-        split = plan.partition.clients[self.settings.partition_id]
-        index = self.settings.partition_id
-        x = torch.from_numpy(plan.client_images(index, split.member_indices)).to(device)
-        y = torch.from_numpy(plan.dataset.labels[split.member_indices]).to(device)
-        client = Client(client_id=cid, index=index, x=x, y=y, ledger=self._ledger(plan),
-                        source=self.source)
-        strategy.init_client(client, self.source.child("personal-init").torch_generator())
-        if client.model is not None:
-            client.model.to(device)
-            client.optimizer = torch.optim.Adam(client.model.parameters(), lr=cfg.training.lr)
+        client = new_client(plan, strategy, index=self.settings.partition_id,
+                            client_id=self.settings.client_id, ledger=self._ledger(plan),
+                            source=self.source, device=device,
+                            init_gen=self.source.child("personal-init").torch_generator())
         if strategy.uses_noised_data:
             client.x_shared, client.y_shared = self._noised(plan, client)
             client.x_shared, client.y_shared = client.x_shared.to(device), client.y_shared.to(device)
