@@ -22,6 +22,7 @@ from protocols import make_protocol
 from securediff.config import from_dict, load_toml
 from securediff.errors import CheckpointError
 from securediff.federation.checkpoint import load_round_state
+from securediff.federation.client_runtime import new_client
 from securediff.federation.clients import Client
 from securediff.federation.report import evaluate_clients, sample_client
 from securediff.federation.runner import build_strategy, resolve_device
@@ -30,7 +31,6 @@ from securediff.federation.strategies import Strategy
 from securediff.figures import client_samples_figure, write_figure
 from securediff.flower.manifest import read_manifest
 from securediff.flower.trainer import read_node_ledger
-from securediff.privacy.ledger import PrivacyLedger
 from securediff.rng import RandomSource
 from securediff.statement import NOISED_DATA_ON_NODE, privacy_statement
 from securediff.storage import load_tensors, read_json, resolve_committed, sha256_file
@@ -75,7 +75,11 @@ def open_node_models(*, manifest: Path, shared: Path, node_run: Path,
                  shared)
     strategy.global_model.to(dev)
     ledger = read_node_ledger(node_run.parent.parent / "ledger.json")
-    client = _client(plan, strategy, node, ledger, source)
+    # The node as a Client of its own plan, built as training built it: its member
+    # data (for the metrics' minority classes), its ledger (every run it took part in).
+    client = new_client(plan, strategy, index=int(node["partition_id"]),
+                        client_id=str(node["client_id"]), ledger=ledger, source=source, device=dev,
+                        init_gen=source.child("personal-shape").torch_generator())
     personal_round = None
     if client.model is not None:
         if not progress.get("personal_sha256"):
@@ -85,7 +89,6 @@ def open_node_models(*, manifest: Path, shared: Path, node_run: Path,
         load_round_state(personal, modules={"personal": client.model},
                          optimizers={"personal": client.optimizer},
                          expected_sha256=progress["personal_sha256"])
-        client.model.to(dev)
         personal_round = max(progress["rounds"])
     for model in (strategy.global_model, client.model):
         if model is not None:
@@ -99,19 +102,6 @@ def _load_module(module: torch.nn.Module, state: dict[str, torch.Tensor], path: 
         module.load_state_dict(state)
     except RuntimeError as exc:
         raise CheckpointError(f"{path} does not fit this node's model: {exc}") from None
-
-
-def _client(plan: Plan, strategy: Strategy, node: dict[str, Any], ledger: PrivacyLedger,
-            source: RandomSource) -> Client:
-    """The node as a `Client` of its own plan (its member data: for the metrics'
-    minority classes) with the node's ledger (every run it took part in)."""
-    cid, index = str(node["client_id"]), int(node["partition_id"])
-    split = plan.partition.clients[index]
-    x = torch.from_numpy(plan.client_images(index, split.member_indices))
-    y = torch.from_numpy(plan.dataset.labels[split.member_indices])
-    client = Client(client_id=cid, index=index, x=x, y=y, ledger=ledger, source=source)
-    strategy.init_client(client, source.child("personal-shape").torch_generator())
-    return client
 
 
 def node_statement(models: NodeModels) -> dict[str, Any]:
