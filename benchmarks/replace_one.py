@@ -27,7 +27,7 @@ from unittest import mock
 from securediff.experiments.cells import cell_overrides
 from securediff.experiments.suites import get_suite
 from securediff.federation import distributed
-from securediff.federation.runner import _dp_plan
+from securediff.federation.budget import dp_plan
 from securediff.federation.setup import plan_run
 from securediff.models.unet import UNet
 from securediff.privacy import accountants
@@ -53,7 +53,7 @@ def _ledgers(cfg, plan, *, group_calibration: bool) -> list[list]:
     steps = cfg.federation.local_steps * cfg.federation.rounds
     if cfg.federation.strategy == "layer-split":
         return [[DPSGDEvent(dp.noise_multiplier, dp.sample_rate, steps, "shared")]
-                for dp in (_dp_plan(cfg, n=n, steps_per_round=cfg.federation.local_steps) for n in sizes)]
+                for dp in (dp_plan(cfg, n=n, steps_per_round=cfg.federation.local_steps) for n in sizes)]
     prior = []
     if cfg.federation.hybrid_forward:
         sigma = forward_sigma(float(plan.schedule.abar[plan.t0]))
