@@ -21,7 +21,8 @@ import math
 import numpy as np
 import torch
 
-from audits.attacks.base import AttackScores, AuditSplit, choose_on_reference, cut
+from audits.attacks.base import AttackScores, AuditSplit, cut
+from audits.attacks.calibration import combine_best
 from audits.attacks.target import Records, Target
 from securediff.errors import ConfigError
 
@@ -66,13 +67,18 @@ def t_error(target: Target, records: Records, *, t: int, k: int) -> np.ndarray:
 
 def secmi_attack(target: Target, split: AuditSplit, *,
                  fractions: tuple[float, ...] = GRID_FRACTIONS) -> AttackScores:
+    """Minus the log t-error at each (t, k) of the grid, calibrated per (t, k) and
+    combined over the best ones as the loss attack does (`audits.attacks.calibration`);
+    the direction is chosen on the reference split too."""
     records, _ = split.population()
     grid = sorted({steps_at(target, f) for f in fractions})
-    scored = {tk: -t_error(target, records, t=tk[0], k=tk[1]) for tk in grid}
-    choice = choose_on_reference(split, scored, orient=True)
-    t, k = choice.key
-    return cut(attack="secmi", target=target.name, split=split, values=choice.sign * scored[(t, k)],
-               details={"timestep": t, "stride": k,
-                        "direction": "smaller t-error = member" if choice.sign > 0
+    values = np.stack([-np.log(np.maximum(t_error(target, records, t=t, k=k), 1e-300))
+                       for t, k in grid])
+    scores, chosen = combine_best(values, grid, split, orient=True)
+    return cut(attack="secmi", target=target.name, split=split, values=scores,
+               details={"t_and_stride": chosen["combined"],
+                        "direction": "smaller t-error = member" if chosen["direction"] != "inverted"
                         else "larger t-error = member (inverted on the reference split)",
-                        "reference_auc_by_t_k": choice.reference_auc})
+                        "calibration": "per (t, k), on the reference records",
+                        "reference_auc_by_t_k": chosen["reference_auc_by_key"],
+                        "reference_auc_by_count": chosen["reference_auc_by_k"]})

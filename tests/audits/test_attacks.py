@@ -141,3 +141,55 @@ def test_pooling_keeps_held_back_nonmembers_out_of_the_steering_half() -> None:
     assert pooled.selection_nonmembers == 4
     assert pooled.ref_nonmembers.tolist() == [0, 1, 10, 11, 2, 3, 4, 12, 13, 14]
     assert pooled.target == "personal:all-clients" and pooled.eval_members.size == 4
+
+
+def _dummy_split(sizes: tuple[int, int, int, int]):
+    from audits.attacks import Records
+    from audits.attacks.base import AuditSplit
+
+    def recs(n: int, first: int) -> Records:
+        return Records(torch.arange(first, first + n, dtype=torch.float32).reshape(n, 1, 1, 1),
+                       torch.zeros(n, dtype=torch.long))
+
+    firsts = np.cumsum([0, *sizes])
+    return AuditSplit(*(recs(n, int(f)) for n, f in zip(sizes, firsts[:-1], strict=True)))
+
+
+def test_calibration_lets_models_of_different_scales_be_pooled() -> None:
+    """Two personal models that each separate their records equally well, on scales a
+    hundred times apart: raw scores pooled lose most of it, calibrated ones keep it."""
+    from audits.attacks.base import cut
+    from audits.attacks.calibration import combine_best
+    from audits.bounds.roc import auc_with_ci
+    from audits.runs import _pooled
+
+    rng = np.random.default_rng(0)
+    sizes = (40, 40, 40, 40)
+    split = _dummy_split(sizes)
+    member = np.concatenate([np.full(n, i % 2 == 0) for i, n in enumerate(sizes)])
+    raw_parts, cal_parts = [], []
+    for scale, offset in ((1.0, 0.0), (100.0, -400.0)):
+        base = rng.normal(size=(3, member.size)) + 1.5 * member  # three "timesteps"
+        values = offset + scale * base
+        raw_parts.append(cut(attack="loss", target="m", split=split, values=values[0]))
+        combined, chosen = combine_best(values, [1, 2, 3], split, orient=False)
+        cal_parts.append(cut(attack="loss", target="m", split=split, values=combined))
+    auc = lambda s: auc_with_ci(members=s.eval_members, nonmembers=s.eval_nonmembers).value  # noqa: E731
+    raw, cal = auc(_pooled(raw_parts, "loss")), auc(_pooled(cal_parts, "loss"))
+    alone = min(auc(p) for p in cal_parts)
+    assert raw < 0.75 < alone - 0.05 < cal, (raw, cal, alone)
+
+
+def test_calibration_never_looks_at_the_evaluated_records() -> None:
+    from audits.attacks.calibration import combine_best
+
+    split = _dummy_split((20, 20, 20, 20))
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=(4, 80))
+    values[:, :20] += np.array([[2.0], [0.5], [0.0], [1.0]])
+    changed = values.copy()
+    changed[:, 40:] = rng.normal(size=(4, 40)) * 50 + 7  # the evaluated part only
+    a, ca = combine_best(values, [10, 20, 30, 40], split, orient=True)
+    b, cb = combine_best(changed, [10, 20, 30, 40], split, orient=True)
+    assert ca == cb
+    assert np.array_equal(a[:40], b[:40])
