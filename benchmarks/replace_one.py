@@ -27,7 +27,7 @@ from unittest import mock
 from securediff.experiments.cells import cell_overrides
 from securediff.experiments.suites import get_suite
 from securediff.federation import distributed
-from securediff.federation.budget import dp_plan
+from securediff.federation.client_runtime import dp_plan
 from securediff.federation.setup import plan_run
 from securediff.models.unet import UNet
 from securediff.privacy import accountants
