@@ -7,7 +7,9 @@ exactly what the in-process runner does for the same client."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -27,6 +29,7 @@ from securediff.privacy.ledger import (
     MechanismEvent,
     PrivacyLedger,
     RandomizedResponseEvent,
+    Release,
 )
 from securediff.rng import RandomSource
 
@@ -181,3 +184,64 @@ def noise_client_data(plan: Plan, client: Client) -> tuple[torch.Tensor, torch.T
                                      num_classes=plan.dataset.num_classes,
                                      source=client.source.child("label-rr"), ledger=client.ledger)
     return x_tilde, torch.as_tensor(labels, dtype=torch.int64)
+
+
+# -- one round of a client ----------------------------------------------------------
+R = TypeVar("R")
+
+
+def _in_turn(fn: Callable[[Client], R], clients: Sequence[Client]) -> list[R]:
+    return [fn(c) for c in clients]
+
+
+def _nothing(client: Client, phase: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class ClientStep:
+    """Round `round_index` of each client it is given, in the one order both
+    runtimes keep: `shared_updates` trains the shared part, clips the change,
+    records the release and writes the ledgers before any update is handed back to
+    leave its client; `personal` then trains what the client keeps.
+
+    The runtime is injected: `dp` (the client's DP-SGD plan of an artefact, None:
+    none), `write_ledgers` (puts every charge on disk), `each` (maps a step over
+    clients: in turn, or the runner's workers), `started` (told as a client starts
+    a phase). `update_clip` is federation.update_clip (0 leaves clipping to the
+    caller: adaptive and client-level clipping); `run_id` is a node's run, whose
+    shared release on x~ its ledger records (an in-process run's ledger holds that
+    run alone and records none)."""
+
+    strategy: Strategy
+    round_index: int
+    dp: Callable[[Client, str], DPPlan | None]
+    write_ledgers: Callable[[], None]
+    update_clip: float = 0.0
+    run_id: str | None = None
+    each: Callable[[Callable[[Client], Any], Sequence[Client]], list[Any]] = _in_turn
+    started: Callable[[Client, str], None] = _nothing
+
+    def shared_updates(self, clients: Sequence[Client]) -> list[np.ndarray]:
+        updates = self.each(self._shared, clients)
+        # Write-ahead: the DP-SGD steps and releases are on disk before an update leaves.
+        self.write_ledgers()
+        return updates
+
+    def personal(self, clients: Sequence[Client]) -> None:
+        self.each(self._personal, [c for c in clients if c.model is not None])
+
+    def _shared(self, client: Client) -> np.ndarray:
+        self.started(client, "shared")
+        dp = self.dp(client, "shared")
+        update = clip_update(self.strategy.local_update(client, self.round_index, dp), self.update_clip)
+        if self.run_id is not None and self.strategy.uses_noised_data:
+            # This run's release joins every earlier run's on the same x~: the claim is
+            # theirs jointly (a plain run's release keeps it at the forward-noise view
+            # whatever DP-SGD this run adds).
+            client.ledger.record_release(Release(self.run_id, "shared", through_dpsgd_only=dp is not None))
+        return update
+
+    def _personal(self, client: Client) -> None:
+        self.started(client, "personal")
+        self.strategy.personal_train(client, self.round_index, self.dp(client, "personal"))

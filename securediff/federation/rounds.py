@@ -16,7 +16,7 @@ from protocols.errors import ProtocolAbort, ProtocolError
 from securediff.config import Config
 from securediff.errors import ConfigError
 from securediff.federation.client_level import ClientLevelRound
-from securediff.federation.client_runtime import clip_update
+from securediff.federation.client_runtime import ClientStep
 from securediff.federation.clients import Client
 from securediff.federation.clipping import bit_count, clip_with_bits, next_update_clip
 from securediff.federation.parallel import map_clients
@@ -104,11 +104,15 @@ def federated_round(run: FederatedRun, r: int, protocol, identities, transcript)
         for client in s.clients:
             client.ledger.charge(plan.event())
 
-    def shared_update(client: Client) -> np.ndarray:
-        run.progress("client_start", {"round": r, "client": client.client_id, "phase": "shared"})
-        return strategy.local_update(client, r, run.budget.dp_plans.get(f"{client.client_id}/shared"))
-
-    updates = map_clients(shared_update, selected, workers=run.workers)
+    step = ClientStep(
+        strategy=strategy, round_index=r, write_ledgers=run.write_ledgers,
+        dp=lambda client, artefact: run.budget.dp_plans.get(f"{client.client_id}/{artefact}"),
+        # Adaptive and client-level clipping clip below, each its own way.
+        update_clip=0.0 if adaptive or client_level is not None else cfg.federation.update_clip,
+        each=lambda fn, clients: map_clients(fn, clients, workers=run.workers),
+        started=lambda client, phase: run.progress("client_start", {"round": r, "client": client.client_id,
+                                                                    "phase": phase}))
+    updates = step.shared_updates(selected)
     for client, update in zip(selected, updates, strict=True):
         if client_level is not None:
             inputs[client.client_id] = client_level.client_input(
@@ -116,14 +120,11 @@ def federated_round(run: FederatedRun, r: int, protocol, identities, transcript)
             norms[client.client_id] = min(float(np.linalg.norm(update)), plan.clip)
             continue
         # Adaptive: the bits ride behind the update through the same protocol.
-        update, bits = (clip_with_bits(update, clip) if adaptive
-                        else (clip_update(update, cfg.federation.update_clip), []))
+        update, bits = clip_with_bits(update, clip) if adaptive else (update, [])
         norms[client.client_id] = float(np.linalg.norm(update))
         inputs[client.client_id] = ClientInput(vector=np.concatenate([update, bits]).astype(np.float32),
                                                weight=float(client.num_members))
     fraction = None
-    # Write-ahead: the DP-SGD steps charged above are on disk before any update leaves.
-    run.write_ledgers()
     survivors: list[str] = []
     contributors: list[str] = []
     bytes_up = bytes_down = 0
@@ -178,11 +179,7 @@ def federated_round(run: FederatedRun, r: int, protocol, identities, transcript)
     if isinstance(strategy, Centralized):
         strategy.train_round(run.source.child(f"centralized/round-{r}").torch_generator())
 
-    def personal(client: Client) -> None:
-        run.progress("client_start", {"round": r, "client": client.client_id, "phase": "personal"})
-        strategy.personal_train(client, r, run.budget.dp_plans.get(f"{client.client_id}/personal"))
-
-    map_clients(personal, [c for c in s.clients if c.model is not None], workers=run.workers)
+    step.personal(s.clients)
     return RoundLog(round=r, clients=[c.client_id for c in selected], survivors=survivors,
                     contributors=contributors, update_norms=norms, bytes_up=bytes_up,
                     bytes_down=bytes_down, seconds=0.0, protocol_stats=stats,

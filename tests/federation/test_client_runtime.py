@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 
 import securediff.federation.start as start_module
-from securediff.federation.client_runtime import clip_update, members_id, planned_ledger
+from securediff.federation.client_runtime import (
+    ClientStep,
+    clip_update,
+    members_id,
+    planned_ledger,
+)
 from securediff.federation.setup import plan_run
-from securediff.privacy.ledger import ForwardNoiseEvent, PrivacyLedger, RandomizedResponseEvent
+from securediff.privacy.ledger import (
+    ForwardNoiseEvent,
+    PrivacyLedger,
+    RandomizedResponseEvent,
+    Release,
+)
 from securediff.run import load_config
 
 from .test_rounds import SMALL, _run
@@ -20,6 +31,37 @@ def test_clip_update_scales_only_an_update_longer_than_the_bound():
     np.testing.assert_allclose(clip_update(update, 1.0), [0.6, 0.8])
     assert clip_update(update, 5.0) is update
     assert clip_update(update, 0.0) is update  # 0: not clipped
+
+
+def test_a_client_step_writes_the_ledgers_before_any_update_is_handed_back():
+    order: list = []
+
+    class Strategy:
+        uses_noised_data = True
+
+        def local_update(self, client, round_index, dp):
+            order.append(("shared", client.client_id, round_index, dp))
+            return np.array([3.0, 4.0])
+
+        def personal_train(self, client, round_index, dp):
+            order.append(("personal", client.client_id, round_index, dp))
+
+    clients = [SimpleNamespace(client_id=cid, model=model,
+                               ledger=PrivacyLedger(client_id=cid, budget_epsilon=10.0, delta=1e-5))
+               for cid, model in (("a", object()), ("b", None))]
+    for client in clients:  # x~, which the release reads
+        client.ledger.charge(ForwardNoiseEvent(sigma=10.0, clip_norm=1.0, t0=500,
+                                               data_id=members_id(client.client_id)))
+    step = ClientStep(strategy=Strategy(), round_index=2, dp=lambda client, artefact: None,
+                      write_ledgers=lambda: order.append("write"), update_clip=1.0, run_id="run")
+    updates = step.shared_updates(clients)
+    assert order == [("shared", "a", 2, None), ("shared", "b", 2, None), "write"]
+    for update in updates:
+        np.testing.assert_allclose(update, [0.6, 0.8])
+    for client in clients:  # a plain run's release: x~ read directly
+        assert client.ledger.releases == (Release("run", "shared", through_dpsgd_only=False),)
+    step.personal(clients)  # only a client with a personal model trains one
+    assert order[3:] == [("personal", "a", 2, None)]
 
 
 def test_a_planned_ledger_charges_the_noising_only_where_the_ledger_lacks_it():
