@@ -45,7 +45,7 @@ from protocols.stages import ClientInput, RoundSetup
 from securediff.errors import CheckpointError, ConfigError, PrivacyError
 from securediff.federation.checkpoint import load_round_state, save_round_state
 from securediff.federation.client_runtime import (
-    clip_update,
+    ClientStep,
     dpsgd_plans,
     members_id,
     new_client,
@@ -223,6 +223,10 @@ class NodeTrainer:
                              expected_sha256=progress["personal_sha256"])
         weight = float(client.num_members)
         reply: dict[str, Any] = {"weight": weight, "private": self.settings.private}
+        # Its ledger is written before the update is handed back, so before it can leave.
+        step = ClientStep(strategy=strategy, round_index=r, dp=lambda _, artefact: dp_plans.get(artefact),
+                          write_ledgers=lambda: self._write_ledger(client.ledger),
+                          update_clip=plan.config.federation.update_clip, run_id=run)
         if bool(request["share"]):
             data = bytes(request["weights"])
             if weights_digest(data) != request["weights_sha256"]:
@@ -231,23 +235,13 @@ class NodeTrainer:
             strategy.init_global(self.source.child("shared-init").torch_generator())
             strategy.global_model.to(device)
             strategy.apply_global(decode_weights(data, length=strategy.global_vector().size))
-            update = clip_update(strategy.local_update(client, r, dp_plans.get("shared")),
-                                 plan.config.federation.update_clip)
-            if strategy.uses_noised_data:
-                # This run's release joins every earlier run's on the same x~: the
-                # claim is theirs jointly (a plain run's release keeps it at the
-                # forward-noise view whatever DP-SGD this run adds).
-                client.ledger.record_release(Release(run, "shared",
-                                                     through_dpsgd_only="shared" in dp_plans))
-            # Write-ahead: the DP-SGD steps just charged and the release are on disk
-            # before the update can leave this node.
-            self._write_ledger(client.ledger)
+            [update] = step.shared_updates([client])
             save_tensors(self.dir / "update.safetensors",
                          {"update": torch.from_numpy(update.astype(np.float32))},
                          {"round": str(r), "run": run, "weight": repr(weight)})
             reply.update(length=int(update.size), update_norm=float(np.linalg.norm(update)))
         if client.model is not None:
-            strategy.personal_train(client, r, dp_plans.get("personal"))
+            step.personal([client])
             self._write_ledger(client.ledger)
             # Staged, committed by progress.json, then promoted (see resolve_committed).
             progress["personal_sha256"] = save_round_state(
