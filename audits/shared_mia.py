@@ -1,6 +1,6 @@
 """The cheapest meaningful membership-inference check of a run's shared
-denoiser, for experiment tables: the loss attack (one timestep, chosen on the
-reference split) against every client's members and holdout pooled, read
+denoiser, for experiment tables: the loss attack (calibrated per timestep, the
+timesteps chosen on the reference split) against every client's members and holdout pooled, read
 against the epsilon the ledger claims for the shared artefact.
 
 The full audit (all attacks, personal models) is `securediff audit run`; this
