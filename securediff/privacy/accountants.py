@@ -41,6 +41,9 @@ delta) becomes (2 eps, (1 + e^eps) delta)), with the replace-one part's epsilon
 added by basic composition at delta split evenly, is the fallback where no
 direct analysis exists (``"prv"`` on subsampled steps), and then says so
 (`method == "group-privacy"`). Replace-one is never converted to add/remove.
+A one-off release (`gaussian_release`, `skellam_release`: no subsampling)
+carries its own replace-one sensitivity, which is used instead of doubling
+(docs/stats_release.md).
 
 PLD grid. dp_accounting's pessimistic discretisation overstates epsilon by
 about the grid interval per composition, which is 10% at epsilon 0.23 (z 1.244,
@@ -144,6 +147,8 @@ class _Gaussian:
     # An add/remove step (z relative to the per-record norm bound) analysed directly
     # under replace-one: the pair (1-q) p0 + q p1 against (1-q) p0 + q p2.
     ball: bool = False
+    # z under replace-one where the event bounds that shift itself (q = 1); else z / 2
+    replace_z: float | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,7 @@ class _Skellam:
     q: float
     steps: int
     ball: bool = False  # as _Gaussian.ball; (l1, l2) stay the add/remove sensitivities
+    replace_l: tuple[float, float] | None = None  # (l1, l2) under replace-one, as replace_z
 
 
 @dataclass
@@ -180,6 +186,13 @@ def _split(events: Sequence[Any]) -> dict[str, _Part]:
                 _Skellam(ev.l1_sensitivity, ev.l2_sensitivity, ev.noise_variance, ev.sample_rate,
                          ev.steps)
             )
+        elif kind == "gaussian_release":  # one unsubsampled release, its own replace-one shift
+            parts[ev.relation].gaussians.append(_Gaussian(
+                ev.noise_std / ev.l2_sensitivity, 1.0, 1, replace_z=ev.noise_std / ev.l2_replace_one))
+        elif kind == "skellam_release":
+            parts[ev.relation].skellams.append(_Skellam(
+                ev.l1_sensitivity, ev.l2_sensitivity, ev.noise_variance, 1.0, 1,
+                replace_l=(ev.l1_replace_one, ev.l2_replace_one)))
         elif kind == "randomized_response":
             parts[ev.relation].rr.append((ev.epsilon, ev.num_classes))
         else:
@@ -354,11 +367,21 @@ def _as_replace_one(part: _Part) -> _Part:
     """An add/remove part's mechanisms, to be analysed directly under replace-one.
     Unsubsampled: the shift doubles (a difference of two contributions of norm
     <= the add/remove shift), so z halves and Skellam's (l1, l2) double (triangle
-    inequality). Subsampled: marked `ball` for the replace-one pair."""
-    gaussians = [_Gaussian(g.z / 2.0, 1.0, g.steps) if g.q == 1.0 else replace(g, ball=True)
-                 for g in part.gaussians]
-    skellams = [replace(sk, l1=2.0 * sk.l1, l2=2.0 * sk.l2) if sk.q == 1.0 else replace(sk, ball=True)
-                for sk in part.skellams]
+    inequality), unless the event bounds the replace-one shift itself
+    (`replace_z`, `replace_l`). Subsampled: marked `ball` for the replace-one pair."""
+    def gaussian(g: _Gaussian) -> _Gaussian:
+        if g.q != 1.0:
+            return replace(g, ball=True)
+        return _Gaussian(g.z / 2.0 if g.replace_z is None else g.replace_z, 1.0, g.steps)
+
+    def skellam(sk: _Skellam) -> _Skellam:
+        if sk.q != 1.0:
+            return replace(sk, ball=True)
+        l1, l2 = (2.0 * sk.l1, 2.0 * sk.l2) if sk.replace_l is None else sk.replace_l
+        return replace(sk, l1=l1, l2=l2, replace_l=None)
+
+    gaussians = [gaussian(g) for g in part.gaussians]
+    skellams = [skellam(sk) for sk in part.skellams]
     return _Part(gaussians, list(part.rr), skellams)
 
 

@@ -259,6 +259,70 @@ class DistributedSkellamEvent:
         return {"kind": self.kind, **asdict(self)}
 
 
+@dataclass(frozen=True)
+class GaussianReleaseEvent:
+    """One release of a vector plus N(0, noise_std^2) per coordinate, every record
+    used once (no subsampling): a Gaussian mechanism under add/remove with L2
+    sensitivity `l2_sensitivity`, and `l2_replace_one` the shift bound under a
+    replaced record (between l2 and 2 l2), which the replace-one analysis uses
+    instead of doubling (securediff.privacy.stats_release)."""
+
+    noise_std: float
+    l2_sensitivity: float
+    l2_replace_one: float
+    artefact: Artefact
+    relation: Relation = "add_remove"
+    kind: ClassVar[str] = "gaussian_release"
+
+    def __post_init__(self) -> None:
+        for name in ("noise_std", "l2_sensitivity", "l2_replace_one"):
+            object.__setattr__(self, name, _positive(name, getattr(self, name)))
+        if not self.l2_sensitivity <= self.l2_replace_one <= 2.0 * self.l2_sensitivity:
+            raise ConfigError("l2_replace_one must lie between l2_sensitivity and twice it")
+        _fixed(self, "relation", "add_remove")
+        _artefact(self.artefact)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class SkellamReleaseEvent:
+    """One release through Skellam shares summed by secagg, every record used once:
+    the multi-dimensional Skellam mechanism (no subsampling) under add/remove with
+    integer sensitivities (l1, l2), and their replace-one bounds; `noise_variance`
+    reached the sum (survivors * share variance). `scale` and `min_survivors` are
+    kept for the record (securediff.privacy.stats_release)."""
+
+    l1_sensitivity: float
+    l2_sensitivity: float
+    l1_replace_one: float
+    l2_replace_one: float
+    noise_variance: float
+    artefact: Artefact
+    scale: float
+    min_survivors: int
+    relation: Relation = "add_remove"
+    kind: ClassVar[str] = "skellam_release"
+
+    def __post_init__(self) -> None:
+        for name in ("l1_sensitivity", "l2_sensitivity", "l1_replace_one", "l2_replace_one",
+                     "noise_variance", "scale"):
+            object.__setattr__(self, name, _positive(name, getattr(self, name)))
+        value = self.min_survivors
+        if isinstance(value, bool) or int(value) != value or value < 1:
+            raise ConfigError(f"min_survivors must be a positive integer, got {value!r}")
+        object.__setattr__(self, "min_survivors", int(value))
+        for ar, ro in (("l1_sensitivity", "l1_replace_one"), ("l2_sensitivity", "l2_replace_one")):
+            if not getattr(self, ar) <= getattr(self, ro) <= 2.0 * getattr(self, ar):
+                raise ConfigError(f"{ro} must lie between {ar} and twice it")
+        _fixed(self, "relation", "add_remove")
+        _artefact(self.artefact)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **asdict(self)}
+
+
 MechanismEvent = (
     ForwardNoiseEvent
     | DPSGDEvent
@@ -266,6 +330,8 @@ MechanismEvent = (
     | QuantileCountEvent
     | DistributedSkellamEvent
     | ClientLevelEvent
+    | GaussianReleaseEvent
+    | SkellamReleaseEvent
 )
 EVENT_TYPES: dict[str, type[MechanismEvent]] = {
     cls.kind: cls
@@ -276,6 +342,8 @@ EVENT_TYPES: dict[str, type[MechanismEvent]] = {
         QuantileCountEvent,
         DistributedSkellamEvent,
         ClientLevelEvent,
+        GaussianReleaseEvent,
+        SkellamReleaseEvent,
     )
 }
 
