@@ -20,8 +20,8 @@ from protocols.roster import load_rosters
 from securediff.errors import ConfigError
 from securediff.flower.inputs import seeded_vectors
 from securediff.flower.node import ClientNode
+from securediff.flower.node_settings import NodeSettings, update_source
 from securediff.flower.policy import NodePolicy
-from securediff.flower.trainer import NodeSettings, NodeTrainer, update_source
 
 
 def node_from_config(node_config: Mapping[str, Any], run_config: Mapping[str, Any],
@@ -54,6 +54,10 @@ def handle_request(node_config: Mapping[str, Any], run_config: Mapping[str, Any]
     if request.get("kind") in ("describe", "train"):
         if run_config.get("inputs", "train") != "train":
             raise ConfigError("a training request in a run without inputs = train")
+        # Only here: the trainer imports torch and opacus, seconds in every ClientApp
+        # process (one per message), which the protocol stages do without.
+        from securediff.flower.trainer import NodeTrainer
+
         settings = NodeSettings.from_configs(node.client_id, node_config, run_config)
         return NodeTrainer(settings).handle(request)
     return node.handle(request)

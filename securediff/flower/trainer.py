@@ -25,14 +25,13 @@ Node config (`flower-supernode --node-config`, besides the keys of `client.py`):
 Requests: `describe` (the data shape, t0 and member count the node would train
 with) and `train` (the round's shared weights in; train the shared part when
 `share`, then the personal part; the update waits in `state-dir` for the
-protocol round, whose input source is `update_source`).
+protocol round, whose input source is `node_settings.update_source`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +39,6 @@ import numpy as np
 import torch
 
 from protocols.errors import ProtocolAbort
-from protocols.secagg.answers import FileAnswerLog
-from protocols.stages import ClientInput, RoundSetup
 from securediff.errors import CheckpointError, ConfigError, PrivacyError
 from securediff.federation.checkpoint import load_round_state, save_round_state
 from securediff.federation.client_runtime import (
@@ -57,6 +54,7 @@ from securediff.federation.clients import Client
 from securediff.federation.runner import build_strategy, resolve_device
 from securediff.federation.setup import Plan, plan_run
 from securediff.federation.strategies import DPPlan, Strategy
+from securediff.flower.node_settings import NodeSettings
 from securediff.flower.plan import decode_weights, parse_config, weights_digest
 from securediff.privacy.ledger import (
     PrivacyLedger,
@@ -73,49 +71,6 @@ from securediff.storage import (
     save_tensors,
     staged_path,
 )
-
-# node-config key -> [data] key of the securediff config
-_DATA_KEYS = {"dataset": "dataset", "data-path": "path", "num-partitions": "num_clients",
-              "partition": "partition", "alpha": "alpha", "shards-per-client": "shards_per_client",
-              "quantity-sigma": "quantity_sigma", "partition-seed": "partition_seed",
-              "holdout-fraction": "holdout_fraction", "test-fraction": "test_fraction"}
-
-
-@dataclass(frozen=True)
-class NodeSettings:
-    client_id: str
-    state_dir: Path
-    data: dict[str, Any]  # [data] overrides
-    partition_id: int
-    max_epsilon: float
-    insecure_seed: int | None  # only where the node allows it
-
-    @classmethod
-    def from_configs(cls, client_id: str, node_config: Mapping[str, Any],
-                     run_config: Mapping[str, Any]) -> NodeSettings:
-        if not node_config.get("state-dir"):
-            raise ConfigError("node config lacks state-dir (a node-local directory for the "
-                              "ledger, noised data and personal model)")
-        data = {v: node_config[k] for k, v in _DATA_KEYS.items() if k in node_config}
-        data.setdefault("num_clients", 1)
-        part = int(node_config.get("partition-id", 0))
-        if not 0 <= part < int(data["num_clients"]):
-            raise ConfigError(f"node config partition-id = {part} is not in "
-                              f"[0, num-partitions = {data['num_clients']})")
-        seed = int(run_config.get("insecure-seed", -1))
-        if seed >= 0 and not bool(node_config.get("allow-insecure-seed", False)):
-            raise ConfigError("the run asks for the insecure deterministic test mode "
-                              "(insecure-seed); this node does not allow it "
-                              "(node config allow-insecure-seed = true)")
-        return cls(client_id=client_id, state_dir=Path(str(node_config["state-dir"])),
-                   data=data, partition_id=part,
-                   max_epsilon=float(node_config.get("max-epsilon", 10.0)),
-                   insecure_seed=None if seed < 0 else seed)
-
-    @property
-    def private(self) -> bool:
-        return self.insecure_seed is None
-
 
 # The release that stands for the runs of a ledger written before releases were recorded.
 UNRECORDED_RUNS = "runs-before-release-records"
@@ -310,28 +265,3 @@ class NodeTrainer:
 def _headline(ledger: PrivacyLedger) -> float | None:
     eps = [ledger.epsilon(a) for a in {e.artefact for e in ledger.events}]
     return max(eps) if eps and all(math.isfinite(e) for e in eps) else None
-
-
-def update_source(state_dir: Path, client_id: str):
-    """The `InputSource` of a training node: the update its last `train` left."""
-
-    def source(setup: RoundSetup) -> ClientInput:
-        path = Path(state_dir) / "update.safetensors"
-        if not path.exists():
-            raise ProtocolAbort(f"{client_id}: no trained update for round {setup.round_index}")
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="np") as fh:
-            meta = fh.metadata() or {}
-            vector = fh.get_tensor("update")
-        if int(meta.get("round", -1)) != setup.round_index or vector.size != setup.vector.length:
-            raise ProtocolAbort(f"{client_id}: the trained update is not round "
-                                f"{setup.round_index}'s ({setup.vector.length} values)")
-        # One round set-up per trained update, recorded on disk before anything of it
-        # leaves: a restarted node, or a new Flower run at the same round index, cannot
-        # be made to mask and unmask the same update again over another survivor list.
-        FileAnswerLog(Path(state_dir) / "answers.jsonl").claim(
-            client_id, f"run {meta.get('run')}, round {setup.round_index}")
-        return ClientInput(vector=vector.astype(setup.vector.dtype), weight=float(meta["weight"]))
-
-    return source

@@ -9,7 +9,7 @@ import torch
 
 from protocols.errors import ProtocolAbort
 from protocols.stages import RoundSetup, VectorSpec
-from securediff.flower.trainer import update_source
+from securediff.flower.node_settings import update_source
 from securediff.storage import save_tensors
 
 
