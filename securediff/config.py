@@ -21,11 +21,10 @@ from typing import Any
 import tomli_w
 
 from securediff.errors import ConfigError
+from securediff.strategy_rules import STRATEGY_RULES, StrategyRules, either, names_where
 
 DATASETS = ("digits", "colored-digits", "mnist-idx", "fashion-mnist-idx", "medmnist-npz")
-STRATEGIES = ("pfdm", "layer-split", "fedavg", "local", "centralized", "hybrid", "public-only", "local+public")
-# Strategies that are nothing without a public model (set [public] dataset).
-PUBLIC_STRATEGIES = ("public-only", "local+public")
+STRATEGIES = tuple(STRATEGY_RULES)
 # Public data: the built-in font digits, or any dataset loader (the data must be truly public).
 PUBLIC_DATASETS = ("font-digits", *DATASETS)
 PARTITIONS = ("iid", "dirichlet", "shards", "quantity")
@@ -254,6 +253,11 @@ class FederationConfig:
         _check(self.update_clip >= 0, "federation.update_clip", "a number >= 0 (0 = off)", self.update_clip)
         _check(self.personal_t >= 1, "federation.personal_t", "an integer >= 1 (and < T)", self.personal_t)
 
+    @property
+    def strategy_rules(self) -> StrategyRules:
+        """What the strategy plans, requires and claims (securediff/strategy_rules.py)."""
+        return STRATEGY_RULES[self.strategy]
+
 
 @dataclass(frozen=True)
 class TrainingConfig:
@@ -321,32 +325,22 @@ class Config:
         _check_protocol_params(self.federation.protocol, self.protocol)
         t0 = self.privacy.t0
         _check(t0 is None or t0 < self.diffusion.T, "privacy.t0", f"an integer in [1, T-1] (T = {self.diffusion.T})", t0)
-        if self.federation.strategy == "hybrid":
-            self._validate_hybrid()
-        _check(not self.federation.hybrid_forward or self.federation.strategy == "hybrid",
-               "federation.hybrid_forward", "false unless federation.strategy = hybrid",
+        rules = self.federation.strategy_rules
+        _check(not self.federation.hybrid_forward or rules.forward_option, "federation.hybrid_forward",
+               f"false unless federation.strategy = {either(names_where(lambda r: r.forward_option))}",
                self.federation.hybrid_forward)
         if self.privacy.client_level:
-            self._validate_client_level()
-        # PFDM's personal denoiser trains training.personal_steps steps and no more: with
-        # none, DP-SGD would plan zero steps, which no accountant calibrates.
-        _check(not (self.privacy.dpsgd_personal and self.federation.strategy == "pfdm")
-               or self.training.personal_steps >= 1, "training.personal_steps",
-               "an integer >= 1 with privacy.dpsgd_personal = true (for no personal training, "
-               "set privacy.dpsgd_personal = false)", self.training.personal_steps)
-        if self.federation.strategy in PUBLIC_STRATEGIES:
-            _check(bool(self.public.dataset), "public.dataset",
-                   f"set for strategy {self.federation.strategy} (it starts from the public model)",
-                   self.public.dataset)
-            _check(not self.privacy.dpsgd_personal, "privacy.dpsgd_personal",
-                   f"false for strategy {self.federation.strategy} (not planned)", self.privacy.dpsgd_personal)
+            self._validate_client_level(rules)
+        for requirement in rules.requirements(self):
+            _check(*requirement)
         return self
 
-    def _validate_client_level(self) -> None:
+    def _validate_client_level(self, rules: StrategyRules) -> None:
         f, p = self.federation, self.privacy
-        _check(f.strategy in ("pfdm", "layer-split", "fedavg"), "privacy.client_level",
-               "true only for strategy pfdm, layer-split or fedavg (clients must send shared updates; "
-               "hybrid is already distributed DP)", p.client_level)
+        _check(rules.sends_updates, "privacy.client_level",
+               f"true only for strategy {either(names_where(lambda r: r.sends_updates))} (clients must send "
+               f"shared updates; {either(names_where(lambda r: r.distributed))} is already distributed DP)",
+               p.client_level)
         _check(f.update_clip == 0, "federation.update_clip", "0 with privacy.client_level (privacy.client_clip "
                "clips the updates)", f.update_clip)
         _check(p.clipping == "fixed", "privacy.clipping", "fixed with privacy.client_level", p.clipping)
@@ -361,34 +355,6 @@ class Config:
             for key in ("value_bits", "min_contributors"):
                 _check(key not in self.protocol, f"protocol.{key}",
                        "left unset for privacy.client_noise = skellam (the plan sets it)", self.protocol.get(key))
-
-    def _validate_hybrid(self) -> None:
-        f, p = self.federation, self.privacy
-        _check(f.protocol == "secagg", "federation.protocol",
-               "secagg for strategy hybrid (distributed DP needs the noise shares summed blindly)", f.protocol)
-        _check(f.client_fraction == 1.0, "federation.client_fraction",
-               "1.0 for strategy hybrid (every client takes part in every step)", f.client_fraction)
-        _check(f.update_clip == 0, "federation.update_clip", "0 for strategy hybrid (records are clipped)",
-               f.update_clip)
-        _check(p.clipping == "fixed", "privacy.clipping", "fixed for strategy hybrid", p.clipping)
-        _check(p.accountant == "rdp", "privacy.accountant",
-               "rdp for strategy hybrid (the Skellam mechanism is analysed by its RDP bound)", p.accountant)
-        _check(not p.dpsgd_personal, "privacy.dpsgd_personal",
-               "false for strategy hybrid (its personal fine-tuning is not accounted yet)", p.dpsgd_personal)
-        _check(not p.dpsgd_shared, "privacy.dpsgd_shared",
-               "false for strategy hybrid (its shared model is already trained by distributed DP-SGD)",
-               p.dpsgd_shared)
-        _check(f.personal_t < self.diffusion.T, "federation.personal_t",
-               f"an integer in [1, T-1] (T = {self.diffusion.T})", f.personal_t)
-        _check(p.ddp_min_survivors <= self.data.num_clients, "privacy.ddp_min_survivors",
-               f"at most data.num_clients = {self.data.num_clients}", p.ddp_min_survivors)
-        for key in ("value_bits", "min_contributors"):
-            _check(key not in self.protocol, f"protocol.{key}",
-                   "left unset for strategy hybrid (the distributed DP plan sets it)", self.protocol.get(key))
-        if f.hybrid_forward:
-            _check(p.t0 is not None, "privacy.t0",
-                   "set for federation.hybrid_forward (the forward noise's share of the budget is "
-                   "fixed by t0; the distributed DP-SGD noise is calibrated for the rest)", p.t0)
 
     @property
     def private(self) -> bool:

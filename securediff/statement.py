@@ -22,6 +22,8 @@ from typing import Any
 
 from protocols.tee import SIMULATED_NOTICE
 from securediff.federation.public import public_notice
+from securediff.strategy_rules import STRATEGY_RULES, SharedClaim, StrategyRules
+from securediff.strategy_rules import eps_text as _eps
 
 NOT_PRIVATE = "NOT PRIVATE: insecure deterministic test mode (seeded noise)"
 # Every client holds the one CKKS secret key, so any client can decrypt any
@@ -68,16 +70,7 @@ class StatementRow:
     guarantee: str
 
 
-def _eps(value: float) -> str:
-    return "none" if not math.isfinite(value) else f"epsilon = {value:.3f}"
-
-
-# The relation each strategy's shared claim is made under (forward noise: replace-one).
-def _shared_relation(strategy: str, hybrid_forward: bool) -> str:
-    return "replace-one" if strategy == "pfdm" or hybrid_forward else "add/remove"
-
-
-def _samples(*, strategy: str, shared_epsilon: float, shared_relation: str,
+def _samples(*, rules: StrategyRules, shared_epsilon: float, shared_relation: str,
              personal_epsilon: float, delta: float) -> str:
     """What samples of a client's pipeline carry: they are computed from the models
     the sampler runs (post-processing), so the composition of those models' claims.
@@ -85,9 +78,9 @@ def _samples(*, strategy: str, shared_epsilon: float, shared_relation: str,
     privacy when the shared claim is replace-one: sound, not tight."""
     if not math.isfinite(personal_epsilon):
         others = ("; other clients' records: the shared guarantee (post-processing)"
-                  if strategy not in ("local", "local+public") and math.isfinite(shared_epsilon) else "")
+                  if not rules.samples_personal_only and math.isfinite(shared_epsilon) else "")
         return "none for the client's own records: the personal denoiser has no DP-SGD" + others
-    if strategy == "local":
+    if rules.samples_personal_only:
         return (f"the personal denoiser's guarantee (its samples are post-processing of it): "
                 f"add/remove {_eps(personal_epsilon)} at delta = {delta:g}")
     if not math.isfinite(shared_epsilon):
@@ -142,8 +135,9 @@ def privacy_statement(
         if protocol_secure
         else f"aggregator ({protocol_name}, INSECURE: sees every client's update)"
     )
+    rules = STRATEGY_RULES[strategy]
     rows: list[StatementRow] = []
-    if strategy == "pfdm" or hybrid_forward:
+    if rules.noises_data(hybrid_forward=hybrid_forward):
         rows.append(StatementRow(
             "noised data x~", f"the client's shared-model trainer; stored in {noised_data_stored}",
             f"replace-one Gaussian per image at t0 = {t0}, C = {clip_norm:g}: epsilon = {forward_exact:.3f} "
@@ -152,45 +146,20 @@ def privacy_statement(
                f"; C is the private {adaptive_quantile:g}-quantile of the clients' image norms "
                "(noised counts, in the ledger; the shared epsilon below composes both)"),
         ))
-    shared_text = {
-        "pfdm": f"post-processing of x~ (max over clients {_eps(shared_epsilon)}, {accountant}, delta = {delta:g}); {label_note}",
-        "layer-split": (f"DP-SGD on the shared layers: {_eps(shared_epsilon)} ({accountant}, delta = {delta:g})"
-                        if math.isfinite(shared_epsilon) else "none: trained on raw data without DP-SGD"),
-        "fedavg": "none: the whole model is trained on raw data without DP",
-        "local": "not shared (no collaboration)",
-        "local+public": "not shared (no collaboration; the public model is every client's start)",
-        "public-only": "not shared: every client samples the public model (no private training)",
-        "centralized": "none: pooled raw data (an upper bound, not a deployable option)",
-        "hybrid": (f"distributed DP-SGD, record level over all clients' records (add/remove): Skellam noise "
-                   f"shares summed by {protocol_name}, {_eps(shared_epsilon)} from the noise that reached "
-                   f"each released sum ({accountant}, delta = {delta:g}); {label_note}"),
-    }[strategy]
-    if hybrid_forward:
-        shared_text = (f"distributed DP-SGD on the raw records for t <= t0 (Skellam noise shares summed by "
-                       f"{protocol_name}) plus unnoised gradients on x~ for t > t0, composed with the forward "
-                       f"noise of x~ (replace-one): {_eps(shared_epsilon)} ({accountant}, delta = {delta:g}); "
-                       f"{label_note}")
-    if adaptive_quantile is not None and strategy in ("pfdm", "layer-split", "fedavg"):
-        shared_text += ("; updates clipped at a norm that tracks their "
-                        f"{adaptive_quantile:g}-quantile from bits aggregated with them "
-                        "(post-processing of the updates: no further cost)")
-    if client_level is not None and strategy == "fedavg":
-        shared_text = (f"no record-level mechanism; a record moves only its client's clipped update, so the "
-                       f"client-level DP below covers it: replace-one {_eps(shared_epsilon)} ({accountant}, "
-                       f"delta = {delta:g})")
+    shared_text = rules.shared_guarantee(SharedClaim(
+        epsilon=shared_epsilon, accountant=accountant, delta=delta, label_note=label_note,
+        protocol_name=protocol_name, hybrid_forward=hybrid_forward, adaptive_quantile=adaptive_quantile,
+        client_level=client_level is not None))
     rows.append(StatementRow("shared denoiser and its updates", f"{aggregator}; all clients", shared_text))
     if client_level is not None:
         rows.append(client_level_row(client_level, protocol_name=protocol_name, delta=delta))
     personal = ("DP-SGD, add/remove per record: " + _eps(personal_epsilon) + f" ({accountant}, delta = {delta:g})"
                 if math.isfinite(personal_epsilon) else "none: trained on the client's raw data without DP-SGD")
-    if strategy == "public-only":
-        personal = "none trained: no record of the client is used"
-    rows.append(StatementRow("personal denoiser", "its client", personal))
-    shared_relation = _shared_relation(strategy, hybrid_forward)
-    samples = _samples(strategy=strategy, shared_epsilon=shared_epsilon, shared_relation=shared_relation,
-                       personal_epsilon=personal_epsilon, delta=delta)
-    if strategy == "public-only":
-        samples = "drawn from the public model alone (in the client's colour): no private record is used"
+    rows.append(StatementRow("personal denoiser", "its client", rules.personal_guarantee(personal)))
+    shared_relation = rules.shared_relation(hybrid_forward=hybrid_forward)
+    samples = rules.samples_guarantee(_samples(
+        rules=rules, shared_epsilon=shared_epsilon, shared_relation=shared_relation,
+        personal_epsilon=personal_epsilon, delta=delta))
     rows.append(StatementRow("synthetic samples of a client", "whoever the client releases them to", samples))
     rows.append(StatementRow(
         "transcript", "reviewers",
@@ -204,7 +173,7 @@ def privacy_statement(
     add_remove_claim = math.isfinite(personal_epsilon) or (
         shared_relation == "add/remove" and math.isfinite(shared_epsilon))
     assumptions = [PUBLIC_COUNT_ASSUMPTION] if add_remove_claim else []
-    if strategy == "hybrid":  # distributed DP: Skellam shares summed by secure aggregation
+    if rules.distributed:  # Skellam shares summed by secure aggregation
         assumptions.append(SKELLAM_COLLUSION_ASSUMPTION)
     return {
         "private": private,
