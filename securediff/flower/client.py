@@ -18,6 +18,7 @@ from protocols.hazmat.keyfile import read_key_file
 from protocols.remote import PartyIdentities
 from protocols.roster import load_rosters
 from securediff.errors import ConfigError
+from securediff.flower.exchange import TRAIN_PREFIX
 from securediff.flower.inputs import seeded_vectors
 from securediff.flower.node import ClientNode
 from securediff.flower.node_settings import NodeSettings, update_source
@@ -52,12 +53,26 @@ def handle_request(node_config: Mapping[str, Any], run_config: Mapping[str, Any]
     requests to its `ClientNode` (which updates `state` in place)."""
     node = node_from_config(node_config, run_config, state)
     if request.get("kind") in ("describe", "train"):
-        if run_config.get("inputs", "train") != "train":
-            raise ConfigError("a training request in a run without inputs = train")
-        # Only here: the trainer imports torch and opacus, seconds in every ClientApp
-        # process (one per message), which the protocol stages do without.
-        from securediff.flower.trainer import NodeTrainer
-
-        settings = NodeSettings.from_configs(node.client_id, node_config, run_config)
-        return NodeTrainer(settings).handle(request)
+        return _train(node.client_id, node_config, run_config, request)
+    if TRAIN_PREFIX + "run" in request:
+        # The round's training rides with its first protocol stage: train first (the
+        # update the stage reads is written to state-dir), then answer the stage.
+        train = {k.removeprefix(TRAIN_PREFIX): v for k, v in request.items()
+                 if k.startswith(TRAIN_PREFIX)}
+        trained = _train(node.client_id, node_config, run_config,
+                         {**train, "kind": "train", "round": request["round"]})
+        step = {k: v for k, v in request.items() if not k.startswith(TRAIN_PREFIX)}
+        return {**{TRAIN_PREFIX + k: v for k, v in trained.items()}, **node.handle(step)}
     return node.handle(request)
+
+
+def _train(client_id: str, node_config: Mapping[str, Any], run_config: Mapping[str, Any],
+           request: dict[str, Any]) -> dict[str, Any]:
+    if run_config.get("inputs", "train") != "train":
+        raise ConfigError("a training request in a run without inputs = train")
+    # Only here: the trainer imports torch and opacus, seconds in every ClientApp
+    # process (one per message), which the protocol stages do without.
+    from securediff.flower.trainer import NodeTrainer
+
+    settings = NodeSettings.from_configs(client_id, node_config, run_config)
+    return NodeTrainer(settings).handle(request)

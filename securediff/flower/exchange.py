@@ -14,6 +14,11 @@ Requests (server -> node) carry `kind`:
 - `close`: deliver the last server-stage messages, then co-sign `statement`
   over the record list `records`; the node answers its `cosig`.
 
+In a training run, the round's `train` request (`shared_model.py`) rides with
+the first `step` of the round, its fields prefixed with `train_` (`kind` and
+`round` are the step's): the node trains, then answers the step; its reply
+carries the training's reply fields with the same prefix.
+
 Every request also names the round (`round`, `session`, `setup`: the protocol,
 its parameters and the round's public set-up, as canonical JSON) and the chain
 head the transcript holds for the client (`head_seq`, -1 for none; `head_digest`).
@@ -29,6 +34,7 @@ from protocols.messages import canonical_json
 from protocols.stages import AggregationProtocol, RoundSetup, VectorSpec
 
 HELLO_DOMAIN = b"securediff/flower/hello/v1\n"
+TRAIN_PREFIX = "train_"  # a ConfigRecord holds no nesting: a train request, flattened
 Request = dict[str, Any]
 Reply = dict[str, Any]
 

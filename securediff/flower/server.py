@@ -156,26 +156,30 @@ def run_aggregator(settings: AggregatorSettings, exchange: GridExchange) -> dict
         for r in range(settings.rounds):
             t0 = time.perf_counter()
             participants, length, log = clients, settings.vector_length, {}
+            round_exchange = exchange
             if model is not None:
-                selected = model.select(r, clients)
-                participants, log = model.train(r, clients, selected)
+                # The sampled nodes are the participants; the training rides with the
+                # round's first protocol request, and a node whose training fails is
+                # dropped there, before any mask depends on it.
+                participants = model.select(r, clients)
+                round_exchange = model.round_exchange(r, clients, participants)
                 length = model.length
-                log = {"selected": selected, "training": log,
-                       "train_seconds": time.perf_counter() - t0}
+                log = {"selected": participants}
             try:
                 try:
-                    if not participants:
-                        raise ProtocolInputError(f"round {r}: no sampled node trained an update")
                     res = run_remote_round(
                         protocol, round_index=r, participants=participants,
                         vector_spec=VectorSpec(length, "float32"), identities=me,
-                        transcript=transcript, exchange=exchange, random_bytes=rb,
+                        transcript=transcript, exchange=round_exchange, random_bytes=rb,
                         binding=f"flower run {run_id}, session {transcript.session}")
                 except ProtocolInputError as exc:
-                    # Too few nodes trained for the protocol (secagg needs 3): the round is
+                    # Too few sampled nodes for the protocol (secagg needs 3): the round is
                     # closed as aborted before any message, and nothing is released.
                     _close_unstarted(transcript, r, participants, str(exc))
                     raise ProtocolAbort(str(exc)) from None
+                finally:
+                    if model is not None:
+                        log.update(round_exchange.finish())
             except ProtocolAbort as exc:
                 rounds.append({"round": r, "outcome": "aborted", "reason": str(exc),
                                "seconds": time.perf_counter() - t0, **log})

@@ -3,14 +3,17 @@
 Per round, as `securediff train` does in process: sample clients, send the
 shared weights to every node (`train`: the sampled ones train the shared part
 and keep the update for the protocol round; every node trains its personal
-part), run the protocol round over the nodes whose training succeeded, and
-move the shared model by the released weighted mean. The aggregator sees the
+part), run the protocol round over the sampled nodes, and move the shared model
+by the released weighted mean. The training request rides with the round's
+first protocol request (`TrainingExchange`): a sampled node whose training
+fails is dropped before the protocol's first stage. The aggregator sees the
 weights it sends and the aggregate, nothing else.
 """
 
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from protocols.errors import ProtocolError
 from securediff.config import Config
 from securediff.errors import ConfigError
 from securediff.federation.runner import build_strategy
+from securediff.flower.exchange import TRAIN_PREFIX
 from securediff.flower.plan import check_supported, encode_weights, model_plan, weights_digest
 from securediff.rng import RandomSource
 from securediff.storage import save_tensors
@@ -82,16 +86,18 @@ class SharedModelServer:
         order = rng.permutation(len(clients))
         return [clients[i] for i in sorted(order[:k])]
 
-    def train(self, round_index: int, clients: Sequence[str], selected: Sequence[str]
-              ) -> tuple[list[str], dict[str, Any]]:
-        """Send the shared weights; the sampled nodes that trained an update of the
-        right length are the protocol round's participants."""
+    def train_requests(self, round_index: int, clients: Sequence[str],
+                       selected: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The shared weights for the sampled nodes; every node trains its personal part."""
         weights = encode_weights(self.strategy.global_vector())
         common = {"kind": "train", "round": round_index, "run": self.run_id,
                   "config": self.config_text, "weights_sha256": weights_digest(weights)}
-        requests = {c: {**common, "share": c in selected,
-                        "weights": weights if c in selected else b""} for c in clients}
-        replies = self.exchange(requests, timeout=self.train_timeout)
+        return {c: {**common, "share": c in selected,
+                    "weights": weights if c in selected else b""} for c in clients}
+
+    def train_replies(self, replies: Mapping[str, Mapping[str, Any]], clients: Sequence[str],
+                      selected: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
+        """The sampled nodes that trained an update of the right length, and the log."""
         participants, info = [], {"failed": {}, "epsilon": {}, "update_norms": {}}
         for cid in clients:
             reply = replies.get(cid)
@@ -108,6 +114,19 @@ class SharedModelServer:
                 info["update_norms"][cid] = float(reply["update_norm"])
         return participants, info
 
+    def train(self, round_index: int, clients: Sequence[str], selected: Sequence[str]
+              ) -> tuple[list[str], dict[str, Any]]:
+        """Send the shared weights in an exchange of their own; the sampled nodes that
+        trained an update of the right length are the protocol round's participants."""
+        replies = self.exchange(self.train_requests(round_index, clients, selected),
+                                timeout=self.train_timeout)
+        return self.train_replies(replies, clients, selected)
+
+    def round_exchange(self, round_index: int, clients: Sequence[str],
+                       selected: Sequence[str]) -> TrainingExchange:
+        """The round's exchange with the training riding on its first protocol stage."""
+        return TrainingExchange(self, round_index, clients, selected)
+
     def apply(self, result: RoundResult) -> np.ndarray:
         """Move the shared model by the released weighted mean (as in process)."""
         mean = np.asarray(result.weighted_sum, dtype=np.float64) / result.total_weight
@@ -117,3 +136,56 @@ class SharedModelServer:
     def save(self, path: Path, round_index: int) -> str:
         state = self.strategy.global_model.state_dict()
         return save_tensors(path, state, {"round": str(round_index), "t0": str(self.strategy.t0)})
+
+
+class TrainingExchange:
+    """The exchange of one protocol round whose first request also carries the
+    round's training: each sampled node trains on the shared weights and answers
+    the first client stage in the same message (one Flower exchange fewer per
+    round). The sampled nodes are the round's participants; one whose training
+    fails answers an error and is dropped before the protocol's first stage, as
+    any node lost there. Nodes not sampled get the training request alone, in the
+    same exchange. `finish` sends the training alone if no protocol request went
+    out (a round refused before its first message), and returns the training log.
+    """
+
+    def __init__(self, model: SharedModelServer, round_index: int, clients: Sequence[str],
+                 selected: Sequence[str]) -> None:
+        self.model, self.clients, self.selected = model, list(clients), list(selected)
+        self.pending: dict[str, dict[str, Any]] | None = model.train_requests(
+            round_index, clients, selected)
+        self.replies: dict[str, Mapping[str, Any]] = {}
+        self.seconds = 0.0
+
+    def __call__(self, requests: Mapping[str, Mapping[str, Any]],
+                 timeout: float | None = None) -> Mapping[str, Mapping[str, Any]]:
+        if self.pending is None:
+            return self.model.exchange(requests, timeout=timeout)
+        train, self.pending = self.pending, None
+        merged = {c: {**req, **{TRAIN_PREFIX + k: v for k, v in train[c].items()
+                                if k not in ("kind", "round")}}
+                  for c, req in requests.items()}
+        merged.update({c: t for c, t in train.items() if c not in requests})
+        t0 = time.perf_counter()
+        answers = self.model.exchange(merged, timeout=self.model.train_timeout)
+        self.seconds = time.perf_counter() - t0
+        out = {}
+        for cid, reply in answers.items():
+            if cid not in requests or "error" in reply:
+                self.replies[cid] = reply
+            else:
+                self.replies[cid] = {k.removeprefix(TRAIN_PREFIX): v for k, v in reply.items()
+                                     if k.startswith(TRAIN_PREFIX)}
+            if cid in requests:
+                out[cid] = {k: v for k, v in reply.items() if not k.startswith(TRAIN_PREFIX)}
+        return out
+
+    def finish(self) -> dict[str, Any]:
+        """The training log of the round (`training`, `train_seconds`)."""
+        if self.pending is not None:
+            t0 = time.perf_counter()
+            self.replies = dict(self.model.exchange(self.pending,
+                                                    timeout=self.model.train_timeout))
+            self.seconds, self.pending = time.perf_counter() - t0, None
+        _, info = self.model.train_replies(self.replies, self.clients, self.selected)
+        return {"training": info, "train_seconds": self.seconds}

@@ -16,6 +16,7 @@ from securediff.errors import ConfigError, PrivacyError
 from securediff.federation.runner import FederatedRun
 from securediff.federation.setup import plan_run
 from securediff.flower.client import handle_request
+from securediff.flower.exchange import TRAIN_PREFIX
 from securediff.flower.server import AggregatorSettings, run_aggregator
 from securediff.privacy.ledger import PrivacyLedger
 from securediff.run import load_config
@@ -52,7 +53,8 @@ class LedgerWatch(training.DirectExchange):
     def to_nodes(self, requests, group, timeout=None):
         replies = super().to_nodes(requests, group, timeout)
         for node, req in requests.items():
-            if req.get("kind") == "train" and "error" not in replies[node]:
+            trains = req.get("kind") == "train" or TRAIN_PREFIX + "run" in req
+            if trains and "error" not in replies[node]:
                 cfg = self.node_configs[node]
                 raw = json.loads((Path(cfg["state-dir"]) / "ledger.json").read_text())
                 self.on_disk[(req["round"], cfg["client-id"])] = PrivacyLedger.from_dict(raw)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import shlex
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from protocols.driver import RoundResult
 from securediff.errors import ConfigError, PrivacyError
 from securediff.flower.apps import GridExchange
 from securediff.flower.client import handle_request
+from securediff.flower.exchange import TRAIN_PREFIX
 from securediff.flower.keys import keygen, make_roster
 from securediff.flower.server import AggregatorSettings, run_aggregator
 from securediff.privacy.ledger import PrivacyLedger
@@ -52,11 +54,13 @@ class DirectExchange(GridExchange):
         self.states: dict[int, dict] = {n: {} for n in node_configs}
         self.sent_weights: dict[int, bytes] = {}
         self.updates: dict[int, dict[str, ClientInput]] = {}
+        self.exchanges: Counter[str] = Counter()  # Flower exchanges (send_and_receive) per group
 
     def node_ids(self) -> list[int]:
         return sorted(self.node_configs)
 
     def to_nodes(self, requests, group, timeout=None):
+        self.exchanges[group] += 1
         replies = {}
         for node, req in requests.items():
             try:
@@ -64,13 +68,20 @@ class DirectExchange(GridExchange):
                                                self.states[node], copy.deepcopy(req))
             except Exception as exc:  # noqa: BLE001 (Flower turns it into an error reply)
                 replies[node] = {"error": f"{type(exc).__name__}: {exc}"}
-            if req.get("kind") == "train" and req["share"] and "error" not in replies[node]:
-                self.sent_weights[req["round"]] = bytes(req["weights"])
+            # The train request alone, or riding with the round's first protocol step.
+            train, trained = req, replies[node]
+            if req.get("kind") != "train":
+                train = {k.removeprefix(TRAIN_PREFIX): v for k, v in req.items()
+                         if k.startswith(TRAIN_PREFIX)}
+                trained = {k.removeprefix(TRAIN_PREFIX): v for k, v in trained.items()
+                           if k.startswith(TRAIN_PREFIX)}
+            if train.get("share") and "error" not in replies[node]:
+                self.sent_weights[req["round"]] = bytes(train["weights"])
                 state_dir = Path(self.node_configs[node]["state-dir"])
                 update = load_file(str(state_dir / "update.safetensors"))["update"]
                 cid = self.node_configs[node]["client-id"]
                 self.updates.setdefault(req["round"], {})[cid] = ClientInput(
-                    vector=update, weight=float(replies[node]["weight"]))
+                    vector=update, weight=float(trained["weight"]))
         return replies
 
 
@@ -106,6 +117,8 @@ def test_nodes_train_on_their_partitions_and_the_aggregate_moves_the_shared_mode
 
     for r, log in enumerate(summary["rounds"]):
         assert log["contributors"] == CLIENTS
+        # The training rides with AdvertiseKeys: five protocol stages and the close.
+        assert exchange.exchanges[str(r)] == 6
         inputs = exchange.updates[r]
         # The released aggregate is the weighted sum of the updates the nodes trained.
         result = RoundResult(weighted_sum=aggregates[f"round-{r}"], total_weight=log["total_weight"],
