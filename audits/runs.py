@@ -42,9 +42,6 @@ from securediff.reopen import open_finished
 from securediff.rng import RandomSource
 
 TARGET_KINDS: tuple[str, ...] = ("all", "shared", "personal")
-# The ledger artefact that pays for a client's own model: layer-split trains it
-# (shared backbone included) only through its shared-update steps.
-CLIENT_MODEL_ARTEFACT: dict[str, str] = {"layer-split": "shared"}
 POOLED_PERSONAL = "personal:all-clients"
 
 
@@ -244,7 +241,7 @@ def audit_run(run_dir: Path, *, options: AuditOptions, source: RandomSource,
             claim = _max_claim([_claim(c, "shared") for c in owners])
             split = _pooled_split([splits[c.client_id] for c in owners], source)
         else:
-            claim = _claim(owners[0], CLIENT_MODEL_ARTEFACT.get(cfg.federation.strategy, "personal"))
+            claim = _claim(owners[0], cfg.federation.strategy_rules.client_model_artefact)
             personal_claims.append(claim)
             split = splits[owners[0].client_id]
         recipe = ShadowRecipe(name=target.name, spec=plan.spec, schedule=plan.schedule,

@@ -21,6 +21,7 @@ from typing import Any
 from securediff.errors import ConfigError, RunDirectoryError
 from securediff.reopen import check_finished
 from securediff.storage import atomic_write_bytes, atomic_write_json, load_tensors, read_json
+from securediff.strategy_rules import StrategyRules
 
 SHARED_MODEL = "shared_model.safetensors"
 MANIFEST_NAME = "EXPORT.json"
@@ -53,9 +54,6 @@ KEPT_BACK = {
     "checkpoints/": "round checkpoints hold personal models and training state",
 }
 NOT_ALLOWED = "not on the export allow-list"
-# Strategies whose global model is trained only on what may be shared: for these the
-# global model is the shared denoiser. local has none; centralized pools raw data.
-SHARED_STRATEGIES = ("pfdm", "fedavg", "layer-split", "hybrid")
 
 
 @dataclass(frozen=True)
@@ -72,23 +70,21 @@ def _guarantee(statement: dict[str, Any], artefact: str | None) -> str | None:
     return None
 
 
-def _shared_model(run_dir: Path, manifest: dict[str, Any], strategy: str) -> bytes | None:
+def _shared_model(run_dir: Path, manifest: dict[str, Any], rules: StrategyRules) -> bytes | None:
     """The shared denoiser's weights from the last round checkpoint, or None if the
     strategy has no shared model that may leave."""
-    if strategy not in SHARED_STRATEGIES:
+    if not rules.shares_model:
         return None
     from safetensors.torch import save as st_save
 
-    from securediff.federation.strategies import PERSONAL_LAYER_PREFIXES
-
     tensors = load_tensors(run_dir / STATE, expected_sha256=manifest["files"].get(STATE))
     prefix = "model.global."
-    shared = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-    if strategy == "layer-split":  # the personal layers of the global copy were never shared
-        shared = {k: v for k, v in shared.items() if not k.startswith(PERSONAL_LAYER_PREFIXES)}
+    # Layers the strategy keeps personal were never shared, even in the global copy.
+    shared = {k[len(prefix):]: v for k, v in tensors.items()
+              if k.startswith(prefix) and not k[len(prefix):].startswith(rules.personal_layers)}
     if not shared:
         return None
-    return st_save(shared, metadata={"securediff": json.dumps({"strategy": strategy,
+    return st_save(shared, metadata={"securediff": json.dumps({"strategy": rules.name,
                                                                "t0": manifest.get("t0")})})
 
 
@@ -108,7 +104,7 @@ def export_run(run_dir: Path, out_dir: Path) -> ExportResult:
     manifest = read_json(run_dir / "manifest.json")
     statement = read_json(run_dir / "privacy_statement.json")
     files: dict[str, tuple[bytes, str, str | None]] = {}
-    weights = _shared_model(run_dir, manifest, _strategy(run_dir))
+    weights = _shared_model(run_dir, manifest, _strategy_rules(run_dir))
     if weights is not None:
         files[SHARED_MODEL] = (weights, "shared denoiser weights (safetensors)",
                                _guarantee(statement, "shared denoiser and its updates"))
@@ -140,10 +136,10 @@ def export_run(run_dir: Path, out_dir: Path) -> ExportResult:
     return ExportResult(out_dir=out_dir, copied=copied, left_out=left_out)
 
 
-def _strategy(run_dir: Path) -> str:
+def _strategy_rules(run_dir: Path) -> StrategyRules:
     from securediff.config import from_dict, load_toml
 
-    return from_dict(load_toml(run_dir / "config.toml")).federation.strategy
+    return from_dict(load_toml(run_dir / "config.toml")).federation.strategy_rules
 
 
 def _why_kept(name: str) -> str:

@@ -82,7 +82,7 @@ def mean_std(values: list[float | None]) -> dict[str, float | int | None]:
 
 def _local_of(method: Method, suite: Suite) -> Method | None:
     for m in suite.methods:
-        if m.strategy == "local" and m.setting == method.setting:
+        if m.rules is not None and m.rules.no_collaboration_baseline and m.setting == method.setting:
             return m
     return None
 

@@ -147,7 +147,7 @@ def run_cell(suite: Suite, method: Method, *, seed: int, root: Path, quick: bool
         "run_dir": str(run_dir.relative_to(root)),
         "summary": {k: v for k, v in summary["summary"].items() if k != "rounds"},
         "clients": summary["clients"],
-        "forward_epsilon": _forward_epsilons(run_dir) if method.strategy == "pfdm" else None,
+        "forward_epsilon": _forward_epsilons(run_dir) if method.rules.forward_noise else None,
         "mia_shared": shared_audit,
         "seconds": {"train_and_evaluate": trained - started, "audit": time.perf_counter() - trained,
                     "run_reported": summary["summary"].get("seconds")},

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from securediff.errors import ConfigError
+from securediff.strategy_rules import STRATEGY_RULES, StrategyRules
 
 Overrides = dict[str, dict[str, Any]]
 
@@ -29,6 +30,11 @@ class Method:
     epsilon: float | None  # the nominal target; None: no DP claim
     overrides: Overrides = field(default_factory=dict)
     setting: str = ""  # the data setting it belongs to (a suite's tables are grouped by it)
+
+    @property
+    def rules(self) -> StrategyRules | None:
+        """What the strategy is; None where it is not registered (see unregistered_reason)."""
+        return STRATEGY_RULES.get(self.strategy)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "strategy": self.strategy, "accounting": self.accounting,

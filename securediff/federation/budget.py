@@ -50,7 +50,7 @@ def _client_level_plan(cfg: Config, *, num_clients: int, dim: int) -> ClientLeve
 def plan_budget(plan: Plan, strategy: Strategy) -> RunBudget:
     """Each client's planned mechanisms charged to a trial ledger; the largest
     per-artefact epsilon they compose to is the budget."""
-    cfg, name = plan.config, plan.config.federation.strategy
+    cfg = plan.config
     sizes = [len(c.member_indices) for c in plan.partition.clients]
     plans: dict[str, DPPlan] = {}
     distributed: DistributedPlan | None = None
@@ -60,7 +60,7 @@ def plan_budget(plan: Plan, strategy: Strategy) -> RunBudget:
         client_plans = dpsgd_plans(cfg, members=n)
         plans.update({f"{cid}/{artefact}": dp for artefact, dp in client_plans.items()})
         trial = planned_ledger(plan, cid, client_plans, rounds_left=cfg.federation.rounds)
-        if name == "hybrid":
+        if strategy.distributed:
             if distributed is None:
                 # One plan for every client: their prior events differ only in data ids.
                 # hybrid_forward: the noise is calibrated for what the forward noise leaves.

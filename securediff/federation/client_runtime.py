@@ -75,9 +75,12 @@ def personal_steps_per_round(config: Config) -> int:
 
 
 def personal_steps(config: Config) -> int:
-    """Personal DP-SGD steps a round charges ("local" trains only what it keeps)."""
+    """Personal DP-SGD steps a round charges (a strategy without a shared model spends
+    the round's local steps on what it keeps)."""
     steps = personal_steps_per_round(config)
-    return steps + config.federation.local_steps if config.federation.strategy == "local" else steps
+    if config.federation.strategy_rules.personal_runs_local_steps:
+        return steps + config.federation.local_steps
+    return steps
 
 
 def dp_plan(cfg: Config, *, n: int, steps_per_round: int) -> DPPlan:
@@ -95,28 +98,23 @@ def dp_plan(cfg: Config, *, n: int, steps_per_round: int) -> DPPlan:
 def dpsgd_plans(cfg: Config, *, members: int) -> dict[str, DPPlan]:
     """The client's DP-SGD per artefact ("shared", "personal"), calibrated for its
     own member count and the run's steps and target."""
-    name = cfg.federation.strategy
-    on = {"shared": cfg.privacy.dpsgd_shared and name in ("pfdm", "layer-split"),
-          "personal": cfg.privacy.dpsgd_personal and name in ("pfdm", "local")}
+    rules = cfg.federation.strategy_rules
+    on = {"shared": cfg.privacy.dpsgd_shared and rules.plans_dpsgd_shared,
+          "personal": cfg.privacy.dpsgd_personal and rules.plans_dpsgd_personal}
     steps = {"shared": cfg.federation.local_steps, "personal": personal_steps(cfg)}
     return {a: dp_plan(cfg, n=members, steps_per_round=steps[a]) for a in ("shared", "personal") if on[a]}
-
-
-def dpsgd_input(strategy: str, artefact: str) -> str:
-    """What a planned DP-SGD event trains on (DPSGDEvent.input): PFDM's shared model x~."""
-    return "noised" if strategy == "pfdm" and artefact == "shared" else "raw"
 
 
 def dpsgd_events(cfg: Config, dp_plans: Mapping[str, DPPlan], *, rounds: int) -> list[DPSGDEvent]:
     """The DP-SGD steps of `rounds` rounds, one event per artefact."""
     return [DPSGDEvent(dp.noise_multiplier, dp.sample_rate, dp.steps_per_round * rounds, artefact,
-                       count_noise=dp.count_noise, input=dpsgd_input(cfg.federation.strategy, artefact))
+                       count_noise=dp.count_noise, input=cfg.federation.strategy_rules.dpsgd_input(artefact))
             for artefact, dp in dp_plans.items() if rounds > 0]
 
 
 def noises_data(cfg: Config) -> bool:
     """Whether the client's shared path trains on its data noised once to t0."""
-    return cfg.federation.strategy == "pfdm" or cfg.federation.hybrid_forward
+    return cfg.federation.strategy_rules.noises_data(hybrid_forward=cfg.federation.hybrid_forward)
 
 
 def planned_forward_event(plan: Plan, client_id: str) -> ForwardNoiseEvent:

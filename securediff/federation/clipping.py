@@ -67,7 +67,7 @@ def bit_count(clip: float | None) -> int:
 
 # -- data-aware forward-noise clip norm ---------------------------------------------------------
 def adaptive_forward(cfg: Config) -> bool:
-    return cfg.privacy.clipping == "adaptive" and cfg.federation.strategy == "pfdm"
+    return cfg.privacy.clipping == "adaptive" and cfg.federation.strategy_rules.forward_noise
 
 
 def quantile_plan(cfg: Config, plan: Plan) -> QuantilePlan:

@@ -61,7 +61,7 @@ def plan_run(config: Config) -> Plan:
     eps_exact = epsilon_exact(sigma=sigma, clip_norm=p.clip_norm, delta=p.delta)
     eps_classic = epsilon_classic(sigma=sigma, clip_norm=p.clip_norm, delta=p.delta)
     eps = eps_exact if p.accounting == "exact" else eps_classic
-    if config.federation.strategy == "pfdm" and eps > p.target_epsilon * (1 + 1e-9):
+    if config.federation.strategy_rules.forward_noise and eps > p.target_epsilon * (1 + 1e-9):
         raise ConfigError(
             f"privacy.t0 = {t0} gives forward-noise epsilon {eps:.3f} ({p.accounting}) above "
             f"privacy.target_epsilon = {p.target_epsilon}; raise t0 or leave it unset to calibrate"

@@ -19,10 +19,11 @@ from securediff.config import Config, from_dict
 from securediff.diffusion.schedule import NoiseSchedule, make_schedule
 from securediff.errors import ConfigError
 from securediff.models.unet import UNetSpec
+from securediff.strategy_rules import names_where
 
 # Strategies a node can run: the shared model's update needs nothing from other
 # clients (hybrid's distributed DP-SGD runs one secagg round per step: in process only).
-FLOWER_STRATEGIES = ("pfdm", "fedavg")
+FLOWER_STRATEGIES = tuple(names_where(lambda rules: rules.on_flower))
 
 
 def parse_config(text: str) -> Config:
@@ -35,7 +36,7 @@ def parse_config(text: str) -> Config:
 
 def check_supported(config: Config) -> Config:
     f, p = config.federation, config.privacy
-    if f.strategy not in FLOWER_STRATEGIES:
+    if not f.strategy_rules.on_flower:
         raise ConfigError(f"federation.strategy = {f.strategy!r}: across machines only "
                           f"{', '.join(FLOWER_STRATEGIES)} train on the nodes")
     if p.clipping != "fixed":

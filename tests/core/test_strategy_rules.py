@@ -107,9 +107,13 @@ def test_the_shared_claim_is_replace_one_exactly_where_data_is_noised_once(strat
     ("fedavg", None, None),
     ("centralized", None, None),
 ])
-def test_dpsgd_is_planned_where_the_strategy_trains_that_artefact_and_on_its_input(strategy, shared, personal):
+def test_dpsgd_is_planned_where_the_strategy_trains_that_artefact_and_on_its_input(strategy, shared, personal,
+                                                                                   monkeypatch):
+    from securediff.federation import client_runtime
     from securediff.federation.client_runtime import dpsgd_events, dpsgd_plans
 
+    # Which plans exist is the question here, not their calibrated noise.
+    monkeypatch.setattr(client_runtime, "calibrate_noise_multiplier", lambda **_: 1.0)
     cfg = from_dict({"federation": {"strategy": strategy, "rounds": 2, "local_steps": 2},
                      "privacy": {"dpsgd_shared": True, "dpsgd_personal": True, "dpsgd_epsilon": 5.0},
                      "training": {"personal_steps": 4}})
