@@ -14,7 +14,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ["dpsgd_step.py", "dpsgd_profile.py", "ckks_tee.py", "secagg_vs_flower.py", "mask_prg.py",
-              "secagg_scaling.py", "demo_time.py", "ddp_step.py"]
+              "secagg_scaling.py", "demo_time.py", "ddp_step.py", "flower_loopback.py"]
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()

@@ -182,6 +182,25 @@ def secagg_scaling(data: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def flower_loopback(data: Mapping[str, Any]) -> list[str]:
+    lines = [
+        f"Flower {data.get('flwr', '')} on loopback: one SuperLink and {data.get('nodes', '?')} "
+        f"SuperNodes, {data.get('rounds', '?')} rounds of {data.get('length', '?')} values, "
+        f"degree {data.get('degree', '?')} and threshold {data.get('threshold', '?')} "
+        f"(Flower: num_shares {data.get('flower_num_shares', '?')}); seconds per round leave "
+        "out the first round; exchanges: messages one SuperNode received per round.", "",
+        *meta_line(data),
+        *table(data.get("rows", []),
+               ["protocol", "seconds_per_round", "exchanges_per_round", "seconds_per_exchange",
+                "round_seconds", "exchanges_per_round_each", "outcomes", "loadavg_before",
+                "loadavg_after"], only=True),
+        "",
+    ]
+    lines += [f"- {k.replace('_over_', ' / ')}: {fmt(k, v)}"
+              for k, v in data.get("ratios", {}).items()]
+    return lines
+
+
 def gpu_check(data: Mapping[str, Any]) -> list[str]:
     return [
         "Training steps and DDIM sampling on the GPU (ratio = DP-SGD step / plain step).", "",
@@ -194,6 +213,7 @@ def gpu_check(data: Mapping[str, Any]) -> list[str]:
 RENDERERS: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {
     "dpsgd_step": dpsgd_step, "ckks_tee": ckks_tee, "secagg_vs_flower": secagg_vs_flower,
     "mask_prg": mask_prg, "secagg_scaling": secagg_scaling, "gpu_check": gpu_check,
+    "flower_loopback": flower_loopback,
 }
 
 

@@ -1,0 +1,278 @@
+"""Flower on loopback: secagg against Flower's own SecAgg+, with plain as the floor.
+
+One flower-superlink and N flower-supernode processes on 127.0.0.1 (default 10),
+started once; three runs submitted to them one after another with `flwr run`,
+so every protocol meets the same SuperNodes with the same settings (Flower's
+defaults: subprocess isolation, a ClientApp process per message):
+
+- `secagg`: securediff's ServerApp/ClientApp (securediff/flower/apps.py) in the
+  insecure deterministic test mode (`inputs = "test-vectors"`: no training), at
+  its secure default degree and threshold for N;
+- `flower-secaggplus`: Flower's `SecAggPlusWorkflow` and `secaggplus_mod`
+  (benchmarks/flower_secaggplus_app.py) at the same N, with num_shares =
+  degree + 1 (Flower counts the node itself) and the same threshold;
+- `plain`: securediff's app with the plain protocol (no masking): the floor.
+
+Each protocol aggregates a float32 vector of `--length` values per node.
+Reported per protocol: seconds per round (the ServerApp's own clock; the first
+round is left out of the mean: it also pays for installing the app on each
+node), exchanges per round (Flower messages one SuperNode receives in the
+round's group, counted in the SuperNode logs, the same way for every protocol)
+and seconds per exchange; the load average is stored before and after each run.
+
+    .venv/bin/python benchmarks/flower_loopback.py            # 10 nodes, 3 rounds
+    .venv/bin/python benchmarks/flower_loopback.py --nodes 4 --rounds 2 --protocols plain
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import flwr
+
+from protocols.secagg import SecAggProtocol, plan_graph
+from securediff.flower.keys import keygen, make_roster
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PROTOCOLS = ("secagg", "flower-secaggplus", "plain")
+SEED, STAGE_TIMEOUT = 11, 300.0
+# What a SuperNode logs for each message it pulls: the run and group, then "Receiving".
+_GROUP = re.compile(r"\[RUN (\d+), ROUND ([^\]]+)\]")
+_RECEIVING = re.compile(r"Receiving: (\S+) message")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on 127.0.0.1:{port}") from None
+            time.sleep(0.5)
+
+
+class Processes:
+    """Each in its own process group, so that killing one also ends the SuperExec and
+    ClientApp processes Flower starts under it."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env, self.logs, self.groups = env, logs, {}
+
+    def start(self, name: str, cmd: list[str]) -> None:
+        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
+        self.groups[name] = subprocess.Popen(cmd, env=self.env, stdout=log,
+                                             stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+
+    def stop_all(self) -> None:
+        for name in list(self.groups):
+            proc = self.groups.pop(name)
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=10)
+
+
+def exchanges_per_round(logs: list[Path], offsets: dict[Path, int]) -> dict[str, int]:
+    """Messages each SuperNode received per group since `offsets` (the most any node
+    received), for the numbered groups (rounds) in the order they first appear."""
+    most: dict[str, int] = {}
+    order: list[str] = []
+    for path in logs:
+        text = path.read_bytes()[offsets.get(path, 0):].decode(errors="replace")
+        group, counts = None, Counter()
+        for line in text.splitlines():
+            if m := _GROUP.search(line):
+                group = m.group(2)
+            elif _RECEIVING.search(line) and group is not None:
+                counts[group] += 1
+                if group not in order:
+                    order.append(group)
+                group = None
+        for g, c in counts.items():
+            most[g] = max(most.get(g, 0), c)
+    return {g: most[g] for g in order if g.isdigit()}
+
+
+def _flower_app(work: Path) -> Path:
+    app = work / "flower-secaggplus-app"
+    app.mkdir()
+    shutil.copy(REPO / "benchmarks" / "flower_secaggplus_app.py", app / "secaggplus_app.py")
+    (app / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n\n'
+        '[project]\nname = "flower-secaggplus-bench"\nversion = "0.1.0"\n'
+        'description = "Flower SecAgg+ for benchmarks/flower_loopback.py"\n'
+        'license = "Apache-2.0"\n'
+        f'dependencies = ["flwr=={flwr.__version__}"]\n\n'
+        '[tool.hatch.build.targets.wheel]\npackages = ["."]\n\n'
+        '[tool.flwr.app]\npublisher = "securediff-bench"\n\n'
+        '[tool.flwr.app.components]\nserverapp = "secaggplus_app:server_app"\n'
+        'clientapp = "secaggplus_app:client_app"\n\n'
+        '[tool.flwr.app.config]\nout = ""\nrounds = 3\nnodes = 10\nlength = 1000\n'
+        'num-shares = 7\nthreshold = 4\nclipping-range = 1.0\nstage-timeout = 300.0\n')
+    return app
+
+
+def run_one(name: str, *, work: Path, env: dict[str, str], keys: Path, n: int, rounds: int,
+            length: int, degree: int, threshold: int, node_logs: list[Path],
+            timeout: float) -> dict:
+    out = work / name
+    if name == "flower-secaggplus":
+        app, result = _flower_app(work), out.with_suffix(".json")
+        run_config = (f"out='{result}' rounds={rounds} nodes={n} length={length} "
+                      f"num-shares={degree + 1} threshold={threshold} clipping-range=1.0 "
+                      f"stage-timeout={STAGE_TIMEOUT}")
+    else:
+        protocol = "secagg" if name == "secagg" else "plain"
+        params = json.dumps({"degree": degree, "threshold": threshold} if name == "secagg"
+                            else {})
+        app, result = REPO, out / "flower.json"
+        run_config = (
+            f"run-dir='{out}' roster='{keys / 'roster.json'}' "
+            f"aggregator-key='{keys / 'aggregator.key'}' protocol='{protocol}' "
+            f"protocol-params='{params}' rounds={rounds} vector-length={length} "
+            f"min-nodes={n} stage-timeout={STAGE_TIMEOUT} connect-timeout=120.0 "
+            f"insecure-seed={SEED} inputs='test-vectors'")
+    offsets = {p: p.stat().st_size for p in node_logs}
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    submit = subprocess.run([str(BIN / "flwr"), "run", str(app), "local", "--run-config",
+                             run_config], env=env, cwd=work, capture_output=True, text=True,
+                            timeout=180)
+    if submit.returncode != 0:
+        raise RuntimeError(f"flwr run {name} failed:\n{submit.stdout}\n{submit.stderr}")
+    deadline = time.monotonic() + timeout
+    while not result.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name}: no {result.name} after {timeout:.0f} s")
+        time.sleep(0.5)
+    wall = time.perf_counter() - started
+    time.sleep(1.0)  # the SuperNodes log their last message after the ServerApp wrote
+    summary = json.loads(result.read_text())
+    seconds = [r["seconds"] for r in summary["rounds"]]
+    per_round = exchanges_per_round(node_logs, offsets)
+    later = seconds[1:] or seconds
+    ex = list(per_round.values())
+    ex_later = ex[1:] or ex
+    mean_s = sum(later) / len(later)
+    mean_ex = sum(ex_later) / len(ex_later) if ex_later else float("nan")
+    return {
+        "outcomes": [r.get("outcome") for r in summary["rounds"]],
+        "round_seconds": seconds,
+        "exchanges_per_round_each": ex,
+        "seconds_per_round": mean_s,
+        "exchanges_per_round": mean_ex,
+        "seconds_per_exchange": mean_s / mean_ex,
+        "submit_to_result_s": wall,
+        "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--nodes", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--length", type=int, default=1000)
+    parser.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS))
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
+    parser.add_argument("--keep", type=Path, help="keep the logs and run directories here")
+    parser.add_argument("--out", type=Path,
+                        default=REPO / "benchmarks/results/flower_loopback.json")
+    args = parser.parse_args()
+    n = args.nodes
+    plan = plan_graph(n, SecAggProtocol().config)
+    work = Path(tempfile.mkdtemp(prefix="flower-loopback-")) if args.keep is None else args.keep
+    work.mkdir(parents=True, exist_ok=True)
+    keys, logs, home = work / "keys", work / "logs", work / "flwr-home"
+    clients = [f"client-{i:02d}" for i in range(n)]
+    keygen(["aggregator", *clients], keys)
+    make_roster(sorted(keys.glob("*.pub")), aggregator="aggregator", out=keys / "roster.json")
+    logs.mkdir()
+    home.mkdir()
+    link_port = _free_port()
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "local"\n\n[superlink.local]\n'
+        f'address = "127.0.0.1:{link_port}"\ninsecure = true\n')
+    env = {**os.environ, "FLWR_HOME": str(home), "OMP_NUM_THREADS": "1",
+           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    procs = Processes(env, logs)
+    results: dict[str, dict] = {}
+    started = time.perf_counter()
+    when, load_avg_1m = time.strftime("%Y-%m-%dT%H:%M:%S"), os.getloadavg()[0]
+    try:
+        procs.start("superlink", [str(BIN / "flower-superlink"), "--insecure", "--host",
+                                  "127.0.0.1", "--port", str(link_port),
+                                  "--disable-runtime-dependency-installation"])
+        for cid in clients:
+            procs.start(cid, [
+                str(BIN / "flower-supernode"), "--insecure", "--superlink",
+                f"127.0.0.1:{link_port}", "--port", str(_free_port()), "--node-config",
+                f"client-id='{cid}' identity-key='{keys / (cid + '.key')}' "
+                f"roster='{keys / 'roster.json'}'"])
+        _wait_for_port(link_port, 60)
+        node_logs = [logs / f"{cid}.log" for cid in clients]
+        for name in args.protocols:
+            print(f"== {name}", flush=True)
+            results[name] = run_one(name, work=work, env=env, keys=keys, n=n,
+                                    rounds=args.rounds, length=args.length,
+                                    degree=plan.degree, threshold=plan.threshold,
+                                    node_logs=node_logs, timeout=args.timeout)
+            r = results[name]
+            print(f"{name}: {r['seconds_per_round']:.2f} s/round, "
+                  f"{r['exchanges_per_round']:.1f} exchanges/round, "
+                  f"{r['seconds_per_exchange']:.2f} s/exchange (rounds "
+                  f"{', '.join(f'{s:.1f}' for s in r['round_seconds'])} s)", flush=True)
+    finally:
+        procs.stop_all()
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+    data = {
+        "benchmark": "flower_loopback", "when": when, "load_avg_1m": load_avg_1m,
+        "cpus": os.cpu_count(), "complete": set(results) == set(args.protocols),
+        "seconds": time.perf_counter() - started, "flwr": flwr.__version__,
+        "nodes": n, "rounds": args.rounds, "length": args.length,
+        "degree": plan.degree, "threshold": plan.threshold,
+        "flower_num_shares": plan.degree + 1,
+        "supernode": "flower-supernode defaults: --isolation subprocess (a flwr-clientapp "
+                     "process per message), 3 s sleep after an empty pull",
+        "superexec_poll_interval_env": os.environ.get("FLWR_SUPEREXEC_TASK_POLL_INTERVAL"),
+        "rows": [{"protocol": name, **r} for name, r in results.items()],
+        "ratios": {},
+    }
+    for other in ("flower-secaggplus", "plain"):
+        if "secagg" in results and other in results:
+            ours, theirs = results["secagg"], results[other]
+            key = other.replace("-", "_")
+            data["ratios"][f"{key}_over_secagg_per_exchange"] = (
+                theirs["seconds_per_exchange"] / ours["seconds_per_exchange"])
+            data["ratios"][f"{key}_over_secagg_per_round"] = (
+                theirs["seconds_per_round"] / ours["seconds_per_round"])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(data, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
