@@ -73,6 +73,7 @@ class _Wire:
                 sender=msg.sender,
                 receiver=msg.receiver,
                 payload=data,
+                message=msg,
             )
         self.messages += 1
         self.by_stage[stage] = self.by_stage.get(stage, 0) + len(data)

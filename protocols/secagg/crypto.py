@@ -10,12 +10,14 @@ randomness), never written anywhere.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 
 import numpy as np
 
 from protocols.hazmat.aead import NONCE_BYTES, TAG_BYTES, open_sealed, seal
+from protocols.hazmat.kdf import hkdf_sha256
 from protocols.hazmat.kex import AgreementKey
 from protocols.hazmat.prg import add_mask, prg_bytes, prg_stream
 from protocols.hazmat.shamir import SHARE_BYTES, decode_share, encode_share
@@ -31,15 +33,26 @@ PAIR_MASK = b"pairwise-mask"
 
 
 def context(purpose: str, *, round_index: int, stage: str, parties: Sequence[str]) -> bytes:
-    return canonical_json(
-        {
-            "proto": VERSION,
-            "purpose": purpose,
-            "round": round_index,
-            "stage": stage,
-            "parties": list(parties),
-        }
-    )
+    """The key-derivation context: the canonical JSON of its fields."""
+    parties = list(parties)
+    # A round derives ~4 n k contexts. When every string is a party id or a plain
+    # name (nothing JSON would escape), the canonical bytes are written directly:
+    # the same bytes as canonical_json (tests/protocols/test_id_lists_and_contexts.py).
+    if (type(round_index) is int and _PLAIN.fullmatch(purpose) and _PLAIN.fullmatch(stage)
+            and _plain_strings(parties)):
+        listed = '","'.join(parties)
+        return (f'{{"parties":["{listed}"],"proto":"{VERSION}","purpose":"{purpose}",'
+                f'"round":{round_index},"stage":"{stage}"}}').encode("ascii")
+    return canonical_json({"proto": VERSION, "purpose": purpose, "round": round_index,
+                           "stage": stage, "parties": parties})
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9._:@+-]+")  # characters canonical JSON writes as they are
+
+
+def _plain_strings(items: list[str]) -> bool:
+    """Non-empty, and every item a non-empty string of `_PLAIN` characters."""
+    return bool(items) and all(type(i) is str and _PLAIN.fullmatch(i) is not None for i in items)
 
 
 def derive(seed: bytes, label: str, n: int = 32) -> bytes:
@@ -68,11 +81,15 @@ def pairwise_seed(key: AgreementKey, peer_pk: bytes, *, round_index: int, a: str
     return key.derive(peer_pk, info=info)
 
 
-def share_key(key: AgreementKey, peer_pk: bytes, *, round_index: int, sender: str,
-              receiver: str) -> bytes:
-    info = context("share-encryption", round_index=round_index, stage="ShareKeys",
-                   parties=[sender, receiver])
-    return key.derive(peer_pk, info=info)
+def share_keys_with(key: AgreementKey, peer_pk: bytes, *, round_index: int, me: str,
+                    other: str) -> tuple[bytes, bytes]:
+    """The keys of the share boxes `me` -> `other` and `other` -> `me`: one X25519
+    agreement, one HKDF per direction (each bound to its sender and receiver)."""
+    secret = key.exchange(peer_pk)
+    return tuple(
+        hkdf_sha256(secret, info=context("share-encryption", round_index=round_index,
+                                         stage="ShareKeys", parties=[a, b]))
+        for a, b in ((me, other), (other, me)))
 
 
 def share_ad(*, round_index: int, sender: str, receiver: str) -> bytes:
@@ -131,7 +148,8 @@ def first_unsigned_advert(
     cs, ss, es = (chunks(b, KEY_BYTES) for b in (c_pks, s_pks, e_pks))
     sigs = chunks(id_sigs, SIGNATURE_BYTES)
     for i, cid in enumerate(ids):
-        if not advert_signed(roster, round_index, cid, cs[i], ss[i], es[i], sigs[i], params):
+        if not advert_signed(roster.public_key(cid), round_index, cid, cs[i], ss[i], es[i], sigs[i],
+                             params):
             return cid
     return None
 
@@ -139,13 +157,14 @@ def first_unsigned_advert(
 # Each client checks the adverts of its neighbours, so in the in-process simulation
 # every advert is asked about k + 1 times; the answer is remembered per advert (the
 # cache holds the adverts of rounds of a few thousand clients).
+# Keyed on the signer's key, not the roster: a roster holds n keys and hashing it
+# for each of the n (k + 1) lookups made the memo itself cost O(n^2 k).
 @functools.lru_cache(maxsize=1 << 14)
-def advert_signed(roster: Roster, round_index: int, cid: str, c_pk: bytes, s_pk: bytes,
+def advert_signed(public_key: bytes, round_index: int, cid: str, c_pk: bytes, s_pk: bytes,
                   e_pk: bytes, sig: bytes, params: str) -> bool:
     statement = advertise_statement(round_index=round_index, client_id=cid, c_pk=c_pk,
                                     s_pk=s_pk, e_pk=e_pk, params=params)
-    return verify_signature(public_key=roster.public_key(cid), message=statement,
-                            signature=sig)
+    return verify_signature(public_key=public_key, message=statement, signature=sig)
 
 
 @functools.lru_cache(maxsize=8)

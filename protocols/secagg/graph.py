@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
 from types import MappingProxyType
 
@@ -65,8 +67,35 @@ def shareholder_x(ids: Sequence[str]) -> dict[str, int]:
     return {c: i + 1 for i, c in enumerate(sorted(ids))}
 
 
+# Every client checks that the survivors' subgraph is connected: O(n k) each, so
+# O(n^2 k) for the simulation that plays all n of them on one shared graph. The
+# answer depends only on the (immutable) graph and the node set, so it is kept
+# for the few latest questions; the entry holds the graph, so its id is not reused.
+_CONNECTED: OrderedDict[tuple[int, frozenset[str]], tuple[Graph, bool]] = OrderedDict()
+_CONNECTED_KEPT = 16
+_CONNECTED_LOCK = threading.Lock()
+
+
 def is_connected(nodes: Collection[str], graph: Graph) -> bool:
     """Whether the subgraph induced on `nodes` is connected (True when empty)."""
+    # harary_graph returns read-only views of dicts nobody else holds; any other
+    # mapping might change between two questions, so it is not remembered.
+    if not isinstance(graph, MappingProxyType):
+        return _connected(nodes, graph)
+    key = (id(graph), frozenset(nodes))
+    with _CONNECTED_LOCK:
+        hit = _CONNECTED.get(key)
+    if hit is not None and hit[0] is graph:
+        return hit[1]
+    answer = _connected(key[1], graph)
+    with _CONNECTED_LOCK:
+        _CONNECTED[key] = (graph, answer)
+        while len(_CONNECTED) > _CONNECTED_KEPT:
+            _CONNECTED.popitem(last=False)
+    return answer
+
+
+def _connected(nodes: Collection[str], graph: Graph) -> bool:
     todo = set(nodes)
     if not todo:
         return True

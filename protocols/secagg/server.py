@@ -191,8 +191,9 @@ def forward_shares(
     if gap is not None:
         return data, (), gap
     out = []
+    in_u2 = set(u2)  # a set: n clients times k neighbours would scan the tuple n k times
     for w in u2:
-        senders = tuple(sorted(v for v in data.graph[w] if v in data.sealed and v in u2))
+        senders = tuple(sorted(v for v in data.graph[w] if v in data.sealed and v in in_u2))
         out.append(_msg(data.ctx, ForwardShares, aggregator, w, senders=senders,
                         sealed=b"".join(data.sealed[v][w] for v in senders)))
     return dataclasses.replace(data, sealed={}), tuple(out), None
@@ -203,10 +204,11 @@ def receive_masked(data: ServerData, messages: Sequence[Message]) -> tuple[Serve
     ctx = data.ctx
     bad: Drops = {}
     masked, attested = {}, {}
+    in_u2 = set(data.u2)
     for msg in messages:
         if (
             not isinstance(msg, MaskedInput)
-            or msg.sender not in data.u2
+            or msg.sender not in in_u2
             or not wire_matches(msg.masked, ring=ctx.ring, length=ctx.length)
         ):
             bad[msg.sender] = f"masked input is not {ctx.length} elements of Z_2^{ctx.ring.bits}"
@@ -284,7 +286,8 @@ def unmask_request(
     listed = data.u3 if consistency else tuple(sorted(data.masked))
     signers = tuple(sorted(data.signatures)) if consistency else ()
     dropped = tuple(sorted(set(data.u2) - set(listed)))
-    askable = tuple(sorted(c for c in active if c in listed))
+    on_list = set(listed)
+    askable = tuple(sorted(c for c in active if c in on_list))
     data = dataclasses.replace(data, included=listed, dropped=dropped)
     why = _list_gap(data, listed, askable)
     need = signer_quorum(len(data.ids), ctx.colluders)

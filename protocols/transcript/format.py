@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from protocols.errors import MessageDecodeError
-from protocols.messages import canonical_json, decode, sha256_hex
+from protocols.messages import Message, canonical_json, decode, sha256_hex
 from protocols.stages import AggregationProtocol
 
 TRANSCRIPT_VERSION = 1
@@ -50,13 +50,15 @@ def payload_dir(path: Path) -> Path:
     return path.with_name(path.name + ".payloads")
 
 
-def message_meta(protocol: AggregationProtocol | None, payload: bytes) -> dict[str, Any] | None:
-    """The protocol's public facts about one message (None if it records none)."""
+def message_meta(protocol: AggregationProtocol | None, payload: bytes,
+                 message: Message | None = None) -> dict[str, Any] | None:
+    """The protocol's public facts about one message (None if it records none);
+    `message` is `payload` decoded, when the caller has it."""
     meta_of = getattr(protocol, "transcript_meta", None)
     if meta_of is None:
         return None
     try:
-        return meta_of(decode(payload))
+        return meta_of(message if message is not None else decode(payload))
     except MessageDecodeError:
         return None
 

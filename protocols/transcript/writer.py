@@ -12,7 +12,7 @@ from typing import Any, BinaryIO
 
 from protocols.errors import ProtocolAbort, TranscriptError
 from protocols.hazmat.signing import SigningKey
-from protocols.messages import canonical_json, sha256_hex
+from protocols.messages import Message, canonical_json, sha256_hex
 from protocols.roster import Identities
 from protocols.stages import AggregationProtocol
 from protocols.transcript.format import (
@@ -28,6 +28,25 @@ from protocols.transcript.format import (
 )
 
 
+@dataclass(frozen=True)
+class CloseView:
+    """What a co-signer checks of one round close and what it signs, computed once
+    from the statement and the record list (the survivors of an in-process round
+    check the same ones: each would otherwise hash O(n) records, O(n^2) in all)."""
+
+    statement: Mapping[str, Any]
+    statement_digest: str
+    records_digest: str
+    records: frozenset[str]
+    survivors: frozenset[str]
+
+    @classmethod
+    def of(cls, statement: Mapping[str, Any], record_digests: Sequence[str]) -> CloseView:
+        return cls(statement=statement, statement_digest=statement_digest(statement),
+                   records_digest=records_digest(record_digests), records=frozenset(record_digests),
+                   survivors=frozenset(statement["survivors"]))
+
+
 def cosign_statement(
     *,
     statement: Mapping[str, Any],
@@ -41,11 +60,28 @@ def cosign_statement(
 ) -> dict[str, Any]:
     """A survivor's side of the round close: check the statement against what the
     client itself saw, then sign it as the next item of its own chain."""
-    if client_id not in statement["survivors"]:
+    return cosign_view(CloseView.of(statement, record_digests), own_digests=own_digests,
+                       own_aggregate_digest=own_aggregate_digest, client_id=client_id, key=key,
+                       seq=seq, prev=prev)
+
+
+def cosign_view(
+    view: CloseView,
+    *,
+    own_digests: Collection[str],
+    own_aggregate_digest: str | None,
+    client_id: str,
+    key: SigningKey,
+    seq: int,
+    prev: str | None,
+) -> dict[str, Any]:
+    """`cosign_statement` on a close view (the statement and list checked once)."""
+    statement = view.statement
+    if client_id not in view.survivors:
         raise ProtocolAbort(f"{client_id} was asked to co-sign a round it is not a survivor of")
-    if statement["records_digest"] != records_digest(record_digests):
+    if statement["records_digest"] != view.records_digest:
         raise ProtocolAbort(f"{client_id}: the record list does not match the statement")
-    if not set(own_digests) <= set(record_digests):
+    if not view.records.issuperset(own_digests):
         raise ProtocolAbort(f"{client_id}: the round's record list leaves out its own messages")
     if own_aggregate_digest is not None and statement["aggregate"] != own_aggregate_digest:
         raise ProtocolAbort(f"{client_id}: the statement names an aggregate it did not receive")
@@ -53,7 +89,7 @@ def cosign_statement(
         "signer": client_id,
         "seq": seq,
         "prev": prev,
-        "statement": statement_digest(statement),
+        "statement": view.statement_digest,
     }
     entry["sig"] = key.sign(COSIG_DOMAIN + canonical_json(entry)).hex()
     return entry
@@ -189,8 +225,11 @@ class TranscriptWriter:
         sender: str,
         receiver: str,
         payload: bytes,
+        message: Message | None = None,
     ) -> str:
-        """Record one message (signed by its sender); returns the record's digest."""
+        """Record one message (signed by its sender); returns the record's digest.
+        `message`, when the caller holds it, is what `payload` decodes to (the
+        caller encoded it): its facts are read from it instead of decoding again."""
         rnd = self._open_round(round_index)
         payload_digest = sha256_hex(payload)
         if self.payload_dir is not None:
@@ -205,7 +244,7 @@ class TranscriptWriter:
                 "receiver": receiver,
                 "payload_sha256": payload_digest,
                 "payload_size": len(payload),
-                "meta": message_meta(self.protocol, payload),
+                "meta": message_meta(self.protocol, payload, message),
             },
             sender,
         )
@@ -262,11 +301,11 @@ class TranscriptWriter:
         rnd = self._open_round(round_index)
         cosigs = []
         signed: dict[str, tuple[int, str]] = {}
+        view = CloseView.of(statement, record_digests)
         for cid in statement["survivors"]:
             seq, prev = self._next(cid)
-            entry = cosign_statement(
-                statement=statement,
-                record_digests=record_digests,
+            entry = cosign_view(
+                view,
                 own_digests=rnd.touched.get(cid, ()),
                 own_aggregate_digest=client_views.get(cid),
                 client_id=cid,
