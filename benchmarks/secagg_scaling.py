@@ -9,12 +9,15 @@ derived from the documented security and correctness targets at each n, never
 a constant), and a random `--dropout` fraction of clients gone before
 MaskedInput (so their pairwise masks are rebuilt from Shamir shares).
 
-Reported per n: wall seconds of the round, the seconds spent in client steps,
-in aggregator steps and in the rest (encoding, transcript records, decoding),
-the process CPU time of the round (steadier than wall time on a shared
-machine), peak RSS of the subprocess and the RSS before the round, and the
-headline ratio t(1000)/t(100) in wall and in CPU time, measured in this one
-invocation.
+Reported per n: wall and CPU seconds of the round, each split into client
+steps, aggregator steps and the rest (encoding, transcript records, decoding);
+CPU time is steadier than wall time on a shared machine. Bytes each client
+receives and sends (mean over clients), split by kind: id lists and the
+signatures that travel with them (O(n) per client), key material (routed keys,
+proofs, sealed shares: O(k)), the vector, and headers. Peak RSS of the
+subprocess and the RSS before the round. The headline ratios t(1000)/t(100),
+wall and CPU, whole round and per part, against the growth of n k (the
+goal: at most 1.2 times it), all measured in this one invocation.
 
     .venv/bin/python benchmarks/secagg_scaling.py                  # n = 10, 100, 1000, m = 1000
     .venv/bin/python benchmarks/secagg_scaling.py --n 10 100 --m 10000
@@ -37,6 +40,7 @@ import numpy as np
 
 from protocols.driver import run_round
 from protocols.hazmat.prg import prg_stream
+from protocols.messages import decode
 from protocols.roster import Identities
 from protocols.secagg import SecAggProtocol, plan_graph
 from protocols.stages import ClientInput
@@ -44,18 +48,20 @@ from protocols.transcript import TranscriptWriter
 
 
 class Timed(SecAggProtocol):
-    """secagg with a stopwatch around every client and aggregator step."""
+    """secagg with a stopwatch (wall and CPU) around every client and aggregator step."""
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
         self.seconds = {"client": 0.0, "server": 0.0}
+        self.cpu = {"client": 0.0, "server": 0.0}
 
     def _timed(self, side: str, fn, *args, **kwargs):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         try:
             return fn(*args, **kwargs)
         finally:
             self.seconds[side] += time.perf_counter() - t
+            self.cpu[side] += time.process_time() - c
 
     def client_start(self, **kw):
         return self._timed("client", super().client_start, **kw)
@@ -73,6 +79,52 @@ class Timed(SecAggProtocol):
         return self._timed("server", super().server_result, *a)
 
 
+# What each field of a message is, for the bytes-by-kind split. Id lists travel
+# with the signatures on them; "keys" is everything whose size grows with the
+# degree k (routed keys, their proofs and roster signatures, sealed shares).
+_FIELD_KIND = {
+    "ids": "lists", "masked_senders": "lists", "included": "lists", "dropped": "lists",
+    "signed_list": "lists", "signers": "lists", "missing": "lists",
+    "signatures": "signatures", "missing_sigs": "signatures", "signature": "signatures",
+    "missing_sig": "signatures",
+    "routed": "keys", "c_pks": "keys", "s_pks": "keys", "e_pks": "keys", "id_sigs": "keys",
+    "proofs": "keys", "receivers": "keys", "senders": "keys", "sealed": "keys",
+    "b_owners": "keys", "b_shares": "keys", "sk_owners": "keys", "sk_shares": "keys",
+    "c_pk": "keys", "s_pk": "keys", "e_pk": "keys", "id_sig": "keys",
+    "masked": "vector", "total": "vector",
+}
+KINDS = ("lists", "signatures", "keys", "vector", "headers")
+
+
+def _field_bytes(msg, name: str) -> int:
+    value = getattr(msg, name)
+    if isinstance(value, bytes):
+        return len(value)
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, tuple):  # a packed id list, or strings in the JSON header
+        return sum(len(v) + 1 for v in value)
+    return 0
+
+
+def bytes_by_kind(carried: list[bytes], clients: list[str]) -> dict[str, dict[str, float]]:
+    """Mean bytes per client received ("down") and sent ("up"), by kind."""
+    totals = {d: dict.fromkeys(KINDS, 0) for d in ("down", "up")}
+    members = set(clients)
+    for data in carried:
+        msg = decode(data)
+        direction = "up" if msg.sender in members else "down"
+        counted = 0
+        for name, _kind in msg.SCHEMA:
+            kind = _FIELD_KIND.get(name)
+            if kind is not None:
+                size = _field_bytes(msg, name)
+                totals[direction][kind] += size
+                counted += size
+        totals[direction]["headers"] += len(data) - counted
+    return {d: {k: v / len(clients) for k, v in by.items()} for d, by in totals.items()}
+
+
 def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
@@ -82,6 +134,12 @@ def one_cell(n: int, m: int, dropout: float, seed: int, profile: Path | None) ->
     ids = Identities.generate([f"c{i:04d}" for i in range(n)])
     protocol = Timed().bind(ids)
     protocol.seconds = {"client": 0.0, "server": 0.0}
+    protocol.cpu = {"client": 0.0, "server": 0.0}
+    carried: list[bytes] = []
+
+    def keep(stage: str, data: bytes) -> bytes:  # O(1): classified after the clock stops
+        carried.append(data)
+        return data
     plan = plan_graph(n, protocol.config)
     gen = np.random.default_rng(seed)  # benchmark data and dropout set only
     inputs = {c: ClientInput(vector=gen.uniform(-1, 1, m).astype(np.float32), weight=1.0)
@@ -100,7 +158,7 @@ def one_cell(n: int, m: int, dropout: float, seed: int, profile: Path | None) ->
                 profiler.enable()
             t, cpu = time.perf_counter(), time.process_time()
             result = run_round(protocol, round_index=0, inputs=inputs, identities=ids,
-                               transcript=tw, dropouts=dropouts,
+                               transcript=tw, dropouts=dropouts, tap=keep,
                                random_bytes=prg_stream(seed.to_bytes(32, "big"), nonce=b"bench"))
             wall, cpu = time.perf_counter() - t, time.process_time() - cpu
             if profiler is not None:
@@ -116,6 +174,9 @@ def one_cell(n: int, m: int, dropout: float, seed: int, profile: Path | None) ->
         "wall_s": wall, "cpu_s": cpu, "client_s": protocol.seconds["client"],
         "server_s": protocol.seconds["server"],
         "driver_transcript_s": wall - protocol.seconds["client"] - protocol.seconds["server"],
+        "client_cpu_s": protocol.cpu["client"], "server_cpu_s": protocol.cpu["server"],
+        "driver_transcript_cpu_s": cpu - protocol.cpu["client"] - protocol.cpu["server"],
+        "bytes_per_client": bytes_by_kind(carried, ids.client_ids),
         "messages": result.stats["messages"], "bytes_up": result.bytes_up,
         "bytes_down": result.bytes_down, "transcript_bytes": transcript_bytes,
         "rss_before_mib": rss_before, "peak_rss_mib": _rss_mib(),
@@ -147,13 +208,27 @@ def main() -> None:
               f"{row['wall_s']:8.2f} s  (clients {row['client_s']:.2f}, aggregator "
               f"{row['server_s']:.2f}, driver+transcript {row['driver_transcript_s']:.2f})  "
               f"peak RSS {row['peak_rss_mib']:.0f} MiB", flush=True)
+        for d in ("down", "up"):
+            b = row["bytes_per_client"][d]
+            print(f"        bytes {d:4s} per client: " + ", ".join(f"{k} {b[k]:,.0f}" for k in KINDS),
+                  flush=True)
     by_n = {r["n"]: r for r in rows}
     ratios = {}
     if 100 in by_n and 1000 in by_n:
-        ratios["t1000_over_t100"] = by_n[1000]["wall_s"] / by_n[100]["wall_s"]
-        ratios["cpu1000_over_cpu100"] = by_n[1000]["cpu_s"] / by_n[100]["cpu_s"]
+        small, big = by_n[100], by_n[1000]
+        nk = (big["n"] * big["degree"]) / (small["n"] * small["degree"])
+        ratios["nk_growth"] = nk
+        ratios["goal"] = 1.2 * nk
+        ratios["t1000_over_t100"] = big["wall_s"] / small["wall_s"]
+        ratios["cpu1000_over_cpu100"] = big["cpu_s"] / small["cpu_s"]
+        for part in ("client", "server", "driver_transcript"):
+            ratios[f"{part}_wall_ratio"] = big[f"{part}_s"] / small[f"{part}_s"]
+            ratios[f"{part}_cpu_ratio"] = big[f"{part}_cpu_s"] / small[f"{part}_cpu_s"]
         print(f"t(1000)/t(100) = {ratios['t1000_over_t100']:.1f} wall, "
-              f"{ratios['cpu1000_over_cpu100']:.1f} CPU time")
+              f"{ratios['cpu1000_over_cpu100']:.1f} CPU time; n k grew {nk:.1f}x, goal <= "
+              f"{ratios['goal']:.1f}x; per part (wall / CPU): " + ", ".join(
+                  f"{part} {ratios[part + '_wall_ratio']:.1f} / {ratios[part + '_cpu_ratio']:.1f}"
+                  for part in ("client", "server", "driver_transcript")))
     if 10 in by_n and 100 in by_n:
         ratios["t100_over_t10"] = by_n[100]["wall_s"] / by_n[10]["wall_s"]
     args.out.parent.mkdir(parents=True, exist_ok=True)

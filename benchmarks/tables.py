@@ -168,16 +168,25 @@ def mask_prg(data: Mapping[str, Any]) -> list[str]:
 
 def secagg_scaling(data: Mapping[str, Any]) -> list[str]:
     ratios = data.get("ratios", {})
+    rows = data.get("rows", [])
     lines = [
         "secagg rounds at n clients, secure default degree k and threshold t for each n, "
-        "bound to the roster, signed transcript; the goal is t(1000)/t(100) <= 15.", "",
+        "bound to the roster, signed transcript; the goal is t(1000)/t(100) at most 1.2 times "
+        "the growth of n k, wall and CPU.", "",
         *meta_line(data),
-        *table(data.get("rows", []),
+        *table(rows,
                ["n", "m", "degree", "threshold", "dropped", "ring_bits", "wall_s", "cpu_s", "client_s",
-                "server_s", "driver_transcript_s", "peak_rss_mib", "rss_before_mib",
-                "messages", "transcript_bytes", "max_abs_error"], only=True),
+                "client_cpu_s", "server_s", "server_cpu_s", "driver_transcript_s",
+                "driver_transcript_cpu_s", "peak_rss_mib", "rss_before_mib", "messages",
+                "transcript_bytes", "max_abs_error"], only=True),
         "",
     ]
+    kinds = ("lists", "signatures", "keys", "vector", "headers")
+    split = [{"n": r["n"], "direction": d, **{k: round(r["bytes_per_client"][d][k]) for k in kinds}}
+             for r in rows if "bytes_per_client" in r for d in ("down", "up")]
+    if split:
+        lines += ["Bytes per client (mean over clients), by kind:", "",
+                  *table(split, ["n", "direction", *kinds], only=True), ""]
     lines += [f"- {k.replace('_over_', ' / ')}: {fmt(k, v)}" for k, v in ratios.items()]
     return lines
 
