@@ -22,7 +22,6 @@ from securediff.federation.progress_file import (
     roster_digests,
     seal_progress,
 )
-from securediff.federation.strategies import Centralized, Hybrid
 from securediff.privacy.ledger import PrivacyLedger
 from securediff.storage import (
     RunDirectory,
@@ -46,7 +45,7 @@ def _modules(state: TrainingState) -> tuple[dict, dict]:
     modules, optimizers = {}, {}
     if state.strategy.global_model is not None:
         modules["global"] = state.strategy.global_model
-    if isinstance(state.strategy, Centralized | Hybrid):
+    if state.strategy.optimizer is not None:
         optimizers["global"] = state.strategy.optimizer
     for c in state.clients:
         if c.model is not None:

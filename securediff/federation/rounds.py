@@ -20,7 +20,6 @@ from securediff.federation.client_runtime import ClientStep
 from securediff.federation.clients import Client
 from securediff.federation.clipping import bit_count, clip_with_bits, next_update_clip
 from securediff.federation.parallel import map_clients
-from securediff.federation.strategies import Centralized
 from securediff.rng import RandomSource
 
 if TYPE_CHECKING:
@@ -165,8 +164,7 @@ def federated_round(run: FederatedRun, r: int, protocol, identities, transcript)
             survivors, contributors = list(result.survivors), list(result.contributors)
             bytes_up, bytes_down = int(result.bytes_up), int(result.bytes_down)
             stats = json_safe(result.stats | {"check_against_plain": check})
-        if hasattr(strategy, "finish_round"):
-            strategy.finish_round(s.clients)
+        strategy.finish_round(s.clients)
     elif client_level is not None and strategy.federated:
         # Nobody sampled: the release is still the noise (the accountant's mechanism
         # releases a noisy sum every round; a noise-free "no change" would not be it).
@@ -174,10 +172,8 @@ def federated_round(run: FederatedRun, r: int, protocol, identities, transcript)
         noisy = client_level.noisy_sum(zero, contributors=0,
                                        noise_source=run.source.child(f"client-level-noise/round-{r}"))
         strategy.apply_global(strategy.global_vector() + client_level.step(noisy))
-        if hasattr(strategy, "finish_round"):
-            strategy.finish_round(s.clients)
-    if isinstance(strategy, Centralized):
-        strategy.train_round(run.source.child(f"centralized/round-{r}").torch_generator())
+        strategy.finish_round(s.clients)
+    strategy.server_round(r, run.source)
 
     step.personal(s.clients)
     return RoundLog(round=r, clients=[c.client_id for c in selected], survivors=survivors,

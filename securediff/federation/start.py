@@ -4,11 +4,8 @@ norm (adaptive PFDM) and noise each client's shared data."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from securediff.data.tint import client_tint
 from securediff.federation.budget import RunBudget
 from securediff.federation.client_runtime import (
     members_id,
@@ -20,14 +17,7 @@ from securediff.federation.clients import Client
 from securediff.federation.clipping import choose_forward_clip, quantile_plan
 from securediff.federation.persistence import write_ledgers
 from securediff.federation.setup import Plan
-from securediff.federation.strategies import (
-    STRATEGY_CLASSES,
-    Centralized,
-    Hybrid,
-    PublicOnly,
-    Strategy,
-    TrainSettings,
-)
+from securediff.federation.strategies import STRATEGY_CLASSES, Strategy, TrainSettings
 from securediff.privacy.ledger import PrivacyLedger
 from securediff.rng import RandomSource
 from securediff.storage import RunDirectory, atomic_write_json, save_tensors
@@ -43,17 +33,8 @@ def build_strategy(plan: Plan) -> Strategy:
         dpsgd_shared=cfg.privacy.dpsgd_shared, dpsgd_personal=cfg.privacy.dpsgd_personal,
         secure_noise=cfg.privacy.secure_noise, clip_quantile=cfg.privacy.clip_quantile, clip_lr=cfg.privacy.clip_lr,
     )
-    cls = STRATEGY_CLASSES[cfg.federation.strategy]
-    kwargs: dict[str, Any] = dict(spec=plan.spec, schedule=plan.schedule, t0=plan.t0, settings=settings)
-    if cls is Centralized:
-        kwargs.update(centralized_steps=cfg.training.centralized_steps, rounds=cfg.federation.rounds)
-    if cls is Hybrid:
-        kwargs.update(rounds=cfg.federation.rounds, personal_t=cfg.federation.personal_t,
-                      personal_steps=cfg.training.personal_steps, forward=cfg.federation.hybrid_forward)
-    if cls is PublicOnly and cfg.data.dataset == "colored-digits":
-        kwargs.update(tints=[client_tint(i, plan.partition.num_clients)
-                             for i in range(plan.partition.num_clients)])
-    return cls(**kwargs)
+    return STRATEGY_CLASSES[cfg.federation.strategy].from_plan(
+        plan, spec=plan.spec, schedule=plan.schedule, t0=plan.t0, settings=settings)
 
 
 def choose_forward_clip_once(plan: Plan, run_dir: RunDirectory, source: RandomSource) -> Plan:
@@ -81,8 +62,7 @@ def build_clients(plan: Plan, strategy: Strategy, budget: RunBudget, *, source: 
         clients.append(new_client(plan, strategy, index=index, client_id=cid,
                                   ledger=budget.ledger(plan.config, cid),
                                   source=source.child(f"client/{cid}"), init_gen=init_gen, device=device))
-    if isinstance(strategy, Centralized):
-        strategy.pool(clients)
+    strategy.attach_clients(clients)
     return clients
 
 

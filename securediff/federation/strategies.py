@@ -27,12 +27,13 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from securediff.data.tint import apply_tint
+from securediff.data.tint import apply_tint, client_tint
 from securediff.diffusion.sampling import Segment
 from securediff.diffusion.schedule import NoiseSchedule
 from securediff.federation.clients import Client
@@ -41,8 +42,11 @@ from securediff.models.init import build
 from securediff.models.unet import UNet, UNetSpec
 from securediff.privacy.adaptive import AdaptiveClipDPSGD, split_noise
 from securediff.privacy.dpsgd import DPSGD
+from securediff.rng import RandomSource
+from securediff.strategy_rules import STRATEGY_RULES, StrategyRules
 
-PERSONAL_LAYER_PREFIXES = ("label_emb.", "out_norm.", "out.")
+if TYPE_CHECKING:
+    from securediff.federation.setup import Plan
 
 
 @dataclass(frozen=True)
@@ -85,11 +89,9 @@ def load_flat(params: list[torch.Tensor], vector: np.ndarray) -> None:
 
 
 class Strategy:
-    name = "base"
-    federated = True
-    distributed = False  # True: the runner trains the shared model by distributed DP-SGD
-    # Timestep segment the shared model learns, and where its data lives.
-    uses_noised_data = False
+    rules: ClassVar[StrategyRules]  # what the strategy plans, requires and claims
+    # The global model's optimizer where the server trains that model itself (checkpointed with it).
+    optimizer: torch.optim.Optimizer | None = None
 
     def __init__(self, *, spec: UNetSpec, schedule: NoiseSchedule, t0: int, settings: TrainSettings) -> None:
         self.spec = spec
@@ -97,6 +99,23 @@ class Strategy:
         self.t0 = t0
         self.settings = settings
         self.global_model: UNet | None = None
+        # Whether the shared path trains on the clients' once-noised x~.
+        self.uses_noised_data = self.rules.forward_noise
+
+    @classmethod
+    def from_plan(cls, plan: Plan, **common: Any) -> Strategy:
+        """The strategy for `plan`; `common` holds what every strategy takes
+        (spec, schedule, t0, settings)."""
+        return cls(**common)
+
+    @property
+    def federated(self) -> bool:
+        return self.rules.federated
+
+    @property
+    def distributed(self) -> bool:
+        """The runner trains the shared model by distributed DP-SGD."""
+        return self.rules.distributed
 
     # -- set-up ------------------------------------------------------------------
     def new_model(self, generator: torch.Generator) -> UNet:
@@ -107,6 +126,9 @@ class Strategy:
 
     def init_client(self, client: Client, generator: torch.Generator) -> None:
         """Create what the client keeps (personal model and its optimizer)."""
+
+    def attach_clients(self, clients: list[Client]) -> None:
+        """Called once the run's clients exist (on a resume too)."""
 
     # -- the shared part -----------------------------------------------------------
     def shared_params(self, model: nn.Module) -> list[torch.Tensor]:
@@ -125,6 +147,12 @@ class Strategy:
 
     def personal_train(self, client: Client, round_index: int, dp: DPPlan | None) -> None:
         """Train what the client keeps for one round's share of its steps."""
+
+    def finish_round(self, clients: list[Client]) -> None:
+        """After the round's aggregate (or client-level noise) moved the global model."""
+
+    def server_round(self, round_index: int, source: RandomSource) -> None:
+        """What the server trains itself in a round, after the clients' part."""
 
     def segments(self, client: Client) -> list[Segment]:
         raise NotImplementedError
@@ -178,8 +206,7 @@ class Strategy:
 
 
 class PFDM(Strategy):
-    name = "pfdm"
-    uses_noised_data = True
+    rules = STRATEGY_RULES["pfdm"]
 
     def init_client(self, client: Client, generator: torch.Generator) -> None:
         client.model = self.new_model(generator)
@@ -206,7 +233,7 @@ class PFDM(Strategy):
 
 
 class FedAvg(Strategy):
-    name = "fedavg"
+    rules = STRATEGY_RULES["fedavg"]
 
     def local_update(self, client: Client, round_index: int, dp: DPPlan | None) -> np.ndarray:
         work, opt = self._fresh_copy(self.global_model)
@@ -221,10 +248,10 @@ class FedAvg(Strategy):
 
 
 class LayerSplit(Strategy):
-    name = "layer-split"
+    rules = STRATEGY_RULES["layer-split"]
 
     def shared_params(self, model: nn.Module) -> list[torch.Tensor]:
-        return [p for n, p in model.named_parameters() if not n.startswith(PERSONAL_LAYER_PREFIXES)]
+        return [p for n, p in model.named_parameters() if not n.startswith(self.rules.personal_layers)]
 
     def init_client(self, client: Client, generator: torch.Generator) -> None:
         client.model = self.new_model(generator)
@@ -248,8 +275,7 @@ class LayerSplit(Strategy):
 
 
 class Local(Strategy):
-    name = "local"
-    federated = False
+    rules = STRATEGY_RULES["local"]
 
     def init_client(self, client: Client, generator: torch.Generator) -> None:
         client.model = self.new_model(generator)
@@ -269,7 +295,7 @@ class LocalPublic(Local):
     """`local` starting from the public model (the runner seeds every personal model
     with the publicly pretrained shared one): what public data alone buys a client."""
 
-    name = "local+public"
+    rules = STRATEGY_RULES["local+public"]
 
 
 class PublicOnly(Strategy):
@@ -277,12 +303,18 @@ class PublicOnly(Strategy):
     private collaboration must beat. Samples are drawn grey and, where clients
     differ in colour (colored-digits), given the client's own tint."""
 
-    name = "public-only"
-    federated = False
+    rules = STRATEGY_RULES["public-only"]
 
     def __init__(self, *, tints: list[np.ndarray] | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.tints = tints
+
+    @classmethod
+    def from_plan(cls, plan: Plan, **common: Any) -> Strategy:
+        if plan.config.data.dataset != "colored-digits":  # the one data set whose clients differ in colour
+            return cls(**common)
+        n = plan.partition.num_clients
+        return cls(tints=[client_tint(i, n) for i in range(n)], **common)
 
     def segments(self, client: Client) -> list[Segment]:
         return [Segment(self.global_model, 0, self.schedule.T)]
@@ -298,8 +330,7 @@ class Hybrid(Strategy):
     """Shared denoiser by distributed DP-SGD (the runner drives its steps through
     the protocol); personal fine-tuning at low timesteps after the last round."""
 
-    name = "hybrid"
-    distributed = True
+    rules = STRATEGY_RULES["hybrid"]
 
     def __init__(self, *, rounds: int, personal_t: int, personal_steps: int, forward: bool = False,
                  **kwargs) -> None:
@@ -310,6 +341,12 @@ class Hybrid(Strategy):
         self.personal_t = personal_t
         self.personal_steps = personal_steps
         self.optimizer: torch.optim.Optimizer | None = None
+
+    @classmethod
+    def from_plan(cls, plan: Plan, **common: Any) -> Strategy:
+        cfg = plan.config
+        return cls(rounds=cfg.federation.rounds, personal_t=cfg.federation.personal_t,
+                   personal_steps=cfg.training.personal_steps, forward=cfg.federation.hybrid_forward, **common)
 
     def init_global(self, generator: torch.Generator) -> None:
         super().init_global(generator)
@@ -336,15 +373,14 @@ class Hybrid(Strategy):
 
 
 STRATEGY_CLASSES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (PFDM, FedAvg, LayerSplit, Local, Hybrid, LocalPublic, PublicOnly)
+    cls.rules.name: cls for cls in (PFDM, FedAvg, LayerSplit, Local, Hybrid, LocalPublic, PublicOnly)
 }
 
 
 class Centralized(Strategy):
     """Pooled member data of every client, one model: an upper bound only."""
 
-    name = "centralized"
-    federated = False
+    rules = STRATEGY_RULES["centralized"]
 
     def __init__(self, *, centralized_steps: int, rounds: int, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -352,15 +388,21 @@ class Centralized(Strategy):
         self.optimizer: torch.optim.Optimizer | None = None
         self.pooled: tuple[torch.Tensor, torch.Tensor] | None = None
 
+    @classmethod
+    def from_plan(cls, plan: Plan, **common: Any) -> Strategy:
+        cfg = plan.config
+        return cls(centralized_steps=cfg.training.centralized_steps, rounds=cfg.federation.rounds, **common)
+
     def init_global(self, generator: torch.Generator) -> None:
         super().init_global(generator)
         self.optimizer = torch.optim.Adam(self.global_model.parameters(), lr=self.settings.lr)
 
-    def pool(self, clients: list[Client]) -> None:
+    def attach_clients(self, clients: list[Client]) -> None:
         self.pooled = (torch.cat([c.x for c in clients]), torch.cat([c.y for c in clients]))
 
-    def train_round(self, generator: torch.Generator) -> None:
+    def server_round(self, round_index: int, source: RandomSource) -> None:
         x, y = self.pooled
+        generator = source.child(f"centralized/round-{round_index}").torch_generator()
         train_steps(self.global_model, self.optimizer, x, y, steps=self.steps_per_round,
                     batch_size=self.settings.batch_size, schedule=self.schedule, start=0,
                     end=self.schedule.T, generator=generator, null_label=self.spec.null_label,
@@ -370,4 +412,4 @@ class Centralized(Strategy):
         return [Segment(self.global_model, 0, self.schedule.T)]
 
 
-STRATEGY_CLASSES[Centralized.name] = Centralized
+STRATEGY_CLASSES[Centralized.rules.name] = Centralized

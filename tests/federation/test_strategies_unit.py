@@ -7,7 +7,6 @@ import torch
 from securediff.diffusion.schedule import linear_schedule
 from securediff.federation.clients import Client
 from securediff.federation.strategies import (
-    PERSONAL_LAYER_PREFIXES,
     PFDM,
     DPPlan,
     LayerSplit,
@@ -60,7 +59,7 @@ def test_layer_split_shares_everything_but_the_personal_layers():
     client = _client()
     strategy.init_client(client, torch.Generator().manual_seed(2))
     personal_before = {n: p.detach().clone() for n, p in client.model.named_parameters()
-                       if n.startswith(PERSONAL_LAYER_PREFIXES)}
+                       if n.startswith(LayerSplit.rules.personal_layers)}
     assert personal_before, "layer-split must keep some layers personal"
     shared_count = sum(p.numel() for p in strategy.shared_params(client.model))
     assert shared_count == strategy.global_vector().size
@@ -86,3 +85,35 @@ def test_dpsgd_local_update_charges_the_ledger_before_running():
     with pytest.raises(BudgetExceededError):
         strategy.local_update(client, 1, DPPlan(noise_multiplier=1.5, sample_rate=0.5, steps_per_round=2))
     assert tight.events == () and np.array_equal(before, strategy.global_vector())
+
+
+@pytest.mark.parametrize("hybrid_forward", [False, True])
+def test_every_registered_strategy_has_a_trainer_built_from_a_plan(hybrid_forward):
+    from types import SimpleNamespace
+
+    from securediff.config import Config, FederationConfig
+    from securediff.federation.strategies import STRATEGY_CLASSES
+    from securediff.strategy_rules import STRATEGY_RULES
+
+    assert set(STRATEGY_CLASSES) == set(STRATEGY_RULES)
+    for name, cls in STRATEGY_CLASSES.items():
+        forward = hybrid_forward and STRATEGY_RULES[name].forward_option
+        plan = SimpleNamespace(config=Config(federation=FederationConfig(strategy=name, hybrid_forward=forward)),
+                               partition=SimpleNamespace(num_clients=2))
+        strategy = cls.from_plan(plan, spec=SPEC, schedule=linear_schedule(100), t0=40, settings=SETTINGS)
+        assert strategy.rules is STRATEGY_RULES[name]
+        assert strategy.uses_noised_data is STRATEGY_RULES[name].noises_data(hybrid_forward=forward)
+
+
+def test_centralized_trains_the_pooled_records_of_every_client_at_the_round_end():
+    from securediff.federation.strategies import Centralized
+
+    strategy = Centralized(centralized_steps=4, rounds=2, spec=SPEC, schedule=linear_schedule(100), t0=40,
+                           settings=SETTINGS)
+    strategy.init_global(torch.Generator().manual_seed(0))
+    clients = [_client(n=6), _client(n=4)]
+    strategy.attach_clients(clients)
+    assert strategy.pooled[0].shape[0] == 10
+    before = strategy.global_vector()
+    strategy.server_round(0, RandomSource.insecure_from_seed(1))
+    assert not np.array_equal(before, strategy.global_vector())
