@@ -304,6 +304,31 @@ class PublicConfig:
         _check(1 <= self.steps <= 1000000, "public.steps", "an integer in [1, 1000000]", self.steps)
 
 
+# The feature maps a statistics release may declare (securediff/privacy/stats_release.py).
+STATS_FEATURE_MAPS = ("identity", "colour-normalised-grey")
+
+
+@dataclass(frozen=True)
+class StatsConfig:
+    # A DP release of per-class feature sums and their second moment, once, before
+    # the first round (docs/stats_release.md, "In a run").
+    release: bool = False
+    feature_map: str = "identity"
+    clip: float = 0.0  # L2 clip of each record's features; 0 = the median norm of the public data's
+    moment_rank: int = 0  # 0 = the full second moment; r > 0 = of the top r public principal directions
+    epsilon: float = 1.0  # the release's own target at privacy.delta
+
+    def validate(self) -> None:
+        _check(self.feature_map in STATS_FEATURE_MAPS, "stats.feature_map",
+               f"one of {', '.join(STATS_FEATURE_MAPS)}", self.feature_map)
+        _check(self.clip >= 0 and math.isfinite(self.clip), "stats.clip",
+               "a number >= 0 (0 = the median feature norm of the public data)", self.clip)
+        _check(self.moment_rank >= 0, "stats.moment_rank",
+               "an integer >= 0 (0 = the full second moment)", self.moment_rank)
+        _check(self.epsilon > 0 and math.isfinite(self.epsilon), "stats.epsilon",
+               "a positive finite number", self.epsilon)
+
+
 @dataclass(frozen=True)
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
@@ -315,6 +340,7 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     public: PublicConfig = field(default_factory=PublicConfig)
+    stats: StatsConfig = field(default_factory=StatsConfig)
     # Keyword parameters of the aggregation protocol (TOML table [protocol],
     # flags --protocol.KEY VALUE); the protocol class validates them.
     protocol: dict[str, Any] = field(default_factory=dict)
@@ -333,7 +359,29 @@ class Config:
             self._validate_client_level(rules)
         for requirement in rules.requirements(self):
             _check(*requirement)
+        if self.stats.release:
+            self._validate_stats_release(rules)
         return self
+
+    def _validate_stats_release(self, rules: StrategyRules) -> None:
+        f, p, s = self.federation, self.privacy, self.stats
+        _check(rules.federated, "stats.release",
+               f"true only for a federated strategy ({either(names_where(lambda r: r.federated))}): "
+               "the release is a protocol round among the clients", s.release)
+        _check(f.protocol in ("secagg", "plain", "tee"), "federation.protocol",
+               "secagg (Skellam shares), plain or tee (the aggregator's Gaussian) with stats.release",
+               f.protocol)
+        if f.protocol == "secagg":
+            _check(p.accountant == "rdp", "privacy.accountant",
+                   "rdp with stats.release on secagg (the only accountant of Skellam shares)", p.accountant)
+        _check(p.labels == "public", "privacy.labels",
+               "public with stats.release (the release's per-class counts are its labels' counts)", p.labels)
+        _check(s.clip > 0 or bool(self.public.dataset), "stats.clip",
+               "a positive number unless public.dataset is set (0 takes the public data's median "
+               "feature norm)", s.clip)
+        _check(s.moment_rank == 0 or bool(self.public.dataset), "stats.moment_rank",
+               "0 unless public.dataset is set (the principal directions are fitted on public data only)",
+               s.moment_rank)
 
     def _validate_client_level(self, rules: StrategyRules) -> None:
         f, p = self.federation, self.privacy

@@ -85,6 +85,11 @@ MEANING: dict[str, str] = {
     "public.path": "local file or directory of a file-based public dataset",
     "public.per_class": "font-digits: images rendered per digit",
     "public.steps": "public pretraining steps of the shared model (no privacy cost)",
+    "stats.release": "release DP per-class feature sums and second moment once, before the first round",
+    "stats.feature_map": "what each record is mapped to before clipping (colour-normalised-grey drops a tint)",
+    "stats.clip": "L2 clip norm of each record's features (0 = the public data's median feature norm)",
+    "stats.moment_rank": "second moment of the top r public principal directions (0 = full)",
+    "stats.epsilon": "the release's own epsilon at privacy.delta, under the run's neighbouring relation",
 }
 
 # Keys whose command-line flag is a short option (one spelling per option): the
