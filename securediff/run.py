@@ -151,6 +151,7 @@ def _finish(run: FederatedRun, started: float) -> RunResult:
         hybrid_forward=cfg.federation.hybrid_forward, protocol_params=protocol.params,
         client_level=_client_level_claim(run),
         public=public_provenance(plan),
+        stats_release=None if run.stats_release is None else run.stats_release.record,
     )
     # Drawn after the statement: its caption states the guarantee the statement claims.
     write_figure(run.run_dir.file("samples.png"), run_samples_figure(

@@ -119,10 +119,13 @@ def privacy_statement(
     noised_data_stored: str = NOISED_DATA_IN_RUN_DIR,
     client_level: dict[str, Any] | None = None,
     public: dict[str, Any] | None = None,
+    stats_release: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Rows of the statement and the run's headline epsilon (max over clients).
     `adaptive_quantile`: the target quantile of adaptive clipping, None if fixed.
-    `public`: the provenance of the public pretraining data (a notice), None if none."""
+    `public`: the provenance of the public pretraining data (a notice), None if none.
+    `stats_release`: the record of the run's statistics release
+    (stats-release.json), None if the run released none."""
     label_note = (
         "class labels are declared PUBLIC and are released unprotected in the shared path"
         if labels == "public"
@@ -153,6 +156,8 @@ def privacy_statement(
     rows.append(StatementRow("shared denoiser and its updates", f"{aggregator}; all clients", shared_text))
     if client_level is not None:
         rows.append(client_level_row(client_level, protocol_name=protocol_name, delta=delta))
+    if stats_release is not None:
+        rows.append(stats_release_row(stats_release))
     personal = ("DP-SGD, add/remove per record: " + _eps(personal_epsilon) + f" ({accountant}, delta = {delta:g})"
                 if math.isfinite(personal_epsilon) else "none: trained on the client's raw data without DP-SGD")
     rows.append(StatementRow("personal denoiser", "its client", rules.personal_guarantee(personal)))
@@ -173,8 +178,11 @@ def privacy_statement(
     add_remove_claim = math.isfinite(personal_epsilon) or (
         shared_relation == "add/remove" and math.isfinite(shared_epsilon))
     assumptions = [PUBLIC_COUNT_ASSUMPTION] if add_remove_claim else []
-    if rules.distributed:  # Skellam shares summed by secure aggregation
-        assumptions.append(SKELLAM_COLLUSION_ASSUMPTION)
+    if stats_release is not None and stats_release["relation"] == "add_remove" \
+            and PUBLIC_COUNT_ASSUMPTION not in assumptions:
+        assumptions.append(PUBLIC_COUNT_ASSUMPTION)
+    if rules.distributed or (stats_release is not None and stats_release["mechanism"] == "skellam"):
+        assumptions.append(SKELLAM_COLLUSION_ASSUMPTION)  # Skellam shares summed by secure aggregation
     return {
         "private": private,
         "headline": {
@@ -210,6 +218,30 @@ def client_level_row(cl: dict[str, Any], *, protocol_name: str, delta: float) ->
            f", clients Poisson-sampled at q = {cl['sample_rate']:g} over {cl['rounds']} rounds: ")
         + f"{_eps(cl['epsilon'])} ({cl['accountant']}, delta = {delta:g}, max over clients); who took part is "
         "not protected (the aggregator sees the survivor list)")
+
+
+def stats_release_row(rel: dict[str, Any]) -> StatementRow:
+    """The statistics release's claim (securediff/federation/stats_phase.py): its
+    mechanism, who adds the noise, the relation and its epsilon."""
+    protocol = rel["protocol"]
+    if rel["mechanism"] == "skellam":
+        who = (f"the aggregator (only the sum of the clients' Skellam-noised shares, through {protocol}); "
+               "all clients; whoever gets the release")
+        noise = (f"Skellam shares added by the clients and summed by {protocol} (no party sees a noise-free "
+                 f"sum), the noise of {len(rel['contributors'])} clients' shares (the floor: "
+                 f"{rel['noise']['min_survivors']})")
+    else:
+        who = ("all clients and whoever gets the release; NOT the aggregator, which adds the noise to the "
+               f"sum {protocol} released and so sees that sum noise-free")
+        noise = "Gaussian noise added by the aggregator"
+    relation = rel["relation"].replace("_", "-").replace("add-remove", "add/remove")
+    moment = "full" if rel["moment_rank"] == 0 else f"of the top {rel['moment_rank']} public principal directions"
+    return StatementRow(
+        "feature statistics (per-class sums and second moment, released once)", who,
+        f"{relation} per image (labels public): every member record once, its {rel['feature_map']} features clipped to "
+        f"L2 norm {rel['clip']:.4g}, the second moment {moment}; {noise}: "
+        f"{_eps(rel['epsilon'][rel['relation']])} ({rel['accountant']}, delta = {rel['delta']:g}); "
+        "per-class counts released as they are (labels public); charged to the shared ledger")
 
 
 def statement_markdown(statement: dict[str, Any]) -> str:

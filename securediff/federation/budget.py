@@ -21,7 +21,7 @@ from securediff.federation.client_runtime import (
 from securediff.federation.distributed import DistributedPlan, plan_distributed, skellam_event
 from securediff.federation.setup import Plan
 from securediff.federation.strategies import DPPlan, Strategy
-from securediff.privacy.ledger import PrivacyLedger
+from securediff.privacy.ledger import MechanismEvent, PrivacyLedger
 
 
 @dataclass(frozen=True)
@@ -47,9 +47,10 @@ def _client_level_plan(cfg: Config, *, num_clients: int, dim: int) -> ClientLeve
         rounds=f.rounds, delta=p.delta, dim=dim, accountant=p.accountant, min_survivors=p.ddp_min_survivors)
 
 
-def plan_budget(plan: Plan, strategy: Strategy) -> RunBudget:
+def plan_budget(plan: Plan, strategy: Strategy, *, release: MechanismEvent | None = None) -> RunBudget:
     """Each client's planned mechanisms charged to a trial ledger; the largest
-    per-artefact epsilon they compose to is the budget."""
+    per-artefact epsilon they compose to is the budget. `release`: the event of a
+    statistics release every client takes part in at its noise floor, if planned."""
     cfg = plan.config
     sizes = [len(c.member_indices) for c in plan.partition.clients]
     plans: dict[str, DPPlan] = {}
@@ -73,6 +74,8 @@ def plan_budget(plan: Plan, strategy: Strategy) -> RunBudget:
                 client_level = _client_level_plan(cfg, num_clients=len(sizes),
                                                   dim=int(strategy.global_vector().size))
             trial.charge(client_level.event(rounds=cfg.federation.rounds))
+        if release is not None:
+            trial.charge(release)
         budget = max(budget, planned_epsilon(trial))
     # Nothing planned (no DP anywhere): the ledgers stay empty; any charge is refused.
     epsilon = budget * (1 + 1e-9) if budget > 0 else cfg.privacy.target_epsilon

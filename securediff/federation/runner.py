@@ -51,6 +51,13 @@ from securediff.federation.start import (
     choose_forward_clip_once,
     noise_shared_data,
 )
+from securediff.federation.stats_phase import (
+    RELEASE_JSON,
+    ReleasePlan,
+    StoredRelease,
+    plan_release,
+    release_once,
+)
 from securediff.federation.strategies import Strategy
 from securediff.rng import RandomSource
 from securediff.storage import RunDirectory, atomic_write_json
@@ -113,6 +120,8 @@ class FederatedRun:
         self.budget: RunBudget | None = None
         self.noised_sha256: str | None = None  # the noised data's file, once written or restored
         self.index_offset = 0  # protocol round index of training round 0 in this session
+        self.stats_plan: ReleasePlan | None = None  # [stats] release = true: planned at set-up
+        self.stats_release: StoredRelease | None = None  # once released (or loaded)
 
     # -- set-up -----------------------------------------------------------------------
     def setup(self, *, resume: bool) -> None:
@@ -130,7 +139,10 @@ class FederatedRun:
             atomic_write_json(self.run_dir.file("public_pretraining.json"), pretrain_public(
                 strategy.global_model, plan, source=self.source.child("public"), device=self.device))
             self.progress("public_pretrained", {"steps": cfg.public.steps})
-        self.budget = plan_budget(plan, strategy)
+        if cfg.stats.release:  # planned before the budget, which covers it at its noise floor
+            self.stats_plan = plan_release(plan, public_source=self.source.child("stats-public"))
+        self.budget = plan_budget(plan, strategy,
+                                  release=None if self.stats_plan is None else self.stats_plan.floor_event)
         clients = build_clients(plan, strategy, self.budget, source=self.source, init_gen=init_gen,
                                 device=self.device)
         self.state = TrainingState(strategy=strategy, clients=clients)
@@ -194,6 +206,11 @@ class FederatedRun:
         protocol = self._bind_protocol(identities)
         # Each session (a start or a resume) pins its own roster; earlier ones stay.
         save_roster(self.run_dir.file("roster.json"), identities.roster(), append=True)
+        if self.stats_plan is not None:  # once per run, before the first round; loaded on resume
+            released = self.run_dir.file(RELEASE_JSON).exists()
+            self.stats_release = release_once(self, identities)
+            if not released:
+                self._checkpoint()  # the ledgers' release events become part of the checkpoint
         transcript_path = self.run_dir.file("transcript.jsonl")
         # A resumed session moves on to protocol round indices no earlier session used
         # (a round that was unmasked before the crash must never be unmasked again).
