@@ -131,7 +131,7 @@ def _eval_mode(net: nn.Module) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _training_settings(num_threads: int | None) -> Iterator[None]:
+def training_settings(num_threads: int | None) -> Iterator[None]:
     """Deterministic kernels (and optionally a thread count) for training only;
     torch's global settings are restored afterwards."""
     enabled = torch.are_deterministic_algorithms_enabled()
@@ -253,7 +253,7 @@ def _train(
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     net.train()
-    with _training_settings(num_threads):
+    with training_settings(num_threads):
         for _ in range(epochs):
             order = torch.randperm(n, generator=generator)
             for start in range(0, n, batch_size):

@@ -70,8 +70,11 @@ def evaluate_clients(
         if cfg.data.dataset == "colored-digits":
             test_x = apply_tint(test_x, client_tint(client.index, plan.partition.num_clients))
         minority = minority_classes(client.y.cpu().numpy(), num_classes=plan.dataset.num_classes)
+        # The downstream CNN starts alike for every client and run (as the evaluator
+        # does): its accuracy is a function of the synthetic samples alone.
         metrics.append(evaluate_client(client_id=client.client_id, evaluator=evaluator, synth_x=sx, synth_y=sy,
                                        test_x=test_x, test_y=plan.dataset.labels[test_idx],
-                                       minority_classes=minority, num_classes=plan.dataset.num_classes))
+                                       minority_classes=minority, num_classes=plan.dataset.num_classes,
+                                       cnn_generator=torch.Generator().manual_seed(0)))
         grids[client.client_id] = sx[:: cfg.eval.samples_per_class]  # one per class
     return metrics, summarize(metrics), grids

@@ -59,8 +59,10 @@ def _partition_section(run_dir: Path, cfg: Any) -> str:
             + table(header, rows, numeric=set(range(1, 3 + len(names)))))
 
 
-METRIC_COLUMNS = (("client_id", "client"), ("members", "members"), ("accuracy", "accuracy"),
-                  ("fid_all", "FID all"), ("fid_minority", "FID minority"),
+# Downstream accuracy of both classifiers (logistic regression, small CNN); a metrics.json
+# written before the CNN was reported has no accuracy_cnn, shown as n/a.
+METRIC_COLUMNS = (("client_id", "client"), ("members", "members"), ("accuracy", "accuracy (logreg)"),
+                  ("accuracy_cnn", "accuracy (CNN)"), ("fid_all", "FID all"), ("fid_minority", "FID minority"),
                   ("bias_gap", "bias gap"), ("epsilon_shared", "epsilon shared"),
                   ("epsilon_personal", "epsilon personal"))
 
@@ -71,7 +73,7 @@ def _metrics_section(metrics: dict[str, Any]) -> str:
     mean = metrics.get("summary", {}).get("mean", {})
     means = ", ".join(f"{esc(k)} {num(v)}" for k, v in sorted(mean.items()))
     return (f"<p>Mean over clients: {means or 'n/a'}.</p>"
-            + table([h for _, h in METRIC_COLUMNS], rows, numeric=set(range(1, 8))))
+            + table([h for _, h in METRIC_COLUMNS], rows, numeric=set(range(1, len(METRIC_COLUMNS)))))
 
 
 def _statement_section(run_dir: Path) -> str:

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from securediff.errors import ConfigError, DataError
 from securediff.evaluation import (
@@ -90,6 +91,7 @@ def _client(digits, evaluator, synth_x, synth_y, minority):
         test_y=digits.test_y,
         minority_classes=minority,
         num_classes=10,
+        cnn_generator=torch.Generator().manual_seed(0),
     )
 
 
@@ -108,7 +110,7 @@ def test_evaluate_client_separates_majority_from_minority(digits, evaluator):
     assert spoilt.fid_minority > 10 * real.fid_minority
     assert spoilt.fid_all > real.fid_all
     assert spoilt.per_class_recall[3] < real.per_class_recall[3]
-    assert real.accuracy > 0.9
+    assert real.accuracy > 0.9 and real.accuracy_cnn > 0.9
     assert real.minority_classes == (3, 7)
     assert real.num_synthetic == digits.pool_x.shape[0]
     assert real.synthetic_class_counts == tuple(np.bincount(digits.pool_y, minlength=10))
@@ -120,6 +122,7 @@ def test_evaluate_client_without_minority_and_json(digits, evaluator):
     assert m.fid_majority == pytest.approx(m.fid_all, rel=1e-12)
     d = json.loads(json.dumps(m.to_dict(), allow_nan=False))
     assert d["fid_minority"] is None
+    assert d["accuracy_cnn"] == pytest.approx(m.accuracy_cnn) and 0.0 <= m.accuracy_cnn <= 1.0
     assert d["client_id"] == 7 and d["minority_classes"] == []
     assert len(d["per_class_recall"]) == 10
 
@@ -142,10 +145,12 @@ def test_evaluate_client_rejects_bad_minority(digits, evaluator):
         _client(digits, evaluator, digits.pool_x[:50], digits.pool_y[:50], [2, 2])
 
 
-def _metrics(client_id: int, accuracy: float, fid_minority: float) -> ClientMetrics:
+def _metrics(client_id: int, accuracy: float, fid_minority: float, accuracy_cnn: float = math.nan
+             ) -> ClientMetrics:
     return ClientMetrics(
         client_id=client_id,
         accuracy=accuracy,
+        accuracy_cnn=accuracy_cnn,
         bias_std=0.1,
         bias_gap=0.3,
         per_class_recall=(accuracy, math.nan),
@@ -159,9 +164,11 @@ def _metrics(client_id: int, accuracy: float, fid_minority: float) -> ClientMetr
 
 
 def test_summarize_is_nan_aware():
-    s = summarize([_metrics(1, 0.8, math.nan), _metrics(2, 0.6, 4.0), _metrics(3, 0.7, 8.0)])
+    s = summarize([_metrics(1, 0.8, math.nan, 0.9), _metrics(2, 0.6, 4.0, 0.5), _metrics(3, 0.7, 8.0)])
     assert s["num_clients"] == 3
     assert s["mean"]["accuracy"] == pytest.approx(0.7)
+    assert s["mean"]["accuracy_cnn"] == pytest.approx(0.7) and s["num_defined"]["accuracy_cnn"] == 2
+    assert s["min_accuracy_cnn"] == pytest.approx(0.5)
     assert s["mean"]["fid_all"] == pytest.approx(4.0)
     assert s["mean"]["fid_minority"] == pytest.approx(6.0)
     assert s["num_defined"]["fid_minority"] == 2

@@ -102,6 +102,29 @@ def test_run_strings_are_escaped(run_copy) -> None:
     assert "<script>" not in html and "&lt;script&gt;" in html
 
 
+def test_both_downstream_classifiers_and_an_older_metrics_file(run_copy) -> None:
+    """Each client's accuracy under both classifiers; a metrics.json written before the
+    CNN was reported shows its column as n/a, never as zero."""
+    from securediff.run_report import build
+
+    metrics = read_json(run_copy / "metrics.json")
+    page = Page()
+    page.feed(build._metrics_section(metrics))
+    assert "accuracy (logreg)" in page.text and "accuracy (CNN)" in page.text
+    for client in metrics["clients"]:
+        assert 0.0 <= client["accuracy_cnn"] <= 1.0
+    for client in metrics["clients"]:
+        del client["accuracy_cnn"]
+    del metrics["summary"]["mean"]["accuracy_cnn"]
+    old = Page()
+    old.feed(build._metrics_section(metrics))
+    cnn = list(build.METRIC_COLUMNS).index(("accuracy_cnn", "accuracy (CNN)"))
+    header = old.text.index("client")
+    cells = old.text[header + len(build.METRIC_COLUMNS):]
+    rows = [cells[i:i + len(build.METRIC_COLUMNS)] for i in range(0, len(cells), len(build.METRIC_COLUMNS))]
+    assert len(rows) == len(metrics["clients"]) and all(r[cnn] == "n/a" for r in rows)
+
+
 def test_unfinished_or_edited_runs_are_refused(run_copy, tmp_path) -> None:
     unfinished = run_copy.rename(tmp_path / "tiny.incomplete")
     result = runner.invoke(app, ["report", str(unfinished)])
