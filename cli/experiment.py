@@ -89,12 +89,12 @@ def report(
     from cli.render import fit
 
     table = Table(title=f"suite {results['suite']}" + ("" if results["private"] else " (NOT PRIVATE)"))
-    for col in ("method", "seeds", "eps", "accuracy", "bias std", "FID minority", "MIA AUC"):
+    for col in ("method", "seeds", "eps", "acc logreg", "acc CNN", "bias std", "FID minority", "MIA AUC"):
         table.add_column(col)
     for r in results["rows"]:
         m = r["metrics"]
         table.add_row(r["name"], str(len(r["seeds"])), *(_fmt(m[k]) for k in (
-            "epsilon_claimed", "accuracy", "bias_std", "fid_minority", "mia_auc")))
+            "epsilon_claimed", "accuracy", "accuracy_cnn", "bias_std", "fid_minority", "mia_auc")))
     console.print(fit(table, 0))
     for miss in results["missing"]:
         console.print(f"{miss['method']}: MISSING: {miss['reason']}", highlight=False, soft_wrap=True)

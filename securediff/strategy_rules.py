@@ -65,6 +65,7 @@ class StrategyRules:
     samples_personal_only = False  # a client samples its personal denoiser alone
     client_model_artefact = "personal"  # the ledger artefact that pays for a client's own model
     no_collaboration_baseline = False  # what experiments compare every method of a setting against
+    collaborative = True  # a client's model learns from other clients' data (experiments' gains need a False row)
 
     @property
     def sends_updates(self) -> bool:
@@ -164,6 +165,7 @@ class FedAvg(StrategyRules):
 class Local(StrategyRules):
     name = "local"
     federated = False
+    collaborative = False
     shares_model = False
     plans_dpsgd_personal = True
     personal_runs_local_steps = True
@@ -235,6 +237,7 @@ class Hybrid(StrategyRules):
 class PublicOnly(StrategyRules):
     name = "public-only"
     federated = False
+    collaborative = False
     shares_model = False
     needs_public = True
 

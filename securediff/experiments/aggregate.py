@@ -1,5 +1,12 @@
 """From a suite's cell files to per-method mean +- std over seeds, paired
-changes against `local`, and the rows that are missing (with why)."""
+changes against `local` and against the best non-collaborative row of the
+setting, and the rows that are missing (with why).
+
+The best non-collaborative row is chosen per metric, among the rows of the
+setting whose strategy rules say they are not collaborative (local,
+public-only, local+public): the best mean over seeds, higher accuracy or lower
+bias and FID; ties go to the row listed first in the suite. A collaborative
+method's gain against it is paired per seed like the gain against `local`."""
 
 from __future__ import annotations
 
@@ -17,7 +24,14 @@ from securediff.storage import read_json
 
 RESULTS_FORMAT = 1
 # Summary means over a cell's clients (securediff.evaluation.summarize).
-CLIENT_MEANS = ("accuracy", "bias_std", "bias_gap", "fid_all", "fid_majority", "fid_minority")
+# accuracy: the logistic regression's; accuracy_cnn: the small CNN's (None in cells
+# evaluated before it was reported).
+CLIENT_MEANS = ("accuracy", "accuracy_cnn", "bias_std", "bias_gap", "fid_all", "fid_majority", "fid_minority")
+# The paired changes: (metric, name of the change, higher is better). Accuracy changes
+# in points, the others in percent of the baseline's value.
+CHANGES = (("accuracy", "accuracy_points", True), ("accuracy_cnn", "accuracy_cnn_points", True),
+           ("bias_std", "bias_std_percent", False), ("bias_gap", "bias_gap_percent", False),
+           ("fid_minority", "fid_minority_percent", False))
 
 
 def load_cells(root: Path) -> list[dict[str, Any]]:
@@ -87,20 +101,47 @@ def _local_of(method: Method, suite: Suite) -> Method | None:
     return None
 
 
-def _paired_changes(cells: dict[int, dict], local: dict[int, dict]) -> dict[str, Any]:
-    """Per seed against local on the same partition, then mean +- std over seeds."""
-    acc, bias, gap, fid = [], [], [], []
-    for seed, cell in cells.items():
-        if seed not in local:
+def _change(a: float | None, b: float | None, points: bool) -> float | None:
+    if a is None or b is None:
+        return None
+    if points:
+        return 100.0 * (a - b)
+    return 100.0 * (a - b) / b if b else None
+
+
+def _paired_changes(cells: dict[int, dict], baseline: dict[int, dict],
+                    metrics: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Per seed against the baseline on the same partition, then mean +- std over seeds."""
+    out = {}
+    for key, name, higher in CHANGES:
+        if metrics is not None and key not in metrics:
             continue
-        a, b = cell_values(cell), cell_values(local[seed])
-        if a["accuracy"] is not None and b["accuracy"] is not None:
-            acc.append(100.0 * (a["accuracy"] - b["accuracy"]))
-        for out, key in ((bias, "bias_std"), (gap, "bias_gap"), (fid, "fid_minority")):
-            if a[key] is not None and b[key]:
-                out.append(100.0 * (a[key] - b[key]) / b[key])
-    return {"accuracy_points": mean_std(acc), "bias_std_percent": mean_std(bias),
-            "bias_gap_percent": mean_std(gap), "fid_minority_percent": mean_std(fid)}
+        values = []
+        for seed, cell in cells.items():
+            if seed in baseline:
+                values.append(_change(cell_values(cell)[key], cell_values(baseline[seed])[key], points=higher))
+        out[name] = mean_std(values)
+    return out
+
+
+def best_non_collaborative(rows: list[dict[str, Any]], suite: Suite) -> dict[str, dict[str, Any]]:
+    """Per setting and metric: the non-collaborative row with the best mean over seeds
+    (`best` None where no such row has the metric)."""
+    rules = {m.name: m.rules for m in suite.methods}
+    out: dict[str, dict[str, Any]] = {}
+    for setting in dict.fromkeys(r["setting"] for r in rows):
+        candidates = [r for r in rows if r["setting"] == setting and rules.get(r["name"]) is not None
+                      and not rules[r["name"]].collaborative]
+        if not candidates:
+            continue
+        out[setting] = {}
+        for key, _, higher in CHANGES:
+            defined = [r for r in candidates if r["metrics"][key]["mean"] is not None]
+            sign = -1.0 if higher else 1.0
+            best = min(defined, key=lambda r: sign * r["metrics"][key]["mean"], default=None)
+            out[setting][key] = {"best": None if best is None else best["name"],
+                                 "mean": None if best is None else best["metrics"][key]["mean"]}
+    return out
 
 
 def aggregate(root: Path, suite: Suite) -> dict[str, Any]:
@@ -128,6 +169,17 @@ def aggregate(root: Path, suite: Suite) -> dict[str, Any]:
         if local is not None and local.name != method.name and local.name in by_method:
             row["vs_local"] = {"local": local.name, **_paired_changes(cells, by_method[local.name])}
         rows.append(row)
+    best = best_non_collaborative(rows, suite)
+    for row in rows:
+        rules = suite.method(row["name"]).rules
+        if rules is None or not rules.collaborative or row["setting"] not in best:
+            continue
+        row["vs_best_non_collaborative"] = {}
+        for key, name, _ in CHANGES:
+            against = best[row["setting"]][key]["best"]
+            change = (_paired_changes(by_method[row["name"]], by_method[against], (key,))[name]
+                      if against is not None else mean_std([]))
+            row["vs_best_non_collaborative"][name] = {"against": against, **change}
     seconds = sum(cell_values(c)["seconds"] for cells in by_method.values() for c in cells.values())
     invocations = meta.get("invocations", [])
     return {
@@ -135,7 +187,7 @@ def aggregate(root: Path, suite: Suite) -> dict[str, Any]:
         "quick": meta["quick"], "private": not meta["quick"], "seeds": meta["seeds"],
         "hyperparameters": meta.get("base", {}),
         "methods_table": [m.to_dict() for m in suite.methods],
-        "rows": rows, "missing": missing,
+        "rows": rows, "missing": missing, "best_non_collaborative": best,
         "cells_finished": sum(len(c) for c in by_method.values()),
         "cells_expected": int(meta["seeds"]) * sum(unregistered_reason(m) is None for m in suite.methods),
         "wall_seconds": {"cells_total": seconds,

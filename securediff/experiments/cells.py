@@ -224,7 +224,8 @@ def describe(outcome: CellOutcome) -> str:
     secs = r.get("seconds", {})
     took = sum(v for k, v in secs.items() if k != "run_reported" and v is not None)
     what = "already finished" if outcome.status == "skipped" else f"{r.get('how')} in {took:.0f} s"
-    return (f"{head}: {what}; accuracy {_fmt(mean.get('accuracy'))}, minority FID "
+    return (f"{head}: {what}; accuracy {_fmt(mean.get('accuracy'))} (logreg), "
+            f"{_fmt(mean.get('accuracy_cnn'))} (CNN), minority FID "
             f"{_fmt(mean.get('fid_minority'))}, shared-model MIA AUC {_fmt(r.get('mia_shared', {}).get('auc'))}")
 
 

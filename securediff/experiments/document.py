@@ -131,12 +131,13 @@ def markdown_block(results: dict[str, Any], *, md_path: Path, figures: dict[str,
     for r in results["rows"]:
         m = r["metrics"]
         body.append([r["name"], f"{len(r['seeds'])}", _num(m["epsilon_claimed"], 2), r.get("relation") or "n/a",
-                     _num(m.get("epsilon_replace_one"), 2), _num(m["accuracy"]),
+                     _num(m.get("epsilon_replace_one"), 2), _num(m["accuracy"]), _num(m.get("accuracy_cnn")),
                      _num(m["bias_std"]), _num(m["bias_gap"]), _num(m["fid_all"], 2),
                      _num(m["fid_majority"], 2), _num(m["fid_minority"], 2), _num(m["mia_auc"]),
                      _num(m["mia_dp_auc_ceiling"]), _num(m["mia_audit_ceiling"], 2),
                      _num(m["seconds"], 0)])
-    out += _table(["method", "seeds", "claimed eps", "relation", "eps replace-one", "accuracy", "bias std", "bias gap", "FID all",
+    out += _table(["method", "seeds", "claimed eps", "relation", "eps replace-one", "accuracy (logreg)",
+                   "accuracy (CNN)", "bias std", "bias gap", "FID all",
                    "FID majority", "FID minority", "MIA AUC (loss, shared)", "max AUC at claimed eps",
                    "audit eps ceiling", "cell seconds"], body)
     out += ["", "Claimed eps: the ledger's epsilon for the shared artefact (max over clients), "
@@ -146,17 +147,23 @@ def markdown_block(results: dict[str, Any], *, md_path: Path, figures: dict[str,
             "the relation on which the rows compare. MIA: the loss attack on the shared denoiser, all clients' "
             "members against their holdout; `max AUC at claimed eps` is the largest AUC any "
             "attack can reach against an (eps, 1e-5)-DP release; `audit eps ceiling` the largest "
-            "epsilon lower bound this many records could certify. `local` has no shared model.", ""]
+            "epsilon lower bound this many records could certify. `local` has no shared model. Accuracy: "
+            "downstream accuracy on the real test split of a logistic regression (logreg) and of a small "
+            "CNN (securediff/evaluation/downstream_cnn.py, settings fixed in code), each trained on the "
+            "client's synthetic samples alone; n/a where a cell was evaluated before the CNN was reported.",
+            ""]
     paired = [r for r in results["rows"] if "vs_local" in r]
     if paired:
         out += ["### Against `local` (paired per seed on the same partition, then mean ± std)", ""]
-        out += _table(["method", "accuracy change (points)", "bias std change (%)",
-                       "bias gap change (%)", "minority FID change (%)"],
+        out += _table(["method", "accuracy (logreg) change (points)", "accuracy (CNN) change (points)",
+                       "bias std change (%)", "bias gap change (%)", "minority FID change (%)"],
                       [[r["name"], _num(r["vs_local"]["accuracy_points"], 1),
+                        _num(r["vs_local"].get("accuracy_cnn_points"), 1),
                         _num(r["vs_local"]["bias_std_percent"], 1),
                         _num(r["vs_local"]["bias_gap_percent"], 1),
                         _num(r["vs_local"]["fid_minority_percent"], 1)] for r in paired])
         out.append("")
+    out += _best_non_collaborative_tables(results)
     if results["missing"]:
         out += ["### Missing rows", ""]
         out += _table(["method", "strategy", "why"],
@@ -169,6 +176,33 @@ def markdown_block(results: dict[str, Any], *, md_path: Path, figures: dict[str,
         out.append(f"- `{name}` (first seed; rows: clients, columns: classes): ![{name}]({rel(path)})")
     out += ["", "### Commands", "", "```bash", *commands, "```", "", END.format(suite=suite)]
     return "\n".join(out) + "\n"
+
+
+_CHANGE_HEADERS = (("accuracy", "accuracy_points", "accuracy (logreg) change (points)"),
+                   ("accuracy_cnn", "accuracy_cnn_points", "accuracy (CNN) change (points)"),
+                   ("bias_std", "bias_std_percent", "bias std change (%)"),
+                   ("bias_gap", "bias_gap_percent", "bias gap change (%)"),
+                   ("fid_minority", "fid_minority_percent", "minority FID change (%)"))
+
+
+def _best_non_collaborative_tables(results: dict[str, Any]) -> list[str]:
+    """One table per setting: each collaborative method against the best non-collaborative
+    row of each metric, the header naming that row."""
+    out: list[str] = []
+    for setting, best in (results.get("best_non_collaborative") or {}).items():
+        rows = [r for r in results["rows"] if r["setting"] == setting and "vs_best_non_collaborative" in r]
+        if not rows:
+            continue
+        out += [f"### Against the best non-collaborative row ({setting or 'no setting'})", "",
+                "Per metric, the non-collaborative row (local, public-only, local+public: by the strategy "
+                "rules) with the best mean over seeds, named in the header; paired per seed on the same "
+                "partition, then mean ± std.", ""]
+        header = ["method"] + [f"{title} vs `{best[key]['best']}`" if best[key]["best"] else f"{title} (no row)"
+                               for key, _, title in _CHANGE_HEADERS]
+        out += _table(header, [[r["name"], *(_num(r["vs_best_non_collaborative"][name], 1)
+                                             for _, name, _ in _CHANGE_HEADERS)] for r in rows])
+        out.append("")
+    return out
 
 
 def write_block(md_path: Path, suite: str, block: str) -> None:

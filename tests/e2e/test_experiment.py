@@ -85,6 +85,12 @@ def test_quick_suite_cells_resume_and_report(tmp_path, core_with_unregistered):
     assert pfdm["metrics"]["accuracy"]["mean"] == pytest.approx(cell["summary"]["mean"]["accuracy"])
     assert pfdm["vs_local"]["accuracy_points"]["mean"] == pytest.approx(
         100 * (cell["summary"]["mean"]["accuracy"] - local["summary"]["mean"]["accuracy"]))
+    # Both downstream classifiers; local is the only non-collaborative row run, so the best.
+    assert 0.0 <= cell["summary"]["mean"]["accuracy_cnn"] <= 1.0
+    assert pfdm["vs_best_non_collaborative"]["accuracy_cnn_points"]["against"] == "local"
+    assert pfdm["vs_best_non_collaborative"]["accuracy_cnn_points"]["mean"] == pytest.approx(
+        100 * (cell["summary"]["mean"]["accuracy_cnn"] - local["summary"]["mean"]["accuracy_cnn"]))
+    assert "| accuracy (logreg) | accuracy (CNN) |" in text and "change (points) vs `local` |" in text
     assert results["wall_seconds"]["cells_total"] > 0 and len(results["wall_seconds"]["invocations"]) == 3
     for png in (res.parent / "core-epsilon.png", res.parent / "core-pfdm-eps10-samples.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
