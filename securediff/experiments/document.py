@@ -34,8 +34,9 @@ def copy_sample_grids(root: Path, results: dict[str, Any], figures: Path) -> dic
 
 
 def epsilon_plot(results: dict[str, Any], path: Path) -> Path | None:
-    """Minority FID and downstream accuracy against the claimed epsilon (mean +- std
-    over seeds); methods without a DP claim are horizontal reference lines."""
+    """Minority FID and downstream accuracy (logistic regression, small CNN) against the
+    claimed epsilon (mean +- std over seeds); methods without a DP claim are horizontal
+    reference lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -44,23 +45,28 @@ def epsilon_plot(results: dict[str, Any], path: Path) -> Path | None:
     rows = [r for r in results["rows"] if r["metrics"]["accuracy"]["mean"] is not None]
     if not rows:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     styles = ["-", "--", ":", "-."]
+    # One line style per reference row and one colour per claimed row, the same in every
+    # panel (the legend is drawn once).
+    unclaimed = [r["name"] for r in rows if r["metrics"]["epsilon_claimed"]["mean"] is None]
+    style = {name: styles[i % len(styles)] for i, name in enumerate(unclaimed)}
+    claimed = [r["name"] for r in rows if r["name"] not in style]
+    colour = {name: f"C{i % 10}" for i, name in enumerate(claimed)}
     for ax, key, label in ((axes[0], "fid_minority", "minority-class FID (lower is better)"),
-                           (axes[1], "accuracy", "downstream accuracy (higher is better)")):
-        lines = 0
+                           (axes[1], "accuracy", "downstream accuracy, logistic regression"),
+                           (axes[2], "accuracy_cnn", "downstream accuracy, small CNN")):
         for row in rows:
-            m = row["metrics"][key]
-            if m["mean"] is None:
+            m = row["metrics"].get(key)
+            if m is None or m["mean"] is None:
                 continue
             eps = row["metrics"]["epsilon_claimed"]["mean"]
             if eps is None:
-                ax.axhline(m["mean"], color="grey", linestyle=styles[lines % len(styles)],
+                ax.axhline(m["mean"], color="grey", linestyle=style[row["name"]],
                            label=f"{row['name']} (no DP claim)")
-                lines += 1
             else:
                 ax.errorbar([eps], [m["mean"]], yerr=[m["std"] or 0.0], fmt="o", capsize=3,
-                            label=row["name"])
+                            color=colour[row["name"]], label=row["name"])
         ax.set_xlabel("claimed epsilon of the shared artefact (delta 1e-5)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)

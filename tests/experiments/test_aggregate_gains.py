@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from securediff.experiments.aggregate import aggregate
-from securediff.experiments.document import markdown_block
+from securediff.experiments.document import epsilon_plot, markdown_block
 from securediff.experiments.suites import Method, Suite
 from securediff.storage import atomic_write_json
 
@@ -97,3 +97,8 @@ def test_tables_show_both_classifiers_and_name_the_best_row(results, tmp_path):
             "`local+public` | minority FID change (%) vs `local+public` |") in text
     assert "| pfdm | 7.5 ± 3.5 | 7.5 ± 3.5 | 10.0 ± 42.4 | 15.0 ± 7.1 | -15.0 ± 7.1 |" in text
     assert "### Against the best non-collaborative row (setting T)" in text
+
+
+def test_the_epsilon_plot_draws_cells_with_and_without_the_cnn(results, tmp_path):
+    path = epsilon_plot(results, tmp_path / "plot.png")
+    assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
