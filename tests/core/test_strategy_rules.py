@@ -125,6 +125,14 @@ def test_dpsgd_is_planned_where_the_strategy_trains_that_artefact_and_on_its_inp
         assert plans["personal"].steps_per_round == 2 + extra
 
 
+def test_the_non_collaborative_strategies_are_the_experiments_baselines():
+    """What a collaboration gain is measured against: no other client's data reaches a
+    client's model. Centralized pools everyone's raw data: collaborative (an upper bound)."""
+    alone = {name for name, rules in STRATEGY_RULES.items() if not rules.collaborative}
+    assert alone == {"local", "public-only", "local+public"}
+    assert all(not STRATEGY_RULES[name].federated for name in alone)
+
+
 def test_refusals_list_the_strategies_as_a_sentence():
     assert either(["a"]) == "a"
     assert either(["a", "b"]) == "a or b"
