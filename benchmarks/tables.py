@@ -221,7 +221,8 @@ def gpu_check(data: Mapping[str, Any]) -> list[str]:
 
 RENDERERS: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {
     "dpsgd_step": dpsgd_step, "ckks_tee": ckks_tee, "secagg_vs_flower": secagg_vs_flower,
-    "mask_prg": mask_prg, "secagg_scaling": secagg_scaling, "gpu_check": gpu_check,
+    "mask_prg": mask_prg, "secagg_scaling": secagg_scaling, "secagg_scaling_5000": secagg_scaling,
+    "gpu_check": gpu_check,
     "flower_loopback": flower_loopback,
 }
 
