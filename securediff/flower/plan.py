@@ -53,6 +53,11 @@ def check_supported(config: Config) -> Config:
     if config.public.dataset:
         # The nodes would start from models the server never pretrained.
         raise ConfigError("public.dataset (public pretraining) runs only in securediff train so far")
+    if config.stats.release:
+        # The statistics release is a round of its own before training, which only the
+        # in-process run plays: a node would train with no release and no charge for it.
+        raise ConfigError("stats.release runs only in securediff train so far (the Flower "
+                          "server does not run the statistics release round)")
     return config
 
 
