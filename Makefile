@@ -21,7 +21,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check securediff protocols audits cli tests
-	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=25
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=25
 
 # The secagg benchmark runs Flower's own SecAgg+ code (flwr is also in requirements.lock.txt now).
 bench: $(STAMP)

@@ -4,12 +4,15 @@ within the budget, the updates carry their bits, DP-SGD charges its counts."""
 import json
 import tomllib
 
+import pytest
 from typer.testing import CliRunner
 
 from cli.app import app
 from securediff.storage import load_tensors, read_json
 
 from .conftest import at_checkpoint, no_checkpoint_hooks
+
+pytestmark = pytest.mark.slow(seconds=70)  # rough file total, CI machine
 
 runner = CliRunner()
 

@@ -23,7 +23,7 @@ from securediff.storage import read_json
 
 from .conftest import TINY
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=215)  # rough file total, CI machine
 
 EXE = str(Path(sys.executable).with_name("securediff"))
 ROUNDS = 3

@@ -12,6 +12,8 @@ from securediff.storage import load_tensors, read_json
 
 from .conftest import at_checkpoint, no_checkpoint_hooks
 
+pytestmark = pytest.mark.slow(seconds=200)  # rough file total, CI machine
+
 cli = CliRunner()
 
 

@@ -8,6 +8,8 @@ from typer.testing import CliRunner
 from cli.app import app
 from securediff.storage import read_json
 
+pytestmark = pytest.mark.slow(seconds=80)  # rough file total, CI machine
+
 runner = CliRunner()
 
 

@@ -24,6 +24,8 @@ from securediff.storage import RunDirectory
 
 from . import test_flower_training as training
 
+pytestmark = pytest.mark.slow(seconds=45)  # rough file total, CI machine
+
 deployment = training.deployment
 CLIENTS, ROUNDS = training.CLIENTS, 2
 DPSGD = training.TINY + """

@@ -37,7 +37,7 @@ from protocols.driver import RoundResult
 from securediff.flower.inputs import seeded_vector
 from securediff.flower.keys import keygen, make_roster
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=150)  # rough file total, CI machine
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
