@@ -31,8 +31,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +42,14 @@ import flwr
 
 from protocols.secagg import SecAggProtocol, plan_graph
 from securediff.flower.keys import keygen, make_roster
+from securediff.flower.loopback import (
+    Processes,
+    free_port,
+    superlink_command,
+    supernode_command,
+    wait_for_port,
+    write_flower_home,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -52,47 +58,6 @@ SEED, STAGE_TIMEOUT = 11, 300.0
 # What a SuperNode logs for each message it pulls: the run and group, then "Receiving".
 _GROUP = re.compile(r"\[RUN (\d+), ROUND ([^\]]+)\]")
 _RECEIVING = re.compile(r"Receiving: (\S+) message")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_port(port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on 127.0.0.1:{port}") from None
-            time.sleep(0.5)
-
-
-class Processes:
-    """Each in its own process group, so that killing one also ends the SuperExec and
-    ClientApp processes Flower starts under it."""
-
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
-        self.env, self.logs, self.groups = env, logs, {}
-
-    def start(self, name: str, cmd: list[str]) -> None:
-        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
-        self.groups[name] = subprocess.Popen(cmd, env=self.env, stdout=log,
-                                             stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-
-    def stop_all(self) -> None:
-        for name in list(self.groups):
-            proc = self.groups.pop(name)
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout=10)
 
 
 def exchanges_per_round(logs: list[Path], offsets: dict[Path, int]) -> dict[str, int]:
@@ -210,11 +175,8 @@ def main() -> None:
     keygen(["aggregator", *clients], keys)
     make_roster(sorted(keys.glob("*.pub")), aggregator="aggregator", out=keys / "roster.json")
     logs.mkdir()
-    home.mkdir()
-    link_port = _free_port()
-    (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "local"\n\n[superlink.local]\n'
-        f'address = "127.0.0.1:{link_port}"\ninsecure = true\n')
+    link_port = free_port()
+    write_flower_home(home, link_port)
     env = {**os.environ, "FLWR_HOME": str(home), "OMP_NUM_THREADS": "1",
            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     procs = Processes(env, logs)
@@ -222,16 +184,10 @@ def main() -> None:
     started = time.perf_counter()
     when, load_avg_1m = time.strftime("%Y-%m-%dT%H:%M:%S"), os.getloadavg()[0]
     try:
-        procs.start("superlink", [str(BIN / "flower-superlink"), "--insecure", "--host",
-                                  "127.0.0.1", "--port", str(link_port),
-                                  "--disable-runtime-dependency-installation"])
+        procs.start("superlink", superlink_command(BIN, link_port))
         for cid in clients:
-            procs.start(cid, [
-                str(BIN / "flower-supernode"), "--insecure", "--superlink",
-                f"127.0.0.1:{link_port}", "--port", str(_free_port()), "--node-config",
-                f"client-id='{cid}' identity-key='{keys / (cid + '.key')}' "
-                f"roster='{keys / 'roster.json'}'"])
-        _wait_for_port(link_port, 60)
+            procs.start(cid, supernode_command(BIN, link_port, cid, keys))
+        wait_for_port(link_port, 60)
         node_logs = [logs / f"{cid}.log" for cid in clients]
         for name in args.protocols:
             print(f"== {name}", flush=True)

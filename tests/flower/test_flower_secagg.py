@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +34,13 @@ from protocols import (
 from protocols.driver import RoundResult
 from securediff.flower.inputs import seeded_vector
 from securediff.flower.keys import keygen, make_roster
+from securediff.flower.loopback import (
+    Processes,
+    free_port,
+    superlink_command,
+    supernode_command,
+    write_flower_home,
+)
 
 pytestmark = pytest.mark.slow(seconds=150)  # rough file total, CI machine
 
@@ -44,39 +49,6 @@ BIN = Path(sys.executable).parent
 CLIENTS = [f"client-{i:02d}" for i in range(4)]
 SEED, LENGTH, ROUNDS, STAGE_TIMEOUT = 11, 1000, 2, 30.0
 VICTIM, KILL_ROUND, KILL_AFTER = "client-03", 1, "AdvertiseKeys"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Processes:
-    """Started in their own process groups, so that killing one takes its children
-    (the SuperExec and ClientApp processes Flower starts) with it."""
-
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
-        self.env, self.logs, self.groups = env, logs, {}
-
-    def start(self, name: str, cmd: list[str]) -> None:
-        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
-        proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        log.close()
-        self.groups[name] = proc
-
-    def kill(self, name: str) -> None:
-        proc = self.groups.pop(name)
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=10)
-
-    def stop_all(self) -> None:
-        for name in list(self.groups):
-            self.kill(name)
 
 
 def _records(path: Path) -> list[dict]:
@@ -105,25 +77,16 @@ def test_flower_secagg_run_matches_simulation(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
     home = tmp_path / "flwr-home"
-    home.mkdir()
-    link_port = _free_port()
-    (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "local"\n\n[superlink.local]\n'
-        f'address = "127.0.0.1:{link_port}"\ninsecure = true\n')
+    link_port = free_port()
+    write_flower_home(home, link_port)
     env = {**os.environ, "FLWR_HOME": str(home), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
            "OMP_NUM_THREADS": "1"}
     run_dir = tmp_path / "run"
     procs = Processes(env, logs)
     try:
-        procs.start("superlink", [str(BIN / "flower-superlink"), "--insecure", "--host",
-                                  "127.0.0.1", "--port", str(link_port),
-                                  "--disable-runtime-dependency-installation"])
+        procs.start("superlink", superlink_command(BIN, link_port))
         for cid in CLIENTS:
-            procs.start(cid, [
-                str(BIN / "flower-supernode"), "--insecure", "--superlink",
-                f"127.0.0.1:{link_port}", "--port", str(_free_port()), "--node-config",
-                f"client-id='{cid}' identity-key='{keys / (cid + '.key')}' "
-                f"roster='{keys / 'roster.json'}'"])
+            procs.start(cid, supernode_command(BIN, link_port, cid, keys))
         run_config = (
             f"run-dir='{run_dir}' roster='{keys / 'roster.json'}' "
             f"aggregator-key='{keys / 'aggregator.key'}' protocol='secagg' rounds={ROUNDS} "
