@@ -270,3 +270,41 @@ def test_feature_maps():
 def test_layout_refuses_a_non_orthonormal_projection():
     with pytest.raises(ConfigError):
         StatsLayout(num_classes=2, dim=3, clip_norm=1.0, moment_projection=2.0 * np.eye(3)[:2])
+
+
+def _papers_skellam_release_epsilon(*, w_s: float, w_m: float, dim: int, gamma: float, size: int,
+                                    variance: float, relation: str, delta: float) -> float:
+    """The release's epsilon from the formulas alone, not through the library:
+    sensitivities of the packed vector (docs/stats_release.md; full moment, r = d),
+    their integer versions under the shared rounding uniforms (Delta2 = gamma Delta2 +
+    sqrt(D), Delta1 = min(gamma Delta1 + D, sqrt(D) Delta2, Delta2^2)), Agarwal, Kairouz
+    & Liu (2021)'s Skellam RDP at integer orders 2..256, Balle et al. (2020)'s conversion."""
+    a_, b_ = w_s * w_s, w_m * w_m
+    if relation == "add_remove":
+        l2 = math.sqrt(a_ + b_)
+        l1 = w_s * math.sqrt(dim) + w_m * (1 + (dim - 1) / math.sqrt(2))
+    else:
+        l2 = math.sqrt(2 * a_ + 2 * b_ + a_ * a_ / (2 * b_)) if a_ <= 2 * b_ else 2 * math.sqrt(a_)
+        l1 = 2 * (w_s * math.sqrt(dim) + w_m * (1 + (dim - 1) / math.sqrt(2)))
+    d2 = gamma * l2 + math.sqrt(size)
+    d1 = min(gamma * l1 + size, math.sqrt(size) * d2, d2 * d2)
+    a = np.arange(2, 257, dtype=np.float64)
+    rdp = a * d2 * d2 / (2 * variance) + np.minimum(
+        ((2 * a - 1) * d2 * d2 + 6 * d1) / (4 * variance * variance), 3 * d1 / (2 * variance))
+    eps = rdp + np.log((a - 1) / a) - (math.log(delta) + np.log(a)) / (a - 1)
+    return float(max(0.0, eps.min()))
+
+
+@pytest.mark.parametrize(("w_s", "w_m"), [(1.0, 1.0), (1.0, 0.4), (0.5, 1.5)])
+def test_skellam_release_epsilon_matches_an_independent_computation(w_s, w_m):
+    layout = StatsLayout(num_classes=3, dim=16, clip_norm=2.0, sum_weight=w_s, moment_weight=w_m)
+    plan = plan_skellam_stats(layout, target_epsilon=4.0, delta=DELTA, relation="replace_one",
+                              min_survivors=4, max_clients=6, total_records=240)
+    for survivors in (4, 6):  # the floor charge, and the settled one with every share
+        event = plan.event(survivors=survivors)
+        for relation in ("add_remove", "replace_one"):
+            expected = _papers_skellam_release_epsilon(
+                w_s=w_s, w_m=w_m, dim=16, gamma=plan.skellam.scale, size=layout.size,
+                variance=survivors * plan.skellam.share_variance, relation=relation, delta=DELTA)
+            got = compose([event], delta=DELTA, accountant="rdp", relation=relation).epsilon
+            assert got == pytest.approx(expected, rel=1e-6), (survivors, relation, got, expected)
