@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from securediff.errors import DataError
-from securediff.evaluation.evaluator import training_settings
+from securediff.evaluation.evaluator import fit_classifier, training_settings
 from securediff.models.init import build
 
 ARCHITECTURE = "securediff-downstream-cnn/v1"
@@ -81,16 +81,6 @@ def train_downstream_cnn(synth_x: np.ndarray, synth_y: np.ndarray, *, num_classe
     channels = int(x.shape[1])
     net = build(lambda: _DownstreamNet(channels=channels, num_classes=num_classes), generator=generator)
     opt = torch.optim.Adam(net.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
-    n = x.shape[0]
-    net.train()
-    with training_settings(1):
-        for _ in range(EPOCHS):
-            order = torch.randperm(n, generator=generator)
-            for start in range(0, n, BATCH_SIZE):
-                idx = order[start:start + BATCH_SIZE]
-                loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-    net.eval()
+    fit_classifier(net, opt, x, y, epochs=EPOCHS, batch_size=BATCH_SIZE, generator=generator,
+                   num_threads=1)
     return DownstreamCNN(net, (channels, int(x.shape[2]), int(x.shape[3])))

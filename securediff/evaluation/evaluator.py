@@ -248,10 +248,21 @@ def _train(
     lr: float,
     num_threads: int | None,
 ) -> None:
-    n = x.shape[0]
-    steps = epochs * -(-n // batch_size)
+    steps = epochs * -(-x.shape[0] // batch_size)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    fit_classifier(net, opt, x, y, epochs=epochs, batch_size=batch_size, generator=generator,
+                   num_threads=num_threads, scheduler=sched)
+
+
+def fit_classifier(
+    net: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, *, epochs: int,
+    batch_size: int, generator: torch.Generator, num_threads: int | None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+) -> None:
+    """Cross-entropy epochs over shuffled batches (order from `generator` only), then
+    eval mode: the evaluator's and the downstream CNN's training loop."""
+    n = x.shape[0]
     net.train()
     with training_settings(num_threads):
         for _ in range(epochs):
@@ -262,7 +273,8 @@ def _train(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                sched.step()
+                if scheduler is not None:
+                    scheduler.step()
     net.eval()
 
 
