@@ -1,87 +1,117 @@
-"""The in-process driver: runs one round of any protocol over its pure stages.
+"""The in-process transport: every client's state lives in this process.
 
 Every message is encoded to its canonical bytes, recorded in the transcript
-(signed by its sender) and decoded again before delivery, exactly as a network
-transport would carry it, so the in-process simulation exercises the same
-bytes a Flower deployment would. The federation loop calls only `run_round`.
+(signed by its sender: the writer holds every key) and decoded again before
+delivery, exactly as a network transport would carry it, so the in-process
+simulation exercises the same bytes a Flower deployment would. The stage loop,
+dropouts and the round close are `protocols.engine`'s, shared with the remote
+transport. The federation loop calls only `run_round`.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from protocols.engine import RoundLog, RoundResult, drive_round
 from protocols.errors import MessageDecodeError, ProtocolAbort, ProtocolError, ProtocolInputError
-from protocols.messages import Message, decode, encode
+from protocols.messages import Message, decode
 from protocols.roster import Identities
 from protocols.stages import (
     AggregationProtocol,
     ClientInput,
+    ClientState,
     RandomBytes,
     RoundSetup,
-    ServerState,
     VectorSpec,
     make_setup,
 )
 from protocols.transcript import TranscriptWriter
 
+__all__ = ["InProcessTransport", "RoundResult", "check_against_plain", "default_binding",
+           "run_round"]
+
 Tap = Callable[[str, bytes], bytes]
 
 
-@dataclass(frozen=True)
-class RoundResult:
-    """sum_i w_i v_i and sum_i w_i over the contributors; the caller divides.
+class InProcessTransport:
+    """Clients as live states, stepped here; a planned dropout is known in advance.
 
-    `survivors` finished the round; `contributors` are whose inputs the sum holds
-    (a client that drops after a protocol fixed its sum is dropped but still in it).
-    """
+    Every client the plan has not removed takes every stage, dropped by the
+    aggregator or not: a client does not learn that it was dropped, and the
+    aggregator ignores what it sends (the protocol lists it as ignored)."""
 
-    weighted_sum: np.ndarray
-    total_weight: float
-    survivors: tuple[str, ...]
-    dropped: tuple[str, ...]
-    contributors: tuple[str, ...]
-    bytes_up: int
-    bytes_down: int
-    stats: dict[str, Any]
+    def __init__(self, protocol: AggregationProtocol, inputs: Mapping[str, ClientInput],
+                 plan: Mapping[str, str], tap: Tap | None) -> None:
+        self.protocol = protocol
+        self.inputs = inputs
+        self.plan = plan
+        self.tap = tap
+        self.gone: set[str] = set()
 
+    def start(self, setup: RoundSetup, log: RoundLog, random_bytes: RandomBytes) -> None:
+        self.setup, self.log = setup, log
+        self.clients: dict[str, ClientState] = {
+            c: self.protocol.client_start(setup=setup, client_id=c, client_input=self.inputs[c],
+                                          random_bytes=random_bytes)
+            for c in setup.participants
+        }
 
-@dataclass
-class _Wire:
-    """Carries messages: encode, record, optionally tamper (`tap`), decode."""
+    def _here(self, stage: str) -> list[str]:
+        """The clients still connected once the plan's dropouts before `stage` left."""
+        self.gone |= {c for c, before in self.plan.items() if before == stage}
+        return [c for c in self.setup.participants if c not in self.gone]
 
-    setup: RoundSetup
-    transcript: TranscriptWriter | None
-    tap: Tap | None
-    bytes_up: int = 0
-    bytes_down: int = 0
-    by_stage: dict[str, int] = field(default_factory=dict)
-    messages: int = 0
-
-    def carry(self, stage: str, msg: Message, *, up: bool) -> Message:
-        data = encode(msg)
-        if self.transcript is not None:
-            self.transcript.record_message(
-                round_index=self.setup.round_index,
-                stage=stage,
-                message_type=msg.TYPE_NAME,
-                sender=msg.sender,
-                receiver=msg.receiver,
-                payload=data,
-                message=msg,
-            )
-        self.messages += 1
-        self.by_stage[stage] = self.by_stage.get(stage, 0) + len(data)
-        if up:
-            self.bytes_up += len(data)
-        else:
-            self.bytes_down += len(data)
+    def _carry(self, stage: str, data: bytes) -> Message:
         return decode(self.tap(stage, data) if self.tap is not None else data)
+
+    def collect(self, stage: str, active: Sequence[str]) -> tuple[list[Message], dict[str, str]]:
+        delivered, bad = [], {}
+        for cid in self._here(stage):
+            self.clients[cid], out = self.protocol.client_step(stage, self.clients[cid], ())
+            for msg in out:
+                data = self.log.post(stage, msg, up=True)
+                try:
+                    got = self._carry(stage, data)
+                except MessageDecodeError:
+                    bad[cid] = f"undecodable message in {stage}"
+                    continue
+                if got.sender != cid:  # the channel authenticates the sender
+                    bad[cid] = f"message claims to come from {got.sender}"
+                else:
+                    delivered.append(got)
+        return delivered, bad
+
+    def unreachable(self, stage: str) -> dict[str, str]:
+        self._here(stage)
+        return {c: f"unreachable before {stage}" for c in self.gone}
+
+    def deliver(self, stage: str, sent: Iterator[tuple[Message, bytes]],
+                active: Sequence[str]) -> None:
+        inbox: dict[str, list[Message]] = {}
+        for msg, data in sent:
+            try:
+                got = self._carry(stage, data)
+            except MessageDecodeError:
+                raise ProtocolAbort(f"{msg.receiver} got an undecodable message") from None
+            inbox.setdefault(msg.receiver, []).append(got)
+        for cid in self.setup.participants:
+            if cid not in self.gone:
+                self.clients[cid], _ = self.protocol.client_step(
+                    stage, self.clients[cid], inbox.get(cid, []))
+
+    def cosign_close(self, statement: Mapping[str, Any], records: list[str]) -> dict[str, str]:
+        """Each survivor checks the close against the aggregate it saw itself; the
+        writer signs for it (a refusal aborts the round: no honest client refuses)."""
+        views = {c: self.protocol.client_aggregate_digest(self.clients[c])
+                 for c in statement["survivors"]}
+        assert self.log.transcript is not None  # the engine closes only a recorded round
+        self.log.transcript.cosign_and_close(statement, records, views)
+        return {}
 
 
 def run_round(
@@ -115,87 +145,9 @@ def run_round(
     setup, plan = _plan(
         protocol, round_index, inputs, identities, transcript, dropouts, vector_spec, binding
     )
-    rb = random_bytes if random_bytes is not None else os.urandom
-    wire = _Wire(setup=setup, transcript=transcript, tap=tap)
-    server = protocol.server_start(setup=setup, random_bytes=rb)
-    clients = {
-        c: protocol.client_start(setup=setup, client_id=c, client_input=inputs[c], random_bytes=rb)
-        for c in setup.participants
-    }
-    gone: set[str] = set()
-    try:
-        if server.aborted is not None:
-            raise ProtocolAbort(server.aborted)
-        for spec in protocol.stages:
-            gone |= {c for c, stage in plan.items() if stage == spec.name}
-            here = [c for c in setup.participants if c not in gone]
-            if spec.sender == "client":
-                delivered, bad = [], {}
-                for cid in here:
-                    clients[cid], out = protocol.client_step(spec.name, clients[cid], ())
-                    for msg in out:
-                        try:
-                            got = wire.carry(spec.name, msg, up=True)
-                        except MessageDecodeError:
-                            bad[cid] = f"undecodable message in {spec.name}"
-                            continue
-                        if got.sender != cid:  # the channel authenticates the sender
-                            bad[cid] = f"message claims to come from {got.sender}"
-                        else:
-                            delivered.append(got)
-                server = protocol.server_drop(server, bad)
-                server, _ = protocol.server_step(spec.name, server, delivered)
-            else:
-                unreachable = {c: f"unreachable before {spec.name}" for c in gone}
-                server = protocol.server_drop(server, unreachable)
-                server, out = protocol.server_step(spec.name, server, ())
-                inbox: dict[str, list[Message]] = {}
-                for msg in out:
-                    try:
-                        got = wire.carry(spec.name, msg, up=False)
-                    except MessageDecodeError:
-                        raise ProtocolAbort(f"{msg.receiver} got an undecodable message") from None
-                    inbox.setdefault(msg.receiver, []).append(got)
-                for cid in here:
-                    clients[cid], _ = protocol.client_step(
-                        spec.name, clients[cid], inbox.get(cid, [])
-                    )
-            if server.aborted is not None:
-                raise ProtocolAbort(server.aborted)
-        aggregate = protocol.server_result(server)
-        if transcript is not None:
-            transcript.close_round(
-                round_index=round_index,
-                survivors=server.active,
-                dropped=server.dropped,
-                aggregate_digest=aggregate.digest(),
-                client_views={
-                    c: protocol.client_aggregate_digest(clients[c]) for c in server.active
-                },
-            )
-    except ProtocolAbort as exc:
-        if transcript is not None:
-            why = dict(server.dropped)
-            transcript.close_round(
-                round_index=round_index,
-                survivors=(),
-                dropped=[
-                    (c, why.get(c, "in the round when it aborted")) for c in setup.participants
-                ],
-                aggregate_digest=None,
-                client_views={},
-                reason=str(exc),
-            )
-        raise
-    return RoundResult(
-        weighted_sum=aggregate.weighted_sum,
-        total_weight=aggregate.total_weight,
-        survivors=server.active,
-        dropped=tuple(sorted(c for c, _ in server.dropped)),
-        contributors=tuple(sorted(protocol.contributors(server))),
-        bytes_up=wire.bytes_up,
-        bytes_down=wire.bytes_down,
-        stats=_stats(server, wire, aggregate.digest()) | {"protocol": protocol.round_stats(server)},
+    return drive_round(
+        protocol, setup, InProcessTransport(protocol, inputs, plan, tap), transcript=transcript,
+        random_bytes=random_bytes if random_bytes is not None else os.urandom,
     )
 
 
@@ -248,17 +200,6 @@ def default_binding(transcript: TranscriptWriter | None) -> str:
     if transcript is None:
         return ""
     return f"session {transcript.session} of roster {transcript.roster_digest}"
-
-
-def _stats(server: ServerState, wire: _Wire, aggregate_digest: str) -> dict[str, Any]:
-    return {
-        "messages": wire.messages,
-        "bytes_by_stage": dict(wire.by_stage),
-        "drop_reasons": dict(server.dropped),
-        "ignored": [list(item) for item in server.ignored],
-        "threshold": server.setup.threshold,
-        "aggregate_digest": aggregate_digest,
-    }
 
 
 def check_against_plain(

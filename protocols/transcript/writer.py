@@ -298,7 +298,17 @@ class TranscriptWriter:
             round_index=round_index, survivors=survivors, dropped=dropped,
             aggregate_digest=aggregate_digest, reason=reason,
         )
-        rnd = self._open_round(round_index)
+        return self.cosign_and_close(statement, record_digests, client_views)
+
+    def cosign_and_close(
+        self,
+        statement: Mapping[str, Any],
+        record_digests: Sequence[str],
+        client_views: Mapping[str, str | None],
+    ) -> str:
+        """Co-sign `statement` for each of its survivors (this writer holds their keys)
+        and write the close; `ProtocolAbort` if a survivor would refuse it."""
+        rnd = self._open_round(statement["round"])
         cosigs = []
         signed: dict[str, tuple[int, str]] = {}
         view = CloseView.of(statement, record_digests)

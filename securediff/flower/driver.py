@@ -1,6 +1,7 @@
 """The aggregator's round driver when every client is on its own machine.
 
-The same stages as `protocols.driver.run_round`, with two differences: messages
+The round engine of `protocols.engine` (the same one `protocols.driver.run_round`
+drives in process) over a remote transport. The differences: messages
 reach clients through `exchange` (one request per reachable client, replies
 within a timeout; Flower in `apps.py`, direct calls in tests), and clients sign
 their own records and co-signatures. To save round trips, the server-stage
@@ -16,18 +17,87 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from protocols.driver import RoundResult
+from protocols.engine import RoundLog, RoundResult, drive_round
 from protocols.errors import MessageDecodeError, ProtocolAbort, TranscriptError
-from protocols.messages import decode, encode
+from protocols.messages import Message, decode
 from protocols.remote import PartyIdentities, SignedRecordWriter
-from protocols.stages import AggregationProtocol, RandomBytes, VectorSpec, make_setup
+from protocols.stages import AggregationProtocol, RandomBytes, RoundSetup, VectorSpec, make_setup
 from securediff.flower.exchange import Reply, Request, head_fields, setup_json
 
 # {client id: request} -> {client id: reply}; a client missing from the answer is lost.
 Exchange = Callable[[Mapping[str, Request]], Mapping[str, Reply]]
+
+
+class RemoteTransport:
+    """Clients behind `exchange`: asked only at client stages and at the close.
+
+    A server-stage message waits for its client's next request; the transport
+    learns that a client is gone only when it asks it (nothing is `unreachable`
+    before a server stage). Each client signs its records and co-signature on
+    its own machine; they are checked against the roster before they are written."""
+
+    def __init__(self, protocol: AggregationProtocol, transcript: SignedRecordWriter,
+                 exchange: Exchange) -> None:
+        self.protocol = protocol
+        self.transcript = transcript
+        self.exchange = exchange
+
+    def start(self, setup: RoundSetup, log: RoundLog, random_bytes: RandomBytes) -> None:
+        self.log = log
+        self.common = {"round": setup.round_index, "session": self.transcript.session,
+                       "setup": setup_json(self.protocol, setup)}
+        # Server-stage payloads per client (empty bytes: none for it), sent with its next request.
+        self.pending: dict[str, list[tuple[str, bytes]]] = {c: [] for c in setup.participants}
+
+    def _request(self, cid: str, **fields: Any) -> Request:
+        return {**self.common, **_deliver(self.pending[cid]),
+                **head_fields(self.transcript.head_of(cid)), **fields}
+
+    def collect(self, stage: str, active: Sequence[str]) -> tuple[list[Message], dict[str, str]]:
+        replies = self.exchange({cid: self._request(cid, kind="step", stage=stage)
+                                 for cid in active})
+        delivered, bad = [], {}
+        for cid in active:
+            self.pending[cid] = []
+            msg, why = _take_reply(self.transcript, cid, stage, replies.get(cid))
+            if msg is None:
+                bad[cid] = why
+            else:
+                delivered.append(msg)
+                self.log.count(stage, len(replies[cid]["payload"]), up=True)
+        return delivered, bad
+
+    def unreachable(self, stage: str) -> dict[str, str]:
+        return {}
+
+    def deliver(self, stage: str, sent: Iterator[tuple[Message, bytes]],
+                active: Sequence[str]) -> None:
+        by_receiver = {msg.receiver: data for msg, data in sent}
+        for cid in active:
+            self.pending[cid].append((stage, by_receiver.get(cid, b"")))
+
+    def cosign_close(self, statement: Mapping[str, Any], records: list[str]) -> dict[str, str]:
+        survivors = statement["survivors"]
+        replies = self.exchange({
+            cid: self._request(cid, kind="close", statement=json.dumps(statement), records=records)
+            for cid in survivors
+        })
+        for cid in survivors:
+            self.pending[cid] = []  # delivered with this close request
+        cosigs = {cid: _cosig(replies.get(cid)) for cid in survivors}
+        lost = {cid: "no co-signature of the round close" for cid, c in cosigs.items() if c is None}
+        if lost:
+            return lost
+        try:
+            self.transcript.close_with_cosigs(statement, cosigs)
+        except ProtocolAbort as exc:
+            lost = {cid: str(exc) for cid in survivors if str(exc).startswith(cid + ":")}
+            if not lost:
+                raise
+        return lost
 
 
 def run_remote_round(
@@ -46,101 +116,8 @@ def run_remote_round(
     when it cannot release an aggregate. `binding` names the run and session."""
     setup = make_setup(protocol, round_index=round_index, aggregator_id=identities.aggregator_id,
                        participants=participants, vector=vector_spec, binding=binding)
-    head = setup_json(protocol, setup)
-    common = {"round": round_index, "session": transcript.session, "setup": head}
-    server = protocol.server_start(setup=setup, random_bytes=random_bytes or os.urandom)
-    pending: dict[str, list[tuple[str, bytes]]] = {c: [] for c in setup.participants}
-    up = down = 0
-    try:
-        if server.aborted is not None:
-            raise ProtocolAbort(server.aborted)
-        for spec in protocol.stages:
-            if spec.sender == "server":
-                server, out = protocol.server_step(spec.name, server, ())
-                sent = {}
-                for msg in out:
-                    data = encode(msg)
-                    transcript.record_message(
-                        round_index=round_index, stage=spec.name, message_type=msg.TYPE_NAME,
-                        sender=msg.sender, receiver=msg.receiver, payload=data)
-                    sent[msg.receiver] = data
-                    down += len(data)
-                for cid in server.active:
-                    pending[cid].append((spec.name, sent.get(cid, b"")))
-            else:
-                requests = {
-                    cid: {**common, **_deliver(pending[cid]), **head_fields(transcript.head_of(cid)),
-                          "kind": "step", "stage": spec.name}
-                    for cid in server.active
-                }
-                replies = exchange(requests)
-                delivered, bad = [], {}
-                for cid in server.active:
-                    pending[cid] = []
-                    msg, why = _take_reply(transcript, cid, spec.name, replies.get(cid))
-                    if msg is None:
-                        bad[cid] = why
-                    else:
-                        delivered.append(msg)
-                        up += replies[cid]["payload"].__len__()
-                server = protocol.server_drop(server, bad)
-                server, _ = protocol.server_step(spec.name, server, delivered)
-            if server.aborted is not None:
-                raise ProtocolAbort(server.aborted)
-        aggregate = protocol.server_result(server)
-        dropped = list(server.dropped)
-        survivors = list(server.active)
-        while True:
-            statement, records = transcript.round_statement(
-                round_index=round_index, survivors=survivors, dropped=dropped,
-                aggregate_digest=aggregate.digest())
-            requests = {
-                cid: {**common, **_deliver(pending[cid]), **head_fields(transcript.head_of(cid)),
-                      "kind": "close", "statement": json.dumps(statement), "records": records}
-                for cid in survivors
-            }
-            replies = exchange(requests)
-            cosigs = {cid: _cosig(replies.get(cid)) for cid in survivors}
-            lost = {cid: "no co-signature of the round close" for cid, c in cosigs.items() if c is None}
-            if not lost:
-                try:
-                    transcript.close_with_cosigs(statement, cosigs)
-                    break
-                except ProtocolAbort as exc:
-                    lost = {cid: str(exc) for cid in survivors if str(exc).startswith(cid + ":")}
-                    if not lost:
-                        raise
-            survivors = [c for c in survivors if c not in lost]
-            dropped += sorted(lost.items())
-            for cid in lost:
-                pending.pop(cid, None)
-            for cid in survivors:
-                pending[cid] = []  # delivered with the first close request
-            if len(survivors) < setup.threshold:
-                raise ProtocolAbort(
-                    f"round {round_index}: {len(survivors)} clients co-signed the close, "
-                    f"below the threshold of {setup.threshold}")
-    except ProtocolAbort as exc:
-        why = dict(server.dropped)
-        statement, _ = transcript.round_statement(
-            round_index=round_index, survivors=(),
-            dropped=[(c, why.get(c, "in the round when it aborted")) for c in setup.participants],
-            aggregate_digest=None, reason=str(exc))
-        transcript.close_with_cosigs(statement, {})
-        raise
-    result_dropped = tuple(sorted(c for c, _ in dropped))
-    return RoundResult(
-        weighted_sum=aggregate.weighted_sum,
-        total_weight=aggregate.total_weight,
-        survivors=tuple(sorted(survivors)),
-        dropped=result_dropped,
-        contributors=tuple(sorted(protocol.contributors(server))),
-        bytes_up=up,
-        bytes_down=down,
-        stats={"drop_reasons": dict(dropped), "threshold": setup.threshold,
-               "aggregate_digest": aggregate.digest(),
-               "protocol": protocol.round_stats(server)},
-    )
+    return drive_round(protocol, setup, RemoteTransport(protocol, transcript, exchange),
+                       transcript=transcript, random_bytes=random_bytes or os.urandom)
 
 
 def _deliver(items: list[tuple[str, bytes]]) -> dict[str, Any]:
