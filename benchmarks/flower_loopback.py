@@ -15,12 +15,22 @@ defaults: subprocess isolation, a ClientApp process per message):
 
 Each protocol aggregates a float32 vector of `--length` values per node.
 Reported per protocol: seconds per round (the ServerApp's own clock; the first
-round is left out of the mean: it also pays for installing the app on each
-node), exchanges per round (Flower messages one SuperNode receives in the
+round of each run is left out of the mean: it also pays for installing the app
+on each node), exchanges per round (Flower messages one SuperNode receives in the
 round's group, counted in the SuperNode logs, the same way for every protocol)
 and seconds per exchange; the load average is stored before and after each run.
 
-    .venv/bin/python benchmarks/flower_loopback.py            # 10 nodes, 3 rounds
+The runs are interleaved: `--repeats` passes over the protocols, every other
+pass in reverse order (secagg, Flower, plain, then plain, Flower, secagg), so
+that a machine that slows down or speeds up during the benchmark weighs on every
+protocol alike; the means pool the rounds of all passes and each pass's own
+ratio is stored too. The SuperNodes write Python's bytecode cache, as Python
+does by default: the first ClientApp process of an app compiles its modules and
+later ones load them, which Flower's own modules get from pip at install time
+(a shell with PYTHONDONTWRITEBYTECODE set would otherwise make every one of our
+processes compile the whole app again).
+
+    .venv/bin/python benchmarks/flower_loopback.py            # 10 nodes, 3 rounds, 2 passes
     .venv/bin/python benchmarks/flower_loopback.py --nodes 4 --rounds 2 --protocols plain
 """
 
@@ -103,6 +113,7 @@ def _flower_app(work: Path) -> Path:
 def run_one(name: str, *, work: Path, env: dict[str, str], keys: Path, n: int, rounds: int,
             length: int, degree: int, threshold: int, node_logs: list[Path],
             timeout: float) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
     out = work / name
     if name == "flower-secaggplus":
         app, result = _flower_app(work), out.with_suffix(".json")
@@ -138,21 +149,30 @@ def run_one(name: str, *, work: Path, env: dict[str, str], keys: Path, n: int, r
     summary = json.loads(result.read_text())
     seconds = [r["seconds"] for r in summary["rounds"]]
     per_round = exchanges_per_round(node_logs, offsets)
-    later = seconds[1:] or seconds
-    ex = list(per_round.values())
-    ex_later = ex[1:] or ex
-    mean_s = sum(later) / len(later)
-    mean_ex = sum(ex_later) / len(ex_later) if ex_later else float("nan")
     return {
         "outcomes": [r.get("outcome") for r in summary["rounds"]],
         "round_seconds": seconds,
-        "exchanges_per_round_each": ex,
-        "seconds_per_round": mean_s,
-        "exchanges_per_round": mean_ex,
-        "seconds_per_exchange": mean_s / mean_ex,
+        "exchanges_per_round_each": list(per_round.values()),
         "submit_to_result_s": wall,
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
     }
+
+
+def pooled(runs: list[dict]) -> dict:
+    """Means over every run's rounds after its first (which installs the app)."""
+    seconds = [s for r in runs for s in (r["round_seconds"][1:] or r["round_seconds"])]
+    exchanges = [e for r in runs
+                 for e in (r["exchanges_per_round_each"][1:] or r["exchanges_per_round_each"])]
+    mean_s = sum(seconds) / len(seconds)
+    mean_ex = sum(exchanges) / len(exchanges) if exchanges else float("nan")
+    return {"seconds_per_round": mean_s, "exchanges_per_round": mean_ex,
+            "seconds_per_exchange": mean_s / mean_ex, "rounds_pooled": len(seconds)}
+
+
+def pass_order(protocols: list[str], repeats: int) -> list[tuple[int, str]]:
+    """(pass, protocol) in run order: every other pass reversed."""
+    return [(p, name) for p in range(repeats)
+            for name in (protocols if p % 2 == 0 else protocols[::-1])]
 
 
 def main() -> None:
@@ -161,6 +181,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--length", type=int, default=1000)
     parser.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS))
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="passes over the protocols, every other one reversed")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
     parser.add_argument("--keep", type=Path, help="keep the logs and run directories here")
     parser.add_argument("--out", type=Path,
@@ -179,8 +201,9 @@ def main() -> None:
     write_flower_home(home, link_port)
     env = {**os.environ, "FLWR_HOME": str(home), "OMP_NUM_THREADS": "1",
            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # Python's default: see the module docstring
     procs = Processes(env, logs)
-    results: dict[str, dict] = {}
+    runs: dict[str, list[dict]] = {}
     started = time.perf_counter()
     when, load_avg_1m = time.strftime("%Y-%m-%dT%H:%M:%S"), os.getloadavg()[0]
     try:
@@ -189,13 +212,14 @@ def main() -> None:
             procs.start(cid, supernode_command(BIN, link_port, cid, keys))
         wait_for_port(link_port, 60)
         node_logs = [logs / f"{cid}.log" for cid in clients]
-        for name in args.protocols:
-            print(f"== {name}", flush=True)
-            results[name] = run_one(name, work=work, env=env, keys=keys, n=n,
-                                    rounds=args.rounds, length=args.length,
-                                    degree=plan.degree, threshold=plan.threshold,
-                                    node_logs=node_logs, timeout=args.timeout)
-            r = results[name]
+        for p, name in pass_order(args.protocols, args.repeats):
+            print(f"== pass {p + 1}: {name}", flush=True)
+            run = run_one(name, work=work / f"pass-{p}", env=env, keys=keys, n=n,
+                          rounds=args.rounds, length=args.length,
+                          degree=plan.degree, threshold=plan.threshold,
+                          node_logs=node_logs, timeout=args.timeout)
+            runs.setdefault(name, []).append({"pass": p, **run, **pooled([run])})
+            r = runs[name][-1]
             print(f"{name}: {r['seconds_per_round']:.2f} s/round, "
                   f"{r['exchanges_per_round']:.1f} exchanges/round, "
                   f"{r['seconds_per_exchange']:.2f} s/exchange (rounds "
@@ -206,7 +230,11 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
     data = {
         "benchmark": "flower_loopback", "when": when, "load_avg_1m": load_avg_1m,
-        "cpus": os.cpu_count(), "complete": set(results) == set(args.protocols),
+        "cpus": os.cpu_count(),
+        "complete": all(len(runs.get(p, [])) == args.repeats for p in args.protocols),
+        "repeats": args.repeats, "order": [f"{p + 1}:{name}" for p, name in
+                                           pass_order(args.protocols, args.repeats)],
+        "bytecode_cache": "written by the SuperNodes' processes (Python's default)",
         "seconds": time.perf_counter() - started, "flwr": flwr.__version__,
         "nodes": n, "rounds": args.rounds, "length": args.length,
         "degree": plan.degree, "threshold": plan.threshold,
@@ -214,9 +242,11 @@ def main() -> None:
         "supernode": "flower-supernode defaults: --isolation subprocess (a flwr-clientapp "
                      "process per message), 3 s sleep after an empty pull",
         "superexec_poll_interval_env": os.environ.get("FLWR_SUPEREXEC_TASK_POLL_INTERVAL"),
-        "rows": [{"protocol": name, **r} for name, r in results.items()],
+        "rows": [{"protocol": name, **pooled(r), "runs": r} for name, r in runs.items()],
         "ratios": {},
+        "ratios_by_pass": {},
     }
+    results = {name: pooled(r) for name, r in runs.items()}
     for other in ("flower-secaggplus", "plain"):
         if "secagg" in results and other in results:
             ours, theirs = results["secagg"], results[other]
@@ -225,6 +255,9 @@ def main() -> None:
                 theirs["seconds_per_exchange"] / ours["seconds_per_exchange"])
             data["ratios"][f"{key}_over_secagg_per_round"] = (
                 theirs["seconds_per_round"] / ours["seconds_per_round"])
+            data["ratios_by_pass"][f"{key}_over_secagg_per_exchange"] = [
+                t["seconds_per_exchange"] / o["seconds_per_exchange"]
+                for o, t in zip(runs["secagg"], runs[other], strict=False)]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(data, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -196,17 +196,27 @@ def flower_loopback(data: Mapping[str, Any]) -> list[str]:
         f"Flower {data.get('flwr', '')} on loopback: one SuperLink and {data.get('nodes', '?')} "
         f"SuperNodes, {data.get('rounds', '?')} rounds of {data.get('length', '?')} values, "
         f"degree {data.get('degree', '?')} and threshold {data.get('threshold', '?')} "
-        f"(Flower: num_shares {data.get('flower_num_shares', '?')}); seconds per round leave "
-        "out the first round; exchanges: messages one SuperNode received per round.", "",
+        f"(Flower: num_shares {data.get('flower_num_shares', '?')}); {data.get('repeats', 1)} "
+        "interleaved passes, every other one reversed; seconds per round leave out each run's "
+        "first round; exchanges: messages one SuperNode received per round.", "",
         *meta_line(data),
         *table(data.get("rows", []),
                ["protocol", "seconds_per_round", "exchanges_per_round", "seconds_per_exchange",
-                "round_seconds", "exchanges_per_round_each", "outcomes", "loadavg_before",
-                "loadavg_after"], only=True),
+                "rounds_pooled"], only=True),
         "",
     ]
+    runs = [{"protocol": row["protocol"], **run} for row in data.get("rows", [])
+            for run in row.get("runs", [])]
+    if runs:
+        lines += ["Each run:", "",
+                  *table(sorted(runs, key=lambda r: r["pass"]),
+                         ["pass", "protocol", "seconds_per_exchange", "round_seconds",
+                          "exchanges_per_round_each", "outcomes", "loadavg_before",
+                          "loadavg_after"], only=True), ""]
     lines += [f"- {k.replace('_over_', ' / ')}: {fmt(k, v)}"
               for k, v in data.get("ratios", {}).items()]
+    lines += [f"- {k.replace('_over_', ' / ')}, by pass: {', '.join(fmt(k, x) for x in v)}"
+              for k, v in data.get("ratios_by_pass", {}).items()]
     return lines
 
 
