@@ -1,6 +1,10 @@
 """One suite for every aggregation protocol: a new protocol joins by adding its name
 to `protocols.registry`. Float results are compared with a tolerance so that
-quantizing and CKKS protocols can pass; integer inputs must sum exactly."""
+quantizing and CKKS protocols can pass; integer inputs must sum exactly.
+
+Every test runs its rounds through the `rounds` fixture: here the in-process
+transport (`run_round`); tests/flower/test_contract_remote.py runs the same tests
+over the remote transport, against client nodes behind a Flower-serialized wire."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from protocols.driver import run_round
+from protocols.driver import RoundResult, run_round
 from protocols.errors import ProtocolAbort
 from protocols.messages import decode, encode, message_class
 from protocols.registry import make_protocol, protocol_names
@@ -21,6 +25,29 @@ from protocols.stages import AggregationProtocol, ClientInput
 from protocols.transcript import TranscriptWriter, verify_transcript
 
 FLOAT_RTOL = 1e-6
+
+
+class InProcessRounds:
+    """Rounds over the in-process transport, with its dropout plan and tap."""
+
+    def __init__(self, identities: Identities) -> None:
+        self.identities = identities
+
+    def open(self, path: Path, protocol: AggregationProtocol) -> TranscriptWriter:
+        return TranscriptWriter.open(path, identities=self.identities, protocol=protocol)
+
+    def run(self, protocol: AggregationProtocol, **kwargs) -> RoundResult:
+        return run_round(protocol, identities=self.identities, **kwargs)
+
+    def dropped_at(self, protocol: AggregationProtocol, stage: str) -> int:
+        """The stage index before which the aggregator drops a client gone before
+        `stage`: that stage itself, as the dropout plan says so in advance."""
+        return [s.name for s in protocol.stages].index(stage)
+
+
+@pytest.fixture
+def rounds(identities: Identities) -> InProcessRounds:
+    return InProcessRounds(identities)
 
 
 @pytest.fixture(params=protocol_names())
@@ -72,25 +99,21 @@ def test_metadata(protocol: AggregationProtocol) -> None:
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_float_weighted_sum(protocol, identities: Identities, make_inputs, dtype: str) -> None:
+def test_float_weighted_sum(protocol, rounds, make_inputs, dtype: str) -> None:
     inputs = make_inputs(seed=11, length=50, dtype=dtype)
-    result = run_round(
-        protocol, round_index=0, inputs=inputs, identities=identities, transcript=None
-    )
+    result = rounds.run(protocol, round_index=0, inputs=inputs, transcript=None)
     _assert_sum(result, inputs, inputs)
     assert result.survivors == tuple(sorted(inputs)) and result.dropped == ()
     assert result.bytes_up > 0 and result.bytes_down >= 0
 
 
-def test_integer_inputs_sum_exactly(protocol, identities: Identities) -> None:
+def test_integer_inputs_sum_exactly(protocol, rounds, identities: Identities) -> None:
     rng = np.random.default_rng(5)
     inputs = {
         c: ClientInput(vector=rng.integers(-(2**20), 2**20, size=40), weight=1.0)
         for c in identities.client_ids
     }
-    result = run_round(
-        protocol, round_index=0, inputs=inputs, identities=identities, transcript=None
-    )
+    result = rounds.run(protocol, round_index=0, inputs=inputs, transcript=None)
     expected = sum(inputs[c].vector for c in inputs)
     assert np.array_equal(result.weighted_sum, expected.astype(np.float64))
 
@@ -100,17 +123,16 @@ STAGES = [(name, s.name) for name in protocol_names() for s in make_protocol(nam
 
 @pytest.mark.parametrize(("name", "stage"), STAGES)
 def test_dropout_before_each_stage(
-    name: str, stage: str, identities: Identities, make_inputs, tmp_path: Path
+    name: str, stage: str, rounds, identities: Identities, make_inputs, tmp_path: Path
 ) -> None:
     protocol = make_protocol(name)
     inputs = make_inputs(seed=len(stage))
     path = tmp_path / "transcript.jsonl"
-    with TranscriptWriter.open(path, identities=identities, protocol=protocol) as tw:
-        result = run_round(
+    with rounds.open(path, protocol) as tw:
+        result = rounds.run(
             protocol,
             round_index=0,
             inputs=inputs,
-            identities=identities,
             transcript=tw,
             dropouts={"c2": stage},
         )
@@ -119,7 +141,7 @@ def test_dropout_before_each_stage(
     # A client that leaves once the sum is fixed stays in it; no one else is added.
     assert set(result.survivors) <= set(result.contributors) <= set(inputs)
     first_server_stage = next(s.name for s in protocol.stages if s.sender == "server")
-    if [s.name for s in protocol.stages].index(stage) <= [
+    if rounds.dropped_at(protocol, stage) <= [
         s.name for s in protocol.stages
     ].index(first_server_stage):
         assert "c2" not in result.contributors
@@ -127,16 +149,17 @@ def test_dropout_before_each_stage(
     assert verify_transcript(path, identities.roster()).ok
 
 
-def test_abort_when_all_drop(protocol, identities: Identities, make_inputs, tmp_path: Path) -> None:
+def test_abort_when_all_drop(
+    protocol, rounds, identities: Identities, make_inputs, tmp_path: Path
+) -> None:
     path = tmp_path / "transcript.jsonl"
     first = protocol.stages[0].name
-    with TranscriptWriter.open(path, identities=identities, protocol=protocol) as tw:
+    with rounds.open(path, protocol) as tw:
         with pytest.raises(ProtocolAbort):
-            run_round(
+            rounds.run(
                 protocol,
                 round_index=0,
                 inputs=make_inputs(),
-                identities=identities,
                 transcript=tw,
                 dropouts=dict.fromkeys(identities.client_ids, first),
             )
@@ -145,7 +168,7 @@ def test_abort_when_all_drop(protocol, identities: Identities, make_inputs, tmp_
 
 
 def test_messages_round_trip_and_rounds_are_deterministic(
-    protocol, identities: Identities, make_inputs, tmp_path: Path
+    protocol, rounds, identities: Identities, make_inputs, tmp_path: Path
 ) -> None:
     """With injected randomness a round is a pure function of its inputs; every
     message on the wire decodes and re-encodes to the same bytes."""
@@ -160,12 +183,11 @@ def test_messages_round_trip_and_rounds_are_deterministic(
     digests = []
     for attempt in range(2):
         path = tmp_path / f"t{attempt}.jsonl"
-        with TranscriptWriter.open(path, identities=identities, protocol=protocol) as tw:
-            run_round(
+        with rounds.open(path, protocol) as tw:
+            rounds.run(
                 protocol,
                 round_index=0,
                 inputs=make_inputs(seed=3),
-                identities=identities,
                 transcript=tw,
                 random_bytes=_deterministic_bytes(7),
                 tap=tap,
@@ -176,7 +198,7 @@ def test_messages_round_trip_and_rounds_are_deterministic(
 
 
 def test_a_message_corrupted_in_transit_drops_only_its_sender(
-    protocol, identities: Identities, make_inputs, tmp_path: Path
+    protocol, rounds, identities: Identities, make_inputs, tmp_path: Path
 ) -> None:
     first = protocol.stages[0]
     assert first.sender == "client", "the contract suite assumes clients speak first"
@@ -188,26 +210,20 @@ def test_a_message_corrupted_in_transit_drops_only_its_sender(
 
     inputs = make_inputs(seed=9)
     path = tmp_path / "transcript.jsonl"
-    with TranscriptWriter.open(path, identities=identities, protocol=protocol) as tw:
-        result = run_round(
-            protocol, round_index=0, inputs=inputs, identities=identities, transcript=tw, tap=tap
-        )
+    with rounds.open(path, protocol) as tw:
+        result = rounds.run(protocol, round_index=0, inputs=inputs, transcript=tw, tap=tap)
     assert result.dropped == ("c1",)
     _assert_sum(result, inputs, result.survivors)
     assert verify_transcript(path, identities.roster()).ok
 
 
-def test_check_against_plain_holds_and_catches_a_shift(
-    protocol, identities: Identities, make_inputs
-) -> None:
+def test_check_against_plain_holds_and_catches_a_shift(protocol, rounds, make_inputs) -> None:
     import dataclasses
 
     from protocols.driver import check_against_plain
 
     inputs = make_inputs(seed=21)
-    result = run_round(
-        protocol, round_index=0, inputs=inputs, identities=identities, transcript=None
-    )
+    result = rounds.run(protocol, round_index=0, inputs=inputs, transcript=None)
     check = check_against_plain(protocol, inputs, result)
     assert check["ok"] and check["max_abs_error"] <= check["tolerance"]
     shifted = result.weighted_sum.copy()
@@ -218,7 +234,7 @@ def test_check_against_plain_holds_and_catches_a_shift(
 
 
 def test_a_vector_of_the_wrong_length_drops_only_its_sender(
-    protocol, identities: Identities, make_inputs
+    protocol, rounds, make_inputs
 ) -> None:
     """The aggregator cannot range-check a masked or encrypted vector, but it can
     check its length: a client sending the wrong one leaves the round."""
@@ -226,8 +242,8 @@ def test_a_vector_of_the_wrong_length_drops_only_its_sender(
 
     inputs = make_inputs(seed=5, length=8)
     inputs["c3"] = ClientInput(vector=np.ones(12), weight=4.0)
-    result = run_round(
-        protocol, round_index=0, inputs=inputs, identities=identities, transcript=None,
+    result = rounds.run(
+        protocol, round_index=0, inputs=inputs, transcript=None,
         vector_spec=VectorSpec(length=8, dtype="float64"),
     )
     assert "c3" in result.dropped and "c3" not in result.contributors
