@@ -132,11 +132,8 @@ def drive_round(
         survivors, dropped = _close(transport, transcript, server, aggregate.digest())
     except ProtocolAbort as exc:
         if transcript is not None:
-            why = dict(server.dropped)
-            transcript.close_round(
-                round_index=setup.round_index, survivors=(),
-                dropped=[(c, why.get(c, "in the round when it aborted")) for c in setup.participants],
-                aggregate_digest=None, client_views={}, reason=str(exc))
+            close_aborted(transcript, setup.round_index, setup.participants, str(exc),
+                          dict(server.dropped))
         raise
     return RoundResult(
         weighted_sum=aggregate.weighted_sum,
@@ -156,6 +153,19 @@ def drive_round(
             "protocol": protocol.round_stats(server),
         },
     )
+
+
+def close_aborted(
+    transcript: TranscriptWriter, round_index: int, participants: Sequence[str], reason: str,
+    why: Mapping[str, str] | None = None,
+) -> None:
+    """Close a round that releases nothing: no survivor is left to co-sign it, and
+    every participant is listed with why it was dropped (`why`, where known)."""
+    why = why or {}
+    transcript.close_round(
+        round_index=round_index, survivors=(),
+        dropped=[(c, why.get(c, "in the round when it aborted")) for c in participants],
+        aggregate_digest=None, client_views={}, reason=reason)
 
 
 def _posted(log: RoundLog, stage: str, out: Sequence[Message]) -> Iterator[tuple[Message, bytes]]:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import save_file
 
+from protocols.engine import close_aborted
 from protocols.errors import ProtocolAbort, ProtocolError, ProtocolInputError
 from protocols.hazmat.keyfile import read_key_file
 from protocols.hazmat.signing import verify_signature
@@ -175,7 +176,7 @@ def run_aggregator(settings: AggregatorSettings, exchange: GridExchange) -> dict
                 except ProtocolInputError as exc:
                     # Too few sampled nodes for the protocol (secagg needs 3): the round is
                     # closed as aborted before any message, and nothing is released.
-                    _close_unstarted(transcript, r, participants, str(exc))
+                    close_aborted(transcript, r, participants, str(exc))
                     raise ProtocolAbort(str(exc)) from None
                 finally:
                     if model is not None:
@@ -225,12 +226,3 @@ def shared_model_server(settings: AggregatorSettings, exchange: GridExchange) ->
               else RandomSource.insecure_from_seed(settings.insecure_seed))
     return SharedModelServer(config, exchange=exchange, source=source,
                              train_timeout=settings.train_timeout)
-
-
-def _close_unstarted(transcript: SignedRecordWriter, round_index: int,
-                     participants: list[str], reason: str) -> None:
-    statement, _ = transcript.round_statement(
-        round_index=round_index, survivors=(),
-        dropped=[(c, "in the round when it aborted") for c in participants],
-        aggregate_digest=None, reason=reason)
-    transcript.close_with_cosigs(statement, {})
