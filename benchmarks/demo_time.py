@@ -3,7 +3,7 @@
 Runs the demo in a child process (into a temporary run directory that is
 removed afterwards) and reports its wall time, its peak RSS (the child's
 getrusage maximum) and the run's mean downstream accuracy, so a speed-up that
-costs utility shows. The goal of issue 8 is under 5 minutes on this 2-core
+costs utility shows. The goal is under 5 minutes on this 2-core
 machine; the load average at the start is recorded because other work on the
 machine moves this absolute figure.
 

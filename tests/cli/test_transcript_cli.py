@@ -90,7 +90,7 @@ def test_unreadable_inputs_exit_3(run_dir: Path) -> None:
     assert _verify(str(run_dir)).exit_code == 3
 
 
-# -- secagg transcripts: the done-when checks of issue 3 --------------------------------------
+# -- secagg transcripts: verified, summarised and refused when tampered ---------------------
 SECAGG_IDS = Identities.generate([f"h{i}" for i in range(5)])
 
 

@@ -1,5 +1,6 @@
 """An active aggregator against `ckks` (bound to the roster, as every run and Flower
-node binds it): the two attacks of issue 17's finding 5 are refused, and a search
+node binds it): the two attacks a review found (a lone ciphertext labelled as a sum,
+the aggregator's own key in the key directory) are refused, and a search
 over the aggregator's choices (which keys, keyholders, lists, ciphertexts, weights
 and signatures it hands each client) finds no way to make a decryptor release
 anything but the sum over one list that a majority of the participants signed.
@@ -66,7 +67,7 @@ def _exact(ids) -> np.ndarray:
     return sum(INPUTS[c].weight * INPUTS[c].vector for c in ids)
 
 
-# -- finding 5 (a): a lone ciphertext labelled as a sum ------------------------------------
+# -- attack (a): a lone ciphertext labelled as a sum ---------------------------------------
 def _lone(m: RequestDecryption, blobs: dict[str, tuple[bytes, ...]],
           sigs: dict[str, bytes]) -> RequestDecryption:
     """The victim c1's ciphertext alone, under the list (c0, c1), to decryptor c0."""
@@ -113,7 +114,7 @@ def test_finding_a_a_decryptor_is_no_decryption_oracle(forge) -> None:
     assert replies == []  # no decryption was ever produced
 
 
-# -- finding 5 (b): the aggregator's key in the directory ------------------------------------
+# -- attack (b): the aggregator's key in the directory ---------------------------------------
 ATTACKER = AgreementKey.generate()
 
 

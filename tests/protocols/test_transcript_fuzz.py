@@ -224,7 +224,7 @@ def test_edited_header_parameters_fail_by_name(clean, workdir, data) -> None:
     _verify_mutant(workdir, records, line, mutant)
 
 
-# -- the cases of issue 17's finding 8, pinned -----------------------------------------------
+# -- mutations a review found the verifier let through, pinned -------------------------------
 def _close_line(records: list[dict]) -> int:
     return max(i for i, r in enumerate(records) if r["kind"] == "round_close")
 

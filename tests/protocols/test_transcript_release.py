@@ -198,7 +198,7 @@ def test_a_closed_round_aggregated_again_after_a_resume_fails(tmp_path: Path,
     ]
 
 
-# -- secagg: what the active aggregator of issue 17 tries ----------------------------------
+# -- secagg: what an active aggregator tries ------------------------------------------------
 
 
 def _rechain(records: list[dict], party: str, key) -> list[bytes]:
