@@ -33,10 +33,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from protocols.errors import ProtocolAbort, ProtocolInputError
+from protocols.hazmat.certificates import Certificate
 from protocols.hazmat.kex import PUBLIC_KEY_BYTES
 from protocols.messages import Message, encode
 from protocols.stages import (
@@ -100,14 +99,14 @@ def _allowlist(value: Any) -> tuple[str, ...] | None:
     return out
 
 
-def _root(value: Any) -> x509.Certificate | None:
+def _root(value: Any) -> Certificate | None:
     """The trusted vendor root from its PEM text (a string: parameters are JSON)."""
     if value is None:
         return None
     if not isinstance(value, str):
         raise ProtocolInputError("attestation_root must be a root certificate in PEM (a string)")
     try:
-        return x509.load_pem_x509_certificate(value.encode("ascii"))
+        return Certificate.from_pem(value.encode("ascii"))
     except (UnicodeEncodeError, ValueError) as exc:
         raise ProtocolInputError(f"attestation_root is not a PEM certificate: {exc}") from None
 
@@ -153,7 +152,7 @@ class TeeProtocol(AggregationProtocol):
         self.allow = _allowlist(allow)
         root = _root(attestation_root)
         # Kept as the certificate's own PEM so that `params` round-trips byte for byte.
-        self.attestation_root = (root.public_bytes(Encoding.PEM).decode("ascii")
+        self.attestation_root = (root.pem().decode("ascii")
                                  if root is not None else None)
         # The simulated machine the aggregator runs on (fresh keys from the OS).
         self.platform = platform if platform is not None else SimulatedPlatform.create()

@@ -22,9 +22,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-
+from protocols.hazmat.certificates import Certificate
 from protocols.messages import canonical_json
 from protocols.tee.errors import MalformedQuoteError
 
@@ -67,7 +65,7 @@ class Evidence:
 class Quote:
     body: QuoteBody
     signature: bytes
-    certificate: x509.Certificate
+    certificate: Certificate
     evidence: Evidence
 
     def to_dict(self) -> dict[str, Any]:
@@ -76,7 +74,7 @@ class Quote:
             "kind": "securediff-tee-quote",
             "body": asdict(self.body),
             "signature": self.signature.hex(),
-            "certificate": base64.b64encode(self.certificate.public_bytes(Encoding.DER)).decode(),
+            "certificate": base64.b64encode(self.certificate.der()).decode(),
             "evidence": {
                 "nonce": self.evidence.nonce.hex(),
                 "enclave_public_key": self.evidence.enclave_public_key.hex(),
@@ -111,7 +109,7 @@ class Quote:
             ):
                 raise MalformedQuoteError("quote body fields are missing or mistyped")
             body = QuoteBody(**b)
-            cert = x509.load_der_x509_certificate(base64.b64decode(obj["certificate"], validate=True))
+            cert = Certificate.from_der(base64.b64decode(obj["certificate"], validate=True))
             evidence = Evidence(
                 nonce=bytes.fromhex(ev["nonce"]),
                 enclave_public_key=bytes.fromhex(ev["enclave_public_key"]),

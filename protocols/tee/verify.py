@@ -17,12 +17,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
+from protocols.hazmat.certificates import Certificate
 from protocols.tee.errors import (
     CertificateChainError,
     DebugEnclaveError,
@@ -36,31 +31,27 @@ from protocols.tee.errors import (
     StaleSvnError,
 )
 from protocols.tee.quote import QUOTE_VERSION, SIGNER_ID, Quote, QuoteBody, report_data
-from protocols.tee.vendor import SIGNATURE, SimulatedVendor
+from protocols.tee.vendor import SimulatedVendor
 
 
-def _well_known_root() -> x509.Certificate:
+def _well_known_root() -> Certificate:
     return SimulatedVendor.well_known().certificate
 
 
-def load_root(pem: bytes) -> x509.Certificate:
+def load_root(pem: bytes) -> Certificate:
     """A trusted vendor root from its PEM; `ValueError` if it is not one certificate."""
-    return x509.load_pem_x509_certificate(pem)
+    return Certificate.from_pem(pem)
 
 
-def root_fingerprint(root: x509.Certificate) -> str:
+def root_fingerprint(root: Certificate) -> str:
     """SHA-256 of the root certificate's DER, hex: how outputs name a trusted root."""
-    return root.fingerprint(hashes.SHA256()).hex()
+    return root.sha256()
 
 
-def _key_bytes(cert: x509.Certificate) -> bytes:
-    return cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-
-
-def is_simulated_root(root: x509.Certificate) -> bool:
+def is_simulated_root(root: Certificate) -> bool:
     """True for any certificate of the simulated root's key: its private key is public,
     so a re-issued certificate of that key is no more a root of trust."""
-    return _key_bytes(root) == _key_bytes(_well_known_root())
+    return root.public_key_spki() == _well_known_root().public_key_spki()
 
 
 @dataclass(frozen=True)
@@ -74,7 +65,7 @@ class AttestationPolicy:
     allow_debug: bool = False
     production: bool = False
     signer_ids: tuple[str, ...] = (SIGNER_ID,)
-    trusted_root: x509.Certificate = field(default_factory=_well_known_root)
+    trusted_root: Certificate = field(default_factory=_well_known_root)
 
     @property
     def simulated_root(self) -> bool:
@@ -157,43 +148,27 @@ def verify_quote(
 
 def _issued_by_simulated_root(quote: Quote) -> bool:
     """Signed by the simulated root's key, whatever issuer name the certificate gives."""
-    cert = quote.certificate
-    algorithm = cert.signature_hash_algorithm
-    if algorithm is None:
-        return False
-    root_key = _well_known_root().public_key()
-    try:
-        root_key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(algorithm))  # type: ignore[union-attr]
-    except (InvalidSignature, ValueError, TypeError):
-        return False
-    return True
+    return quote.certificate.signed_by_key(SimulatedVendor.well_known().key.public_key)
 
 
-def _check_chain(cert: x509.Certificate, root: x509.Certificate, now: dt.datetime) -> None:
-    try:
-        cert.verify_directly_issued_by(root)
-    except (ValueError, TypeError, InvalidSignature):
+def _check_chain(cert: Certificate, root: Certificate, now: dt.datetime) -> None:
+    if not cert.issued_by(root):
         raise CertificateChainError(
             "the platform certificate is not issued by the trusted vendor root"
-        ) from None
+        )
     for c, what in ((root, "vendor root"), (cert, "platform certificate")):
-        if not c.not_valid_before_utc <= now <= c.not_valid_after_utc:
+        if not c.valid_at(now):
             raise CertificateChainError(f"the {what} is not valid at {now.isoformat()}")
-    try:
-        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        raise CertificateChainError("the platform certificate has no basic constraints") from None
-    key = cert.public_key()
-    if constraints.ca or not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
+    if not cert.has_basic_constraints():
+        raise CertificateChainError("the platform certificate has no basic constraints")
+    if not cert.is_end_entity() or cert.p384_public_key() is None:
         raise CertificateChainError("the platform certificate is not a P-384 end-entity certificate")
 
 
 def _check_signature(quote: Quote) -> None:
-    key = quote.certificate.public_key()
-    names = quote.certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    if not names or not str(names[0].value).endswith(" " + quote.body.platform_id):
+    name = quote.certificate.common_name
+    if not name or not name.endswith(" " + quote.body.platform_id):
         raise QuoteSignatureError("the quote names another platform than its certificate")
-    try:
-        key.verify(quote.signature, quote.body.signed_bytes(), SIGNATURE)  # type: ignore[union-attr]
-    except (InvalidSignature, ValueError, TypeError):
-        raise QuoteSignatureError("the quote's signature does not verify under the platform key") from None
+    key = quote.certificate.p384_public_key()
+    if key is None or not key.verify(quote.signature, quote.body.signed_bytes()):
+        raise QuoteSignatureError("the quote's signature does not verify under the platform key")

@@ -236,8 +236,6 @@ def test_a_node_that_allows_it_runs_secagg_without_the_consistency_round(world):
 def test_a_node_with_a_real_tee_root_refuses_the_simulated_enclave(tmp_path):
     """The aggregator's attestation_root does not bind a node: under the node's own
     real root, the simulated enclave's quotes (mintable by anyone) abort the round."""
-    from cryptography.hazmat.primitives.serialization import Encoding
-
     from protocols import make_protocol, run_round
     from protocols.roster import Identities
     from protocols.stages import ClientInput
@@ -245,7 +243,7 @@ def test_a_node_with_a_real_tee_root_refuses_the_simulated_enclave(tmp_path):
 
     root = tmp_path / "root.pem"
     root.write_bytes(SimulatedVendor.generate(name="node's real root (test)")
-                     .certificate.public_bytes(Encoding.PEM))
+                     .certificate.pem())
     node = NodePolicy.from_node_config({"tee-root": str(root)})
     tee = node.apply("c0", make_protocol("tee"), participants=4)
     assert not tee.policy.simulated_root

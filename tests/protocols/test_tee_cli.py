@@ -9,7 +9,6 @@ import os
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.serialization import Encoding
 from typer.testing import CliRunner
 
 from cli.tee import tee_app
@@ -121,7 +120,7 @@ def test_another_trusted_root_from_a_pem_file(tmp_path: Path, measurement) -> No
     rogue = SimulatedVendor.generate(name="rogue")
     quote, _ = _make(measurement, platform=SimulatedPlatform.create(vendor=rogue))
     pem = tmp_path / "root.pem"
-    pem.write_bytes(rogue.certificate.public_bytes(Encoding.PEM))
+    pem.write_bytes(rogue.certificate.pem())
     assert _verify(_write(tmp_path, quote), measurement, "--root", str(pem))[0] == 0
 
 
@@ -129,7 +128,7 @@ def test_a_real_root_refuses_the_simulated_root_with_the_notice(tmp_path: Path, 
     """The same quote that the default (public) root accepts."""
     real = SimulatedVendor.generate(name="a real vendor root (test)")
     pem = tmp_path / "root.pem"
-    pem.write_bytes(real.certificate.public_bytes(Encoding.PEM))
+    pem.write_bytes(real.certificate.pem())
     path = _write(tmp_path, _make(measurement)[0])
     assert _verify(path, measurement)[0] == 0
     code, report = _verify(path, measurement, "--root", str(pem))

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from protocols.driver import run_round
 from protocols.errors import ProtocolAbort, ProtocolInputError
@@ -51,7 +50,7 @@ def real_root() -> SimulatedVendor:
 
 
 def _pem(vendor: SimulatedVendor) -> str:
-    return vendor.certificate.public_bytes(Encoding.PEM).decode("ascii")
+    return vendor.certificate.pem().decode("ascii")
 
 
 def _public_root() -> SimulatedVendor:
