@@ -306,6 +306,8 @@ class PublicConfig:
 
 # The feature maps a statistics release may declare (securediff/privacy/stats_release.py).
 STATS_FEATURE_MAPS = ("identity", "colour-normalised-grey")
+# Which denoiser a client of a release-based strategy samples below stats.handoff_t.
+STATS_BELOW_HANDOFF = ("personal", "shared")
 
 
 @dataclass(frozen=True)
@@ -317,6 +319,13 @@ class StatsConfig:
     clip: float = 0.0  # L2 clip of each record's features; 0 = the median norm of the public data's
     moment_rank: int = 0  # 0 = the full second moment; r > 0 = of the top r public principal directions
     epsilon: float = 1.0  # the release's own target at privacy.delta
+    # What the strategies that use the release do with it (dpstats, docs/stats_release.md):
+    # the shared model (the public one fine-tuned on draws from the release) denoises
+    # t in (handoff_t, T]; below it each client samples its personal denoiser (trained
+    # on its raw records) or, with below_handoff = "shared", the public model.
+    handoff_t: int = 500  # the middle of the default T = 1000 (not tuned on any data)
+    below_handoff: str = "personal"  # personal | shared
+    finetune_steps: int = 500  # fine-tuning steps of the shared model on draws, spread over the rounds
 
     def validate(self) -> None:
         _check(self.feature_map in STATS_FEATURE_MAPS, "stats.feature_map",
@@ -327,6 +336,11 @@ class StatsConfig:
                "an integer >= 0 (0 = the full second moment)", self.moment_rank)
         _check(self.epsilon > 0 and math.isfinite(self.epsilon), "stats.epsilon",
                "a positive finite number", self.epsilon)
+        _check(self.handoff_t >= 1, "stats.handoff_t", "an integer >= 1 (and < T)", self.handoff_t)
+        _check(self.below_handoff in STATS_BELOW_HANDOFF, "stats.below_handoff",
+               f"one of {', '.join(STATS_BELOW_HANDOFF)}", self.below_handoff)
+        _check(1 <= self.finetune_steps <= 1000000, "stats.finetune_steps", "an integer in [1, 1000000]",
+               self.finetune_steps)
 
 
 @dataclass(frozen=True)
@@ -365,8 +379,8 @@ class Config:
 
     def _validate_stats_release(self, rules: StrategyRules) -> None:
         f, p, s = self.federation, self.privacy, self.stats
-        _check(rules.federated, "stats.release",
-               f"true only for a federated strategy ({either(names_where(lambda r: r.federated))}): "
+        _check(rules.joins_stats_release, "stats.release",
+               f"true only for strategy {either(names_where(lambda r: r.joins_stats_release))}: "
                "the release is a protocol round among the clients", s.release)
         _check(f.protocol in ("secagg", "plain", "tee"), "federation.protocol",
                "secagg (Skellam shares), plain or tee (the aggregator's Gaussian) with stats.release",

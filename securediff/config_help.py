@@ -90,6 +90,9 @@ MEANING: dict[str, str] = {
     "stats.clip": "L2 clip norm of each record's features (0 = the public data's median feature norm)",
     "stats.moment_rank": "second moment of the top r public principal directions (0 = full)",
     "stats.epsilon": "the release's own epsilon at privacy.delta, under the run's neighbouring relation",
+    "stats.handoff_t": "dpstats: the shared model (public, fine-tuned on release draws) denoises t above it",
+    "stats.below_handoff": "dpstats: below handoff_t each client samples its personal denoiser or the public model",
+    "stats.finetune_steps": "dpstats: steps fine-tuning the shared model on draws from the release",
 }
 
 # Keys whose command-line flag is a short option (one spelling per option): the

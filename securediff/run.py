@@ -152,6 +152,7 @@ def _finish(run: FederatedRun, started: float) -> RunResult:
         client_level=_client_level_claim(run),
         public=public_provenance(plan),
         stats_release=None if run.stats_release is None else run.stats_release.record,
+        release_use=state.strategy.release_use(),
     )
     # Drawn after the statement: its caption states the guarantee the statement claims.
     write_figure(run.run_dir.file("samples.png"), run_samples_figure(

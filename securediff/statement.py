@@ -120,12 +120,15 @@ def privacy_statement(
     client_level: dict[str, Any] | None = None,
     public: dict[str, Any] | None = None,
     stats_release: dict[str, Any] | None = None,
+    release_use: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Rows of the statement and the run's headline epsilon (max over clients).
     `adaptive_quantile`: the target quantile of adaptive clipping, None if fixed.
     `public`: the provenance of the public pretraining data (a notice), None if none.
     `stats_release`: the record of the run's statistics release
-    (stats-release.json), None if the run released none."""
+    (stats-release.json), None if the run released none. `release_use`: how a
+    strategy built on the release uses it (handoff_t, below_handoff, style_restored),
+    None for the others."""
     label_note = (
         "class labels are declared PUBLIC and are released unprotected in the shared path"
         if labels == "public"
@@ -149,10 +152,15 @@ def privacy_statement(
                f"; C is the private {adaptive_quantile:g}-quantile of the clients' image norms "
                "(noised counts, in the ledger; the shared epsilon below composes both)"),
         ))
-    shared_text = rules.shared_guarantee(SharedClaim(
+    use = release_use or {}
+    claim = SharedClaim(
         epsilon=shared_epsilon, accountant=accountant, delta=delta, label_note=label_note,
         protocol_name=protocol_name, hybrid_forward=hybrid_forward, adaptive_quantile=adaptive_quantile,
-        client_level=client_level is not None))
+        client_level=client_level is not None,
+        release_epsilon=None if stats_release is None else stats_release["epsilon"][stats_release["relation"]],
+        handoff_t=use.get("handoff_t"), below_handoff=use.get("below_handoff"),
+        style_restored=bool(use.get("style_restored", False)))
+    shared_text = rules.shared_guarantee(claim)
     rows.append(StatementRow("shared denoiser and its updates", f"{aggregator}; all clients", shared_text))
     if client_level is not None:
         rows.append(client_level_row(client_level, protocol_name=protocol_name, delta=delta))
@@ -160,11 +168,11 @@ def privacy_statement(
         rows.append(stats_release_row(stats_release))
     personal = ("DP-SGD, add/remove per record: " + _eps(personal_epsilon) + f" ({accountant}, delta = {delta:g})"
                 if math.isfinite(personal_epsilon) else "none: trained on the client's raw data without DP-SGD")
-    rows.append(StatementRow("personal denoiser", "its client", rules.personal_guarantee(personal)))
+    rows.append(StatementRow("personal denoiser", "its client", rules.personal_guarantee(personal, claim)))
     shared_relation = rules.shared_relation(hybrid_forward=hybrid_forward)
     samples = rules.samples_guarantee(_samples(
         rules=rules, shared_epsilon=shared_epsilon, shared_relation=shared_relation,
-        personal_epsilon=personal_epsilon, delta=delta))
+        personal_epsilon=personal_epsilon, delta=delta), claim)
     rows.append(StatementRow("synthetic samples of a client", "whoever the client releases them to", samples))
     rows.append(StatementRow(
         "transcript", "reviewers",

@@ -43,6 +43,13 @@ class SharedClaim:
     hybrid_forward: bool
     adaptive_quantile: float | None
     client_level: bool
+    # How a strategy built on the [stats] release uses it (None elsewhere): the release's
+    # epsilon, stats.handoff_t, stats.below_handoff and whether the feature map drops a
+    # style that each client restores from its own records.
+    release_epsilon: float | None = None
+    handoff_t: int | None = None
+    below_handoff: str | None = None
+    style_restored: bool = False
 
 
 def eps_text(value: float) -> str:
@@ -66,6 +73,12 @@ class StrategyRules:
     client_model_artefact = "personal"  # the ledger artefact that pays for a client's own model
     no_collaboration_baseline = False  # what experiments compare every method of a setting against
     collaborative = True  # a client's model learns from other clients' data (experiments' gains need a False row)
+    release_based = False  # what a client samples is built on the [stats] release (post-processing of it)
+
+    @property
+    def joins_stats_release(self) -> bool:
+        """Its clients can take part in a [stats] release (a protocol round among them)."""
+        return self.federated or self.release_based
 
     @property
     def sends_updates(self) -> bool:
@@ -106,10 +119,10 @@ class StrategyRules:
     def _shared_text(self, claim: SharedClaim) -> str:
         raise NotImplementedError
 
-    def personal_guarantee(self, default: str) -> str:
+    def personal_guarantee(self, default: str, claim: SharedClaim | None = None) -> str:
         return default
 
-    def samples_guarantee(self, default: str) -> str:
+    def samples_guarantee(self, default: str, claim: SharedClaim | None = None) -> str:
         return default
 
 
@@ -244,10 +257,10 @@ class PublicOnly(StrategyRules):
     def _shared_text(self, c: SharedClaim) -> str:
         return "not shared: every client samples the public model (no private training)"
 
-    def personal_guarantee(self, default: str) -> str:
+    def personal_guarantee(self, default: str, claim: SharedClaim | None = None) -> str:
         return "none trained: no record of the client is used"
 
-    def samples_guarantee(self, default: str) -> str:
+    def samples_guarantee(self, default: str, claim: SharedClaim | None = None) -> str:
         return "drawn from the public model alone (in the client's colour): no private record is used"
 
 
@@ -261,10 +274,98 @@ class LocalPublic(Local):
         return "not shared (no collaboration; the public model is every client's start)"
 
 
+STYLE_CLAUSE = ("the style the feature map removed (each channel's mean brightness per class, e.g. the "
+                "client's colour) is restored from the client's own member records: it carries NO "
+                "guarantee for those records")
+
+
+def _release_text(c: SharedClaim) -> str:
+    eps = eps_text(c.release_epsilon if c.release_epsilon is not None else c.epsilon)
+    return f"the feature statistics release's guarantee ({eps}, delta = {c.delta:g}; post-processing)"
+
+
+class ReleaseBased(StrategyRules):
+    """A strategy whose collaboration is the [stats] release alone: no training round,
+    no update leaves a client; what is shared is post-processing of the release."""
+
+    federated = False  # no training round: the release is the clients' only protocol round
+    release_based = True
+    plans_dpsgd_personal = False
+
+    def requirements(self, config: Config) -> Iterator[Requirement]:
+        yield Requirement(config.stats.release, "stats.release",
+                          f"true for strategy {self.name} (it is built on the feature statistics release)",
+                          config.stats.release)
+        yield from super().requirements(config)
+        yield Requirement(not config.privacy.dpsgd_shared, "privacy.dpsgd_shared",
+                          f"false for strategy {self.name} (no shared training on private records: "
+                          "what is shared is post-processing of the release)", config.privacy.dpsgd_shared)
+        yield Requirement(not config.privacy.dpsgd_personal, "privacy.dpsgd_personal",
+                          f"false for strategy {self.name} (not planned)", config.privacy.dpsgd_personal)
+
+
+class DPStats(ReleaseBased):
+    """The public model fine-tuned on draws from the release denoises t above
+    stats.handoff_t; below it each client samples its personal denoiser (raw records)
+    or the public model (stats.below_handoff)."""
+
+    name = "dpstats"
+    needs_public = True
+
+    def requirements(self, config: Config) -> Iterator[Requirement]:
+        yield from super().requirements(config)
+        T = config.diffusion.T
+        yield Requirement(config.stats.handoff_t < T, "stats.handoff_t",
+                          f"an integer in [1, T-1] for strategy {self.name} (T = {T})", config.stats.handoff_t)
+
+    def _shared_text(self, c: SharedClaim) -> str:
+        below = f"t > {c.handoff_t}" if c.handoff_t is not None else "t above the hand-off"
+        return (f"the public model fine-tuned on class-conditional draws from the feature statistics release, "
+                f"for {below}: post-processing of the release, no further charge "
+                f"(max over clients {eps_text(c.epsilon)}, {c.accountant}, delta = {c.delta:g}); {c.label_note}")
+
+    def personal_guarantee(self, default: str, claim: SharedClaim | None = None) -> str:
+        if claim is not None and claim.below_handoff == "shared":
+            return (f"none trained: below t = {claim.handoff_t} the client samples the public model "
+                    "(no record of the client is used)")
+        where = f" for t <= {claim.handoff_t}" if claim is not None and claim.handoff_t is not None else ""
+        return (f"none for the client's own records: trained on its raw member records{where} without "
+                "DP-SGD (it never leaves the client)")
+
+    def samples_guarantee(self, default: str, claim: SharedClaim | None = None) -> str:
+        style = "; " + STYLE_CLAUSE if claim is not None and claim.style_restored else ""
+        if claim is not None and claim.below_handoff == "shared":
+            return ("every record of every client: " + _release_text(claim)
+                    + " (shared model above the hand-off, public model below)" + style)
+        return ("none for the client's own records (its personal denoiser below the hand-off is trained on "
+                "them without DP); other clients' records: "
+                + (_release_text(claim) if claim is not None else "the release's guarantee") + style)
+
+
+class DPStatsGaussian(ReleaseBased):
+    """No diffusion model: each client draws from the released class-conditional
+    Gaussians and maps the draws back to images in its own style."""
+
+    name = "dpstats-gaussian"
+    shares_model = False  # no model at all
+
+    def _shared_text(self, c: SharedClaim) -> str:
+        return ("not trained: each client draws from the released class-conditional Gaussians "
+                "(no diffusion model)")
+
+    def personal_guarantee(self, default: str, claim: SharedClaim | None = None) -> str:
+        return "none trained: no model"
+
+    def samples_guarantee(self, default: str, claim: SharedClaim | None = None) -> str:
+        style = "; " + STYLE_CLAUSE if claim is not None and claim.style_restored else ""
+        return ("draws from the released class-conditional Gaussians, every record of every client: "
+                + (_release_text(claim) if claim is not None else "the release's guarantee") + style)
+
+
 # The registration: the one place a strategy's name is spelled (in the order help lists them).
 STRATEGY_RULES: dict[str, StrategyRules] = {
     r.name: r for r in (PFDM(), LayerSplit(), FedAvg(), Local(), Centralized(), Hybrid(), PublicOnly(),
-                        LocalPublic())
+                        LocalPublic(), DPStats(), DPStatsGaussian())
 }
 
 

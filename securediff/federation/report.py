@@ -29,12 +29,15 @@ def sample_client(
 ) -> tuple[np.ndarray, np.ndarray]:
     """`per_class` samples of every class from the client's own pipeline."""
     labels = torch.arange(plan.dataset.num_classes).repeat_interleave(per_class)
+    direct = strategy.direct_samples(client, labels.numpy(), generator=generator)
+    if direct is not None:  # a strategy that draws without a diffusion model
+        return strategy.finish_samples(client, direct, labels.numpy()), labels.numpy()
     out = []
     for start in range(0, len(labels), batch):
         out.append(sample_split(strategy.segments(client), labels[start:start + batch], schedule=plan.schedule,
                                 spec=sampler_spec(plan), shape=plan.dataset.image_shape, generator=generator,
                                 null_label=plan.spec.null_label, device=device).cpu())
-    return strategy.finish_samples(client, torch.cat(out).clamp(-1, 1).numpy()), labels.numpy()
+    return strategy.finish_samples(client, torch.cat(out).clamp(-1, 1).numpy(), labels.numpy()), labels.numpy()
 
 
 def _pool_images(plan: Plan) -> tuple[np.ndarray, np.ndarray]:

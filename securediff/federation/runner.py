@@ -55,6 +55,7 @@ from securediff.federation.stats_phase import (
     RELEASE_JSON,
     ReleasePlan,
     StoredRelease,
+    load_release,
     plan_release,
     release_once,
 )
@@ -148,6 +149,10 @@ class FederatedRun:
         self.state = TrainingState(strategy=strategy, clients=clients)
         if resume:
             self._restore()
+            if self.stats_plan is not None:  # a committed release: what the strategy draws from
+                self.stats_release = load_release(self.run_dir)
+                if self.stats_release is not None:
+                    strategy.attach_release(self.stats_release)
         else:
             if strategy.uses_noised_data:
                 self.noised_sha256 = noise_shared_data(plan, clients, self.run_dir, device=self.device)
@@ -209,6 +214,7 @@ class FederatedRun:
         if self.stats_plan is not None:  # once per run, before the first round; loaded on resume
             released = self.run_dir.file(RELEASE_JSON).exists()
             self.stats_release = release_once(self, identities)
+            strategy.attach_release(self.stats_release)
             if not released:
                 self._checkpoint()  # the ledgers' release events become part of the checkpoint
         transcript_path = self.run_dir.file("transcript.jsonl")

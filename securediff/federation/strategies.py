@@ -20,6 +20,16 @@ which denoiser handles which timesteps when a client samples.
   each client also noises its data once at t0 (as PFDM); every step then
   learns t <= t0 from the raw records (clipped, Skellam-noised) and t > t0 from
   x~ (clipped, no noise: a post-processing of x~).
+- `dpstats`: built on the [stats] release (docs/stats_release.md). The public
+  model, fine-tuned by the server on class-conditional draws from the release
+  (post-processing: no charge), denoises t in (stats.handoff_t, T]; below it each
+  client samples its personal denoiser, trained on its raw records, or the public
+  model (stats.below_handoff). No training round: the release is the clients' only
+  protocol round. Where the feature map drops a style (colour-normalised-grey
+  drops each channel's brightness: a client's tint), each client puts its own
+  back on its samples, from its own records.
+- `dpstats-gaussian`: no diffusion model; each client's samples are draws from the
+  released class-conditional Gaussians, in its own style.
 """
 
 from __future__ import annotations
@@ -42,11 +52,20 @@ from securediff.models.init import build
 from securediff.models.unet import UNet, UNetSpec
 from securediff.privacy.adaptive import AdaptiveClipDPSGD, split_noise
 from securediff.privacy.dpsgd import DPSGD
+from securediff.privacy.stats_decode import ReleasedStats, draw_samples
+from securediff.privacy.stats_images import (
+    STYLE_FREE_MAPS,
+    Style,
+    features_to_images,
+    restyle,
+    style_of,
+)
 from securediff.rng import RandomSource
 from securediff.strategy_rules import STRATEGY_RULES, StrategyRules
 
 if TYPE_CHECKING:
     from securediff.federation.setup import Plan
+    from securediff.federation.stats_phase import StoredRelease
 
 
 @dataclass(frozen=True)
@@ -157,9 +176,21 @@ class Strategy:
     def segments(self, client: Client) -> list[Segment]:
         raise NotImplementedError
 
-    def finish_samples(self, client: Client, images: np.ndarray) -> np.ndarray:
-        """The client's samples as it releases them (float (N, C, H, W) in [-1, 1])."""
+    def finish_samples(self, client: Client, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """The client's samples of class `labels` as it releases them (float (N, C, H, W) in [-1, 1])."""
         return images
+
+    def direct_samples(self, client: Client, labels: np.ndarray, *, generator: torch.Generator
+                       ) -> np.ndarray | None:
+        """Samples drawn without a diffusion model, or None: the client samples `segments`."""
+        return None
+
+    def attach_release(self, release: StoredRelease) -> None:
+        """Called with the run's [stats] release once it is committed (or loaded on resume)."""
+
+    def release_use(self) -> dict[str, Any] | None:
+        """How the strategy uses the [stats] release, for the privacy statement (None: it does not)."""
+        return None
 
     # -- helpers -------------------------------------------------------------------
     def _train(
@@ -319,7 +350,7 @@ class PublicOnly(Strategy):
     def segments(self, client: Client) -> list[Segment]:
         return [Segment(self.global_model, 0, self.schedule.T)]
 
-    def finish_samples(self, client: Client, images: np.ndarray) -> np.ndarray:
+    def finish_samples(self, client: Client, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
         if self.tints is None:
             return images
         grey = np.repeat(images.mean(axis=1, keepdims=True), images.shape[1], axis=1)
@@ -372,8 +403,160 @@ class Hybrid(Strategy):
                 Segment(client.model, 0, self.personal_t)]
 
 
+class _ReleaseBased(Strategy):
+    """What the strategies built on the [stats] release share: the release (attached
+    by the runner) and each client's style, restored on its side from its own member
+    records where the feature map removed it (securediff/privacy/stats_images.py)."""
+
+    def __init__(self, *, feature_map: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.feature_map = feature_map
+        self.image_shape = (self.spec.in_channels, self.spec.image_size, self.spec.image_size)
+        self.num_classes = self.spec.num_classes
+        self.release: ReleasedStats | None = None
+        self._styles: dict[int, Style] = {}
+
+    @property
+    def restores_style(self) -> bool:
+        return self.feature_map not in STYLE_FREE_MAPS
+
+    def attach_release(self, release: StoredRelease) -> None:
+        self.release = release.stats
+
+    def _released(self) -> ReleasedStats:
+        if self.release is None:
+            raise RuntimeError(f"strategy {self.rules.name} has no statistics release attached")
+        return self.release
+
+    def client_style(self, client: Client) -> Style | None:
+        """The client's style from its own member records (None: the feature map keeps all)."""
+        if not self.restores_style:
+            return None
+        if client.index not in self._styles:
+            self._styles[client.index] = style_of(client.x.cpu().numpy(), client.y.cpu().numpy(),
+                                                  self.num_classes)
+        return self._styles[client.index]
+
+
+class DPStats(_ReleaseBased):
+    """The public model fine-tuned on draws from the release denoises t in
+    (handoff_t, T]; below, each client samples its personal denoiser (trained on its
+    raw records, as PFDM's) or, with below_handoff = "shared", its untouched copy of
+    the public model. Samples are given the client's style as post-processing."""
+
+    rules = STRATEGY_RULES["dpstats"]
+    # Images drawn per round to fine-tune on (a pool; train_steps samples batches from it).
+    POOL = 8192
+
+    def __init__(self, *, handoff_t: int, below_handoff: str, finetune_steps: int, rounds: int,
+                 public_style: Style | None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.handoff_t = handoff_t
+        self.below_handoff = below_handoff
+        self.finetune_steps = finetune_steps
+        self.rounds = rounds
+        self.public_style = public_style
+
+    @classmethod
+    def from_plan(cls, plan: Plan, **common: Any) -> Strategy:
+        from securediff.federation.public import load_public
+
+        s = plan.config.stats
+        public_style = None
+        if s.feature_map not in STYLE_FREE_MAPS:
+            # Public data (nothing to hide): its augmentations from a fixed generator.
+            public = load_public(plan, generator=np.random.default_rng(0))
+            public_style = style_of(public.images, public.labels, plan.dataset.num_classes)
+        return cls(handoff_t=s.handoff_t, below_handoff=s.below_handoff, finetune_steps=s.finetune_steps,
+                   rounds=plan.config.federation.rounds, public_style=public_style,
+                   feature_map=s.feature_map, **common)
+
+    def init_global(self, generator: torch.Generator) -> None:
+        super().init_global(generator)
+        self.optimizer = torch.optim.Adam(self.global_model.parameters(), lr=self.settings.lr)
+
+    def init_client(self, client: Client, generator: torch.Generator) -> None:
+        # The runner loads the public weights into it; with below_handoff = "shared" it stays so.
+        client.model = self.new_model(generator)
+        client.optimizer = torch.optim.Adam(client.model.parameters(), lr=self.settings.lr)
+
+    def steps_in_round(self, round_index: int) -> int:
+        """finetune_steps spread over the rounds, the first rounds taking the remainder."""
+        base, extra = divmod(self.finetune_steps, self.rounds)
+        return base + (1 if round_index < extra else 0)
+
+    def draw_images(self, count: int, generator: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """`count` images from the release in the public style: labels in proportion to
+        the public per-class counts, features N(mean of the class, covariance)."""
+        stats = self._released()
+        p = stats.counts / stats.counts.sum()
+        labels = generator.choice(len(p), size=count, p=p)
+        features = draw_samples(stats, labels, generator=generator)
+        images = features_to_images(features, labels, feature_map=self.feature_map,
+                                    shape=self.image_shape, style=self.public_style)
+        return images, labels
+
+    def server_round(self, round_index: int, source: RandomSource) -> None:
+        steps = self.steps_in_round(round_index)
+        if steps == 0:
+            return
+        images, labels = self.draw_images(min(self.POOL, steps * self.settings.batch_size),
+                                          source.child(f"dpstats/draws/round-{round_index}").numpy_generator())
+        device = next(self.global_model.parameters()).device
+        train_steps(self.global_model, self.optimizer, torch.from_numpy(images).to(device),
+                    torch.from_numpy(labels).to(device), steps=steps, batch_size=self.settings.batch_size,
+                    schedule=self.schedule, start=self.handoff_t, end=self.schedule.T,
+                    generator=source.child(f"dpstats/training/round-{round_index}").torch_generator(),
+                    null_label=self.spec.null_label, label_dropout=self.settings.label_dropout)
+
+    def personal_train(self, client: Client, round_index: int, dp: DPPlan | None) -> None:
+        if self.below_handoff != "personal":
+            return
+        self._train(client.model, client.optimizer, client, x=client.x, y=client.y,
+                    steps=self.settings.personal_steps_per_round, start=0, end=self.handoff_t,
+                    generator=client.generator("personal", round_index), dp=dp, artefact="personal",
+                    purpose="personal", round_index=round_index)
+
+    def segments(self, client: Client) -> list[Segment]:
+        return [Segment(self.global_model, self.handoff_t, self.schedule.T),
+                Segment(client.model, 0, self.handoff_t)]
+
+    def finish_samples(self, client: Client, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        if not self.restores_style:
+            return images
+        return restyle(images, labels, feature_map=self.feature_map, style=self.client_style(client))
+
+    def release_use(self) -> dict[str, Any]:
+        return {"handoff_t": self.handoff_t, "below_handoff": self.below_handoff,
+                "style_restored": self.restores_style}
+
+
+class DPStatsGaussian(_ReleaseBased):
+    """No diffusion model: each client's samples are draws from the released
+    class-conditional Gaussians, mapped back to images in the client's style."""
+
+    rules = STRATEGY_RULES["dpstats-gaussian"]
+
+    @classmethod
+    def from_plan(cls, plan: Plan, **common: Any) -> Strategy:
+        return cls(feature_map=plan.config.stats.feature_map, **common)
+
+    def segments(self, client: Client) -> list[Segment]:
+        return []  # nothing to denoise with (an audit finds no denoiser)
+
+    def direct_samples(self, client: Client, labels: np.ndarray, *, generator: torch.Generator
+                       ) -> np.ndarray:
+        features = draw_samples(self._released(), labels, generator=generator)
+        return features_to_images(features, labels, feature_map=self.feature_map, shape=self.image_shape,
+                                  style=self.client_style(client))
+
+    def release_use(self) -> dict[str, Any]:
+        return {"style_restored": self.restores_style}
+
+
 STRATEGY_CLASSES: dict[str, type[Strategy]] = {
-    cls.rules.name: cls for cls in (PFDM, FedAvg, LayerSplit, Local, Hybrid, LocalPublic, PublicOnly)
+    cls.rules.name: cls for cls in (PFDM, FedAvg, LayerSplit, Local, Hybrid, LocalPublic, PublicOnly,
+                                    DPStats, DPStatsGaussian)
 }
 
 

@@ -26,7 +26,7 @@ def _merge(*parts: dict) -> dict:
 
 def test_the_registry_lists_the_strategies_in_the_order_help_shows_them():
     assert STRATEGIES == ("pfdm", "layer-split", "fedavg", "local", "centralized", "hybrid", "public-only",
-                          "local+public")
+                          "local+public", "dpstats", "dpstats-gaussian")
     assert all(STRATEGY_RULES[name].name == name for name in STRATEGIES)
 
 

@@ -31,7 +31,7 @@ def test_public_only_samples_take_the_clients_tint():
                     ledger=PrivacyLedger(client_id="client-02", budget_epsilon=1, delta=1e-5),
                     source=RandomSource.insecure_from_seed(0))
     grey = np.random.default_rng(0).uniform(-1, 1, (4, 1, 8, 8)).astype(np.float32).repeat(3, axis=1)
-    assert np.allclose(strategy.finish_samples(client, grey), apply_tint(grey, tints[2]))
+    assert np.allclose(strategy.finish_samples(client, grey, np.arange(4)), apply_tint(grey, tints[2]))
 
 
 def test_the_statement_names_the_public_data_and_a_default_run_has_none():
