@@ -1,0 +1,53 @@
+"""The core suite's rows built on the statistics release: their configs validate
+with the settings the suite fixes, the clip is what the suite says it is (the
+median feature norm of the public font digits), and both run as quick cells."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cli.app import app
+from securediff.data import font_digits
+from securediff.experiments.cells import cell_overrides
+from securediff.experiments.suites import DPSTATS_RELEASE, PUBLIC_FONTS, SUITES
+from securediff.privacy.stats_release import colour_normalised_grey
+from securediff.run import load_config
+
+ROWS = ("dpstats-eps10", "dpstats-gaussian-eps10")
+
+
+@pytest.mark.parametrize("name", ROWS)
+def test_the_rows_validate_with_the_settings_the_suite_fixes(tmp_path, name):
+    suite = SUITES["core"]
+    cfg = load_config(None, cell_overrides(suite, suite.method(name), seed=0, quick=False, out_dir=tmp_path))
+    s = cfg.stats
+    assert (s.release, s.feature_map, s.clip, s.moment_rank, s.epsilon) == (
+        True, "colour-normalised-grey", 10.2, 0, 10.0)
+    assert (s.handoff_t, s.below_handoff, s.finetune_steps) == (500, "personal", 1000)
+    assert (cfg.federation.protocol, cfg.privacy.accountant) == ("secagg", "rdp")
+    assert cfg.data.dataset == "colored-digits" and cfg.federation.strategy_rules.release_based
+    assert bool(cfg.public.dataset) is (name == "dpstats-eps10")
+
+
+def test_the_fixed_clip_is_the_median_feature_norm_of_the_public_font_digits():
+    images = font_digits.render_font_digits(size=8, channels=3, per_class=PUBLIC_FONTS["per_class"],
+                                            generator=np.random.default_rng(0)).images
+    median = float(np.median(np.linalg.norm(colour_normalised_grey(images.astype(np.float64)), axis=1)))
+    assert median == pytest.approx(DPSTATS_RELEASE["clip"], abs=0.05)
+
+
+def test_both_rows_run_as_quick_cells(tmp_path):
+    out = tmp_path / "suite"
+    result = CliRunner().invoke(app, ["experiment", "run", "--quick", "--methods", ",".join(ROWS),
+                                      "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    assert {c["method"]: c["status"] for c in json.loads(result.stdout)["cells"]} == dict.fromkeys(ROWS, "done")
+    cells = {name: json.loads((out / f"cells/{name}/seed-0/cell.json").read_text()) for name in ROWS}
+    for cell in cells.values():
+        assert cell["summary"]["epsilon_shared_max"] <= 10.0 + 1e-6
+    assert 0.0 <= cells["dpstats-eps10"]["mia_shared"]["auc"] <= 1.0  # the fine-tuned shared denoiser
+    assert cells["dpstats-gaussian-eps10"]["mia_shared"]["auc"] is None  # no denoiser
