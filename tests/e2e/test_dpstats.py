@@ -150,3 +150,36 @@ def test_dpstats_gaussian_through_secagg_draws_from_the_release_alone(tmp_path, 
     # No diffusion model: nothing for the shared-model audit to attack.
     audit = runner.invoke(app, ["audit", "run", str(run), "--json"])
     assert audit.exit_code != 0 and "no" in audit.output and "denoiser" in audit.output
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_dpstats_run_cut_after_a_round_resumes_to_the_uninterrupted_result(tmp_path, tiny_args, monkeypatch):
+    from securediff.storage import load_tensors
+
+    from .conftest import at_checkpoint, no_checkpoint_hooks
+
+    args = [*PUBLIC, "--federation.strategy", "dpstats", "--federation.rounds", "3"]
+    _train(tiny_args, "whole", *args)
+
+    def crash_after_first_round(run, n):
+        if n == 3:  # the set-up's checkpoint, the release's, then round 0's
+            raise Crash("simulated crash")
+
+    at_checkpoint(monkeypatch, "after", crash_after_first_round)
+    cut = runner.invoke(app, ["train", "--insecure-deterministic", "4", "--json", "--run.name", "cut",
+                              *tiny_args, *RELEASE, *args])
+    assert isinstance(cut.exception, Crash)
+    staging = tmp_path / "runs" / "cut.incomplete"
+    assert read_json(staging / "checkpoints" / "progress.json")["rounds_done"] == 1
+    no_checkpoint_hooks(monkeypatch)
+    resumed = runner.invoke(app, ["train", "--resume", str(staging), "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    done = tmp_path / "runs" / "cut"
+    # Released once, charged once; the rest of the fine-tuning drew from the committed release.
+    _only_the_release_is_charged(done, "gaussian_release")
+    a = load_tensors(tmp_path / "runs" / "whole" / "checkpoints" / "state.safetensors")
+    b = load_tensors(done / "checkpoints" / "state.safetensors")
+    assert all(a[k].equal(b[k]) for k in a), "resumed run differs from the uninterrupted one"
