@@ -6,7 +6,8 @@ and SuperNodes as securediff's own app. The ServerApp drives each round with
 Flower's `SecAggPlusWorkflow` (a strategy that samples every node and keeps the
 aggregate, nothing else: no evaluation, no initial parameter fetch); the
 ClientApp is a NumPyClient behind `secaggplus_mod` whose `fit` returns a fixed
-random vector. The ServerApp writes the seconds of each round to `out`.
+random vector. The ServerApp writes the seconds of each round, and of each
+exchange in it (one `send_and_receive`), to `out`.
 
 Run config: `out`, `rounds`, `nodes`, `length`, `num-shares`, `threshold`,
 `clipping-range`, `stage-timeout`.
@@ -92,6 +93,23 @@ class _EveryNode(Strategy):
         return None
 
 
+class _TimedGrid:
+    """The Grid, with the seconds of each send_and_receive (one exchange) recorded."""
+
+    def __init__(self, grid: Grid) -> None:
+        self._grid = grid
+        self.timings: list[list] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self._grid, name)
+
+    def send_and_receive(self, messages, *, timeout=None):
+        started = time.perf_counter()
+        replies = self._grid.send_and_receive(messages, timeout=timeout)
+        self.timings.append(["exchange", round(time.perf_counter() - started, 3)])
+        return replies
+
+
 @server_app.main()
 def main(grid: Grid, context: Context) -> None:
     cfg = context.run_config
@@ -113,9 +131,11 @@ def main(grid: Grid, context: Context) -> None:
         legacy.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord(
             {WorkflowKey.CURRENT_ROUND: r})
         strategy.result = None
+        timed = _TimedGrid(grid)
         t0 = time.perf_counter()
-        workflow(grid, legacy)
+        workflow(timed, legacy)
         log.append({"round": r, "seconds": time.perf_counter() - t0,
+                    "exchange_seconds": timed.timings,
                     "outcome": "aggregated" if strategy.result is not None else "halted"})
     out = Path(str(cfg["out"]))
     out.write_text(json.dumps({"nodes": node_ids, "rounds": log}, indent=2) + "\n")

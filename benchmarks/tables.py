@@ -202,7 +202,7 @@ def flower_loopback(data: Mapping[str, Any]) -> list[str]:
         *meta_line(data),
         *table(data.get("rows", []),
                ["protocol", "seconds_per_round", "exchanges_per_round", "seconds_per_exchange",
-                "rounds_pooled"], only=True),
+                "timed_seconds_per_exchange", "rounds_pooled"], only=True),
         "",
     ]
     runs = [{"protocol": row["protocol"], **run} for row in data.get("rows", [])
@@ -213,6 +213,12 @@ def flower_loopback(data: Mapping[str, Any]) -> list[str]:
                          ["pass", "protocol", "seconds_per_exchange", "round_seconds",
                           "exchanges_per_round_each", "outcomes", "loadavg_before",
                           "loadavg_after"], only=True), ""]
+    stages = [{"protocol": row["protocol"], "stage": stage, "seconds": t}
+              for row in data.get("rows", [])
+              for stage, t in (row.get("timed_seconds_by_stage") or {}).items()]
+    if stages:
+        lines += ["Seconds per exchange by stage (sending to the last reply, the ServerApp's "
+                  "clock):", "", *table(stages, ["protocol", "stage", "seconds"], only=True), ""]
     lines += [f"- {k.replace('_over_', ' / ')}: {fmt(k, v)}"
               for k, v in data.get("ratios", {}).items()]
     lines += [f"- {k.replace('_over_', ' / ')}, by pass: {', '.join(fmt(k, x) for x in v)}"

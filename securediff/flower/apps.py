@@ -60,6 +60,9 @@ class GridExchange:
         self.grid = grid
         self.timeout = timeout
         self.nodes: dict[str, int] = {}  # client id -> node id, set after the greeting
+        # (stage or request kind, seconds from sending to the last reply) per exchange,
+        # taken by the aggregator into each round's log
+        self.timings: list[tuple[str, float]] = []
 
     def node_ids(self) -> list[int]:
         return sorted(self.grid.get_node_ids())
@@ -73,7 +76,12 @@ class GridExchange:
             for node, req in requests.items()
         ]
         replies: dict[int, Reply] = {}
-        for reply in self.grid.send_and_receive(messages, timeout=timeout):
+        first = next(iter(requests.values()), {})
+        started = time.perf_counter()
+        answered = self.grid.send_and_receive(messages, timeout=timeout)
+        self.timings.append((str(first.get("stage") or first.get("kind", "")),
+                             time.perf_counter() - started))
+        for reply in answered:
             node = reply.metadata.src_node_id
             if reply.has_error():
                 replies[node] = {"error": str(reply.error.reason)}

@@ -156,6 +156,7 @@ def run_aggregator(settings: AggregatorSettings, exchange: GridExchange) -> dict
     try:
         for r in range(settings.rounds):
             t0 = time.perf_counter()
+            exchange.timings.clear()
             participants, length, log = clients, settings.vector_length, {}
             round_exchange = exchange
             if model is not None:
@@ -183,7 +184,8 @@ def run_aggregator(settings: AggregatorSettings, exchange: GridExchange) -> dict
                         log.update(round_exchange.finish())
             except ProtocolAbort as exc:
                 rounds.append({"round": r, "outcome": "aborted", "reason": str(exc),
-                               "seconds": time.perf_counter() - t0, **log})
+                               "seconds": time.perf_counter() - t0,
+                               "exchange_seconds": _timings(exchange), **log})
                 continue
             aggregates[f"round-{r}"] = np.ascontiguousarray(res.weighted_sum, dtype=np.float64)
             if model is not None:
@@ -193,7 +195,8 @@ def run_aggregator(settings: AggregatorSettings, exchange: GridExchange) -> dict
                 "round": r, "outcome": "aggregated", "survivors": list(res.survivors),
                 "dropped": res.stats["drop_reasons"], "contributors": list(res.contributors),
                 "total_weight": res.total_weight, "bytes_up": res.bytes_up,
-                "bytes_down": res.bytes_down, "seconds": time.perf_counter() - t0, **log,
+                "bytes_down": res.bytes_down, "seconds": time.perf_counter() - t0,
+                "exchange_seconds": _timings(exchange), **log,
             })
     finally:
         transcript.close()
@@ -226,3 +229,8 @@ def shared_model_server(settings: AggregatorSettings, exchange: GridExchange) ->
               else RandomSource.insecure_from_seed(settings.insecure_seed))
     return SharedModelServer(config, exchange=exchange, source=source,
                              train_timeout=settings.train_timeout)
+
+
+def _timings(exchange: GridExchange) -> list[list[Any]]:
+    """[stage or request kind, seconds] per exchange of the round, in order."""
+    return [[name, round(seconds, 3)] for name, seconds in exchange.timings]
