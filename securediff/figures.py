@@ -40,9 +40,10 @@ def privacy_label(statement: dict[str, Any]) -> str:
 def headline_text(statement: dict[str, Any]) -> str:
     head = statement.get("headline") or {}
     eps = head.get("epsilon")
+    artefact = head.get("artefact", "shared denoiser")
     if eps is None:
-        return "shared denoiser: no epsilon claimed"
-    return (f"shared denoiser: epsilon = {eps:.3f} at delta = {head.get('delta', float('nan')):g} "
+        return f"{artefact}: no epsilon claimed"
+    return (f"{artefact}: epsilon = {eps:.3f} at delta = {head.get('delta', float('nan')):g} "
             f"({head.get('accountant', '?')}; per {head.get('per', 'record')})")
 
 

@@ -194,7 +194,7 @@ def privacy_statement(
     return {
         "private": private,
         "headline": {
-            "artefact": "shared denoiser",
+            "artefact": rules.headline_artefact,
             "epsilon": shared_epsilon if math.isfinite(shared_epsilon) else None,
             "delta": delta,
             "accountant": accountant,

@@ -74,6 +74,7 @@ class StrategyRules:
     no_collaboration_baseline = False  # what experiments compare every method of a setting against
     collaborative = True  # a client's model learns from other clients' data (experiments' gains need a False row)
     release_based = False  # what a client samples is built on the [stats] release (post-processing of it)
+    headline_artefact = "shared denoiser"  # what the statement's headline epsilon is the claim of
 
     @property
     def joins_stats_release(self) -> bool:
@@ -348,6 +349,7 @@ class DPStatsGaussian(ReleaseBased):
 
     name = "dpstats-gaussian"
     shares_model = False  # no model at all
+    headline_artefact = "feature statistics release"
 
     def _shared_text(self, c: SharedClaim) -> str:
         return ("not trained: each client draws from the released class-conditional Gaussians "

@@ -144,6 +144,11 @@ def test_dpstats_gaussian_through_secagg_draws_from_the_release_alone(tmp_path, 
     assert "every record of every client: the feature statistics release's guarantee" \
         in rows["synthetic samples of a client"]
     assert "NO guarantee for those records" in rows["synthetic samples of a client"]
+    # The headline (and the sample figure's caption) names the release: there is no denoiser.
+    assert out["privacy_statement"]["headline"]["artefact"] == "feature statistics release"
+    from securediff.figures import headline_text
+
+    assert headline_text(out["privacy_statement"]).startswith(f"feature statistics release: epsilon = {epsilon:.3f}")
     # A finished run is sampled again from its committed release (reopened, not re-released).
     sampled = runner.invoke(app, ["sample", str(run), "--client", "client-01", "--per-class", "3", "--json"])
     assert sampled.exit_code == 0, sampled.output
