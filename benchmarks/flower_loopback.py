@@ -91,6 +91,29 @@ def exchanges_per_round(logs: list[Path], offsets: dict[Path, int]) -> dict[str,
     return {g: most[g] for g in order if g.isdigit()}
 
 
+def messages_received(logs: list[Path], offsets: dict[Path, int]) -> int:
+    """Messages all SuperNodes received since `offsets`: one ClientApp process each."""
+    return sum(len(_RECEIVING.findall(p.read_bytes()[offsets.get(p, 0):].decode(errors="replace")))
+               for p in logs)
+
+
+def clientapp_cpu_seconds() -> float:
+    """CPU (user + system) of the ClientApp processes that ended, as the SuperExecs that
+    started them have reaped them (their children's times in /proc/PID/stat)."""
+    total = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if b"flower-superexec" not in (proc / "cmdline").read_bytes():
+                continue
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[13]) + int(fields[14])  # cutime, cstime (stat fields 16, 17)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _flower_app(work: Path) -> Path:
     app = work / "flower-secaggplus-app"
     app.mkdir()
@@ -133,6 +156,7 @@ def run_one(name: str, *, work: Path, env: dict[str, str], keys: Path, n: int, r
             f"insecure-seed={SEED} inputs='test-vectors'")
     offsets = {p: p.stat().st_size for p in node_logs}
     load_before = os.getloadavg()
+    cpu_before = clientapp_cpu_seconds()
     started = time.perf_counter()
     submit = subprocess.run([str(BIN / "flwr"), "run", str(app), "local", "--run-config",
                              run_config], env=env, cwd=work, capture_output=True, text=True,
@@ -147,6 +171,8 @@ def run_one(name: str, *, work: Path, env: dict[str, str], keys: Path, n: int, r
     wall = time.perf_counter() - started
     time.sleep(1.0)  # the SuperNodes log their last message after the ServerApp wrote
     summary = json.loads(result.read_text())
+    messages = messages_received(node_logs, offsets)
+    clientapp_cpu = clientapp_cpu_seconds() - cpu_before
     seconds = [r["seconds"] for r in summary["rounds"]]
     per_round = exchanges_per_round(node_logs, offsets)
     return {
@@ -156,6 +182,9 @@ def run_one(name: str, *, work: Path, env: dict[str, str], keys: Path, n: int, r
         "exchange_seconds": [r.get("exchange_seconds", []) for r in summary["rounds"]],
         "exchanges_per_round_each": list(per_round.values()),
         "submit_to_result_s": wall,
+        # A SuperExec reaps a finished ClientApp process when it starts the next one, so
+        # the last process of each node may count in the next run: one in ~20 or more.
+        "clientapp_cpu_per_message_s": clientapp_cpu / messages if messages else None,
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
     }
 
@@ -174,7 +203,10 @@ def pooled(runs: list[dict]) -> dict:
                 by_stage.setdefault(stage, []).append(t)
     mean_s = sum(seconds) / len(seconds)
     mean_ex = sum(exchanges) / len(exchanges) if exchanges else float("nan")
-    return {"seconds_per_round": mean_s, "exchanges_per_round": mean_ex,
+    cpu = [r["clientapp_cpu_per_message_s"] for r in runs
+           if r.get("clientapp_cpu_per_message_s") is not None]
+    return {"clientapp_cpu_per_message_s": sum(cpu) / len(cpu) if cpu else None,
+            "seconds_per_round": mean_s, "exchanges_per_round": mean_ex,
             "seconds_per_exchange": mean_s / mean_ex, "rounds_pooled": len(seconds),
             # The same exchanges timed one by one by the ServerApp (no work between them)
             "timed_seconds_per_exchange": sum(timed) / len(timed) if timed else None,

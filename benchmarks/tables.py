@@ -202,7 +202,8 @@ def flower_loopback(data: Mapping[str, Any]) -> list[str]:
         *meta_line(data),
         *table(data.get("rows", []),
                ["protocol", "seconds_per_round", "exchanges_per_round", "seconds_per_exchange",
-                "timed_seconds_per_exchange", "rounds_pooled"], only=True),
+                "timed_seconds_per_exchange", "clientapp_cpu_per_message_s", "rounds_pooled"],
+               only=True),
         "",
     ]
     runs = [{"protocol": row["protocol"], **run} for row in data.get("rows", [])
@@ -210,7 +211,8 @@ def flower_loopback(data: Mapping[str, Any]) -> list[str]:
     if runs:
         lines += ["Each run:", "",
                   *table(sorted(runs, key=lambda r: r["pass"]),
-                         ["pass", "protocol", "seconds_per_exchange", "round_seconds",
+                         ["pass", "protocol", "seconds_per_exchange",
+                          "clientapp_cpu_per_message_s", "round_seconds",
                           "exchanges_per_round_each", "outcomes", "loadavg_before",
                           "loadavg_after"], only=True), ""]
     stages = [{"protocol": row["protocol"], "stage": stage, "seconds": t}
