@@ -293,6 +293,12 @@ class ReleaseBased(StrategyRules):
     release_based = True
     plans_dpsgd_personal = False
 
+    def shared_relation(self, *, hybrid_forward: bool) -> str:
+        """Replace-one: the release is calibrated and its claim stated under it (the
+        relation every row of docs/RESULTS.md compares on; stats-release.json gives
+        the add/remove figure of the same release beside it)."""
+        return "replace-one"
+
     def requirements(self, config: Config) -> Iterator[Requirement]:
         yield Requirement(config.stats.release, "stats.release",
                           f"true for strategy {self.name} (it is built on the feature statistics release)",

@@ -124,6 +124,17 @@ DPSTATS_RELEASE = {"release": True, "feature_map": "colour-normalised-grey", "cl
                    "epsilon": 10.0, "handoff_t": 500, "below_handoff": "personal", "finetune_steps": 1000}
 DPSTATS_SECAGG: Overrides = {"federation": {"protocol": "secagg"}, "privacy": {"accountant": "rdp"}}
 
+DPSTATS_EPSILONS = (10.0, 4.0, 1.0)
+
+
+def _dpstats(name: str, strategy: str, epsilon: float, **release: Any) -> Method:
+    overrides: Overrides = {"stats": {**DPSTATS_RELEASE, "epsilon": epsilon, **release}, **DPSTATS_SECAGG}
+    if STRATEGY_RULES[strategy].needs_public:
+        overrides["public"] = PUBLIC_FONTS
+    return Method(name, strategy, "feature statistics release (rdp, replace-one)", epsilon, overrides,
+                  CORE_SETTING)
+
+
 CORE_METHODS: tuple[Method, ...] = (
     Method("local", "local", "none", None, setting=CORE_SETTING),
     # Public pretraining on font digits (rendered from matplotlib's fonts, no privacy
@@ -171,14 +182,17 @@ CORE_METHODS: tuple[Method, ...] = (
     #   (each client restores its own tint from its records; the statement says so);
     # - clip 10.2: the median colour-normalised-grey feature norm of the public font
     #   digits at 300 per class (10.21, 10.23, 10.27 for generator seeds 0, 1, 2);
-    # - the full second moment (64 features: 2,080 entries), release epsilon 10
-    #   (add/remove, the relation of a shared claim without forward noise);
+    # - the full second moment (64 features: 2,080 entries), release epsilon 10, 4 and 1
+    #   replace-one (the relation the rows compare on: the release is calibrated and its
+    #   claim stated under it);
     # - hand-off t_s = 500 (the middle of T), personal denoisers below it, the shared
-    #   model fine-tuned for 1000 steps (as many as the public pretraining).
-    Method("dpstats-eps10", "dpstats", "feature statistics release (rdp, add/remove)", 10.0,
-           {"stats": DPSTATS_RELEASE, "public": PUBLIC_FONTS, **DPSTATS_SECAGG}, CORE_SETTING),
-    Method("dpstats-gaussian-eps10", "dpstats-gaussian", "feature statistics release (rdp, add/remove)",
-           10.0, {"stats": DPSTATS_RELEASE, **DPSTATS_SECAGG}, CORE_SETTING),
+    #   model fine-tuned for 1000 steps (as many as the public pretraining);
+    # - the identity row: the same with no feature map (192 colour features, full
+    #   moment: 18,528 entries), clip 11.7 = the median identity norm of the same
+    #   public digits (11.72, 11.71, 11.71 for seeds 0, 1, 2): what the normalisation adds.
+    *(_dpstats(f"dpstats-eps{eps:g}", "dpstats", eps) for eps in DPSTATS_EPSILONS),
+    *(_dpstats(f"dpstats-gaussian-eps{eps:g}", "dpstats-gaussian", eps) for eps in DPSTATS_EPSILONS),
+    _dpstats("dpstats-identity-eps10", "dpstats", 10.0, feature_map="identity", clip=11.7),
     Method("centralized", "centralized", "none", None, setting=CORE_SETTING),
 )
 

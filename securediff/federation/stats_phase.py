@@ -6,8 +6,10 @@ Planned at set-up (`plan_release`, so that the run's budget covers it): the
 layout from the data's shape and classes, the clip (stats.clip, or the median
 feature norm of the public data), the moment projection (the top
 stats.moment_rank principal directions of the public features), and the noise
-for stats.epsilon under the run's neighbouring relation (the shared claim's:
-replace-one where the shared path is forward-noised), at the noise floor
+for stats.epsilon under the neighbouring relation of the run's shared claim
+(replace-one where the shared path is forward-noised or the strategy is built on
+the release alone; the release's ledger events state their claim under it), at
+the noise floor
 privacy.ddp_min_survivors (0: 80% of the clients) for Skellam shares on secagg,
 or as the aggregator's Gaussian on plain and tee.
 
@@ -23,7 +25,7 @@ loads the release and never releases again.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -248,7 +250,9 @@ def _record(run: FederatedRun, release_plan: ReleasePlan, contributors: tuple[st
         sensitivities = {"l2_add_remove": layout.l2_add_remove, "l2_replace_one": layout.l2_replace_one,
                          "units": "the released vector (features / clip)"}
     delta = cfg.privacy.delta
-    epsilon = {rel: compose([event], delta=delta, accountant=accountant, relation=rel).epsilon
+    # The same mechanism under each relation (the event states its claim under the
+    # release's own; read under the other, it is that relation's analysis).
+    epsilon = {rel: compose([replace(event, relation=rel)], delta=delta, accountant=accountant).epsilon
                for rel in RELATIONS}
     return {
         "mechanism": mechanism,

@@ -186,11 +186,19 @@ def _split(events: Sequence[Any]) -> dict[str, _Part]:
                 _Skellam(ev.l1_sensitivity, ev.l2_sensitivity, ev.noise_variance, ev.sample_rate,
                          ev.steps)
             )
-        elif kind == "gaussian_release":  # one unsubsampled release, its own replace-one shift
-            parts[ev.relation].gaussians.append(_Gaussian(
+        # One unsubsampled release that bounds its own replace-one shift: stated under
+        # add/remove, the replace-one bound rides along for a direct conversion;
+        # stated under replace-one, it is analysed with that bound from the start.
+        elif kind == "gaussian_release" and ev.relation == "replace_one":
+            parts["replace_one"].gaussians.append(_Gaussian(ev.noise_std / ev.l2_replace_one, 1.0, 1))
+        elif kind == "gaussian_release":
+            parts["add_remove"].gaussians.append(_Gaussian(
                 ev.noise_std / ev.l2_sensitivity, 1.0, 1, replace_z=ev.noise_std / ev.l2_replace_one))
+        elif kind == "skellam_release" and ev.relation == "replace_one":
+            parts["replace_one"].skellams.append(_Skellam(
+                ev.l1_replace_one, ev.l2_replace_one, ev.noise_variance, 1.0, 1))
         elif kind == "skellam_release":
-            parts[ev.relation].skellams.append(_Skellam(
+            parts["add_remove"].skellams.append(_Skellam(
                 ev.l1_sensitivity, ev.l2_sensitivity, ev.noise_variance, 1.0, 1,
                 replace_l=(ev.l1_replace_one, ev.l2_replace_one)))
         elif kind == "randomized_response":

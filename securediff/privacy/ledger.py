@@ -68,6 +68,12 @@ def _fixed(event: Any, field: str, expected: str) -> None:
         )
 
 
+def _relation(event: Any) -> None:
+    if event.relation not in ("add_remove", "replace_one"):
+        raise ConfigError(f"{type(event).__name__}.relation must be 'add_remove' or 'replace_one', "
+                          f"got {event.relation!r}")
+
+
 def _artefact(value: str) -> None:
     if value not in ARTEFACTS:
         raise ConfigError(f"unknown artefact {value!r}; expected one of {ARTEFACTS}")
@@ -265,7 +271,10 @@ class GaussianReleaseEvent:
     used once (no subsampling): a Gaussian mechanism under add/remove with L2
     sensitivity `l2_sensitivity`, and `l2_replace_one` the shift bound under a
     replaced record (between l2 and 2 l2), which the replace-one analysis uses
-    instead of doubling (securediff.privacy.stats_release)."""
+    instead of doubling (securediff.privacy.stats_release). `relation`: the relation
+    the release was calibrated for and its claim is stated under; the accountant
+    analyses it under that relation directly (under replace-one with
+    `l2_replace_one`)."""
 
     noise_std: float
     l2_sensitivity: float
@@ -279,7 +288,7 @@ class GaussianReleaseEvent:
             object.__setattr__(self, name, _positive(name, getattr(self, name)))
         if not self.l2_sensitivity <= self.l2_replace_one <= 2.0 * self.l2_sensitivity:
             raise ConfigError("l2_replace_one must lie between l2_sensitivity and twice it")
-        _fixed(self, "relation", "add_remove")
+        _relation(self)
         _artefact(self.artefact)
 
     def to_dict(self) -> dict[str, Any]:
@@ -292,7 +301,9 @@ class SkellamReleaseEvent:
     the multi-dimensional Skellam mechanism (no subsampling) under add/remove with
     integer sensitivities (l1, l2), and their replace-one bounds; `noise_variance`
     reached the sum (survivors * share variance). `scale` and `min_survivors` are
-    kept for the record (securediff.privacy.stats_release)."""
+    kept for the record (securediff.privacy.stats_release). `relation` as for
+    GaussianReleaseEvent: under replace-one the accountant reads the replace-one
+    sensitivities directly."""
 
     l1_sensitivity: float
     l2_sensitivity: float
@@ -316,7 +327,7 @@ class SkellamReleaseEvent:
         for ar, ro in (("l1_sensitivity", "l1_replace_one"), ("l2_sensitivity", "l2_replace_one")):
             if not getattr(self, ar) <= getattr(self, ro) <= 2.0 * getattr(self, ar):
                 raise ConfigError(f"{ro} must lie between {ar} and twice it")
-        _fixed(self, "relation", "add_remove")
+        _relation(self)
         _artefact(self.artefact)
 
     def to_dict(self) -> dict[str, Any]:

@@ -265,15 +265,18 @@ def contribution(features: np.ndarray, labels: np.ndarray, layout: StatsLayout) 
 # -- central Gaussian noise (plain, tee) -------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class GaussianStatsPlan:
-    """Central Gaussian noise N(0, noise_std^2) per coordinate of the released vector."""
+    """Central Gaussian noise N(0, noise_std^2) per coordinate of the released vector,
+    calibrated under `relation` (its events' claims are stated under it)."""
 
     layout: StatsLayout
     noise_std: float
+    relation: str = "add_remove"
 
     def event(self, *, artefact: str = "shared") -> GaussianReleaseEvent:
         return GaussianReleaseEvent(noise_std=self.noise_std,
                                     l2_sensitivity=self.layout.l2_add_remove,
-                                    l2_replace_one=self.layout.l2_replace_one, artefact=artefact)
+                                    l2_replace_one=self.layout.l2_replace_one, artefact=artefact,
+                                    relation=self.relation)
 
     def noised(self, total: np.ndarray, source: RandomSource) -> np.ndarray:
         """The release: the summed contributions plus the noise, drawn from `source`
@@ -292,7 +295,7 @@ def plan_gaussian_stats(layout: StatsLayout, *, target_epsilon: float, delta: fl
     _relation(relation)
     z = calibrate_noise_multiplier(target_epsilon=target_epsilon, sample_rate=1.0, steps=1,
                                    delta=delta, accountant=accountant)
-    return GaussianStatsPlan(layout=layout, noise_std=z * layout.l2_sensitivity(relation))
+    return GaussianStatsPlan(layout=layout, noise_std=z * layout.l2_sensitivity(relation), relation=relation)
 
 
 # -- distributed Skellam shares (secagg) ---------------------------------------------------------
@@ -302,10 +305,12 @@ class SkellamStatsPlan:
     contribution with (skellam.encode_share; its l2_clip is the add/remove L2
     sensitivity of the vector). Integer sensitivities, with the same rounding
     uniforms on both sides: Delta2 = gamma * Delta2_real + sqrt(D) and
-    Delta1 = min(gamma * Delta1_real + D, sqrt(D) Delta2, Delta2^2), D = layout.size."""
+    Delta1 = min(gamma * Delta1_real + D, sqrt(D) Delta2, Delta2^2), D = layout.size.
+    Calibrated under `relation` (its events' claims are stated under it)."""
 
     layout: StatsLayout
     skellam: SkellamPlan
+    relation: str = "add_remove"
 
     def _integer(self, l1_real: float, l2_real: float) -> tuple[float, float]:
         gamma, dim = self.skellam.scale, self.layout.size
@@ -326,7 +331,7 @@ class SkellamStatsPlan:
         return SkellamReleaseEvent(
             l1_sensitivity=l1, l2_sensitivity=l2, l1_replace_one=l1_ro, l2_replace_one=l2_ro,
             noise_variance=survivors * self.skellam.share_variance, artefact=artefact,
-            scale=self.skellam.scale, min_survivors=self.skellam.min_survivors)
+            scale=self.skellam.scale, min_survivors=self.skellam.min_survivors, relation=self.relation)
 
 
 def plan_skellam_stats(layout: StatsLayout, *, target_epsilon: float, delta: float, relation: str,
@@ -343,7 +348,7 @@ def plan_skellam_stats(layout: StatsLayout, *, target_epsilon: float, delta: flo
         sk = plan_skellam(dim=layout.size, l2_clip=layout.l2_add_remove, noise_multiplier=z,
                           min_survivors=min_survivors, max_clients=max_clients,
                           expected_batch=float(total_records))
-        return SkellamStatsPlan(layout=layout, skellam=sk)
+        return SkellamStatsPlan(layout=layout, skellam=sk, relation=relation)
 
     def epsilon(plan: SkellamStatsPlan) -> float:
         event = plan.event(survivors=plan.skellam.min_survivors)

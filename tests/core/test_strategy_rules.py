@@ -87,6 +87,7 @@ def test_hybrid_is_valid_with_what_it_requires():
 def test_the_shared_claim_is_replace_one_exactly_where_data_is_noised_once(strategy, hybrid_forward, relation,
                                                                            noised):
     rules = STRATEGY_RULES[strategy]
+    assert not rules.release_based
     assert rules.shared_relation(hybrid_forward=hybrid_forward) == relation
     assert rules.noises_data(hybrid_forward=hybrid_forward) is noised
     statement = privacy_statement(
@@ -146,3 +147,12 @@ def test_every_strategy_words_its_shared_model():
             clip_norm=1.0, forward_exact=4.0, forward_classic=5.0, shared_epsilon=math.inf,
             personal_epsilon=math.inf, accountant="rdp", labels="public", label_epsilon=1.0)
         assert next(r for r in statement["rows"] if r["artefact"] == "shared denoiser and its updates")["guarantee"]
+
+
+@pytest.mark.parametrize("strategy", [name for name, rules in STRATEGY_RULES.items() if rules.release_based])
+def test_a_release_based_claim_is_replace_one_with_no_data_noised(strategy):
+    """The release is calibrated and its claim stated under replace-one, the relation
+    the results compare on, though no record is noised once."""
+    rules = STRATEGY_RULES[strategy]
+    assert rules.shared_relation(hybrid_forward=False) == "replace-one"
+    assert not rules.noises_data(hybrid_forward=False)

@@ -16,6 +16,10 @@ from typer.testing import CliRunner
 from cli.app import app
 from securediff.storage import read_json
 from tests.data.test_idx import write_split
+from tests.privacy.test_stats_release import (
+    analytic_gaussian_epsilon,
+    skellam_epsilon_from_integer_sensitivities,
+)
 
 runner = CliRunner()
 PUBLIC = ["--public.dataset", "font-digits", "--public.per_class", "10", "--public.steps", "20"]
@@ -34,11 +38,24 @@ def _rows(out) -> dict[str, str]:
 
 
 def _only_the_release_is_charged(run, kind: str) -> float:
+    """The release's replace-one epsilon, checked against a computation from the
+    record's noise and sensitivities that does not go through the project's accountant."""
     ledgers = read_json(run / "ledger.json")
     assert all([e["kind"] for e in led["events"]] == [kind] for led in ledgers.values())
+    assert all(e["relation"] == "replace_one" for led in ledgers.values() for e in led["events"])
     record = read_json(run / "stats-release.json")
-    assert record["relation"] == "add_remove"  # no forward noise: the shared claim's relation
-    return record["epsilon"]["add_remove"]
+    assert record["relation"] == "replace_one"  # the shared claim's relation: calibrated and stated under it
+    epsilon, delta, sens = record["epsilon"]["replace_one"], record["delta"], record["sensitivities"]
+    if kind == "gaussian_release":  # central noise; the PLD pair is exact up to its grid
+        independent = analytic_gaussian_epsilon(sens["l2_replace_one"], record["noise"]["std_released_units"],
+                                                delta)
+        assert record["accountant"] == "pld" and independent * (1 - 1e-6) <= epsilon <= independent * 1.01
+    else:  # Skellam shares: the realized noise of the contributors' shares
+        independent = skellam_epsilon_from_integer_sensitivities(
+            sens["l1_replace_one"], sens["l2_replace_one"], variance=record["noise"]["noise_variance"], delta=delta)
+        assert epsilon == pytest.approx(independent, rel=1e-6)
+    assert epsilon < record["epsilon"]["add_remove"] * 2  # tighter than doubling the add/remove shift
+    return epsilon
 
 
 def test_dpstats_on_colored_digits_charges_the_release_alone_and_says_what_is_not_covered(tmp_path, tiny_args):

@@ -5,6 +5,7 @@ from injected generators only."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -116,7 +117,7 @@ def test_projected_moment_attains_add_remove():
         assert np.linalg.norm(v) == pytest.approx(layout.l2_add_remove, rel=1e-9)
 
 
-def _analytic_gaussian_epsilon(shift: float, sigma: float, delta: float) -> float:
+def analytic_gaussian_epsilon(shift: float, sigma: float, delta: float) -> float:
     """Balle & Wang 2018, Thm 8, written here independently of the project."""
     def dlt(eps: float) -> float:
         return (norm.cdf(shift / (2 * sigma) - eps * sigma / shift)
@@ -136,14 +137,20 @@ def test_gaussian_release_epsilon_matches_analytic(relation):
     plan = plan_gaussian_stats(layout, target_epsilon=3.0, delta=DELTA, relation=relation,
                                accountant="exact")
     event = plan.event()
+    assert event.relation == relation  # the claim is stated under the calibration's relation
     shifts = {"add_remove": math.sqrt(ws**2 + wm**2),
               "replace_one": _independent_replace_one(ws**2, wm**2)}
     for rel, shift in shifts.items():
-        expected = _analytic_gaussian_epsilon(shift, plan.noise_std, DELTA)
-        got = compose([event], delta=DELTA, accountant="exact", relation=rel)
+        expected = analytic_gaussian_epsilon(shift, plan.noise_std, DELTA)
+        # the same mechanism under the other relation: an event stated under it
+        got = compose([replace(event, relation=rel)], delta=DELTA, accountant="exact", relation=rel)
+        if rel == "replace_one":  # stated under add/remove, converted directly: the same figure
+            via = compose([replace(event, relation="add_remove")], delta=DELTA, accountant="exact",
+                          relation=rel)
+            assert via.epsilon == pytest.approx(got.epsilon, rel=1e-9)
         assert (got.relation, got.method) == (rel, "direct")
         assert got.epsilon == pytest.approx(expected, rel=1e-5)
-        pld = compose([event], delta=DELTA, accountant="pld", relation=rel).epsilon
+        pld = compose([replace(event, relation=rel)], delta=DELTA, accountant="pld", relation=rel).epsilon
         assert expected * (1 - 1e-6) <= pld <= expected * 1.01
     assert compose([event], delta=DELTA, accountant="exact", relation=relation).epsilon <= 3.0
     assert compose([event], delta=DELTA, accountant="exact", relation=relation).epsilon >= 2.99
@@ -158,8 +165,9 @@ def test_skellam_release_accounted_under_both_relations():
     gamma, dim = plan.skellam.scale, layout.size
     assert l2 == pytest.approx(gamma * layout.l2_add_remove + math.sqrt(dim))
     assert l2r == pytest.approx(gamma * layout.l2_replace_one + math.sqrt(dim))
-    ar = compose([event], delta=DELTA, accountant="rdp")
-    ro = compose([event], delta=DELTA, accountant="rdp", relation="replace_one")
+    assert event.relation == "replace_one"  # calibrated under it: its claim is stated under it
+    ar = compose([replace(event, relation="add_remove")], delta=DELTA, accountant="rdp")
+    ro = compose([event], delta=DELTA, accountant="rdp")
     assert ar.epsilon == pytest.approx(skellam_epsilon(l1=l1, l2=l2, variance=event.noise_variance,
                                                        sample_rate=1.0, steps=1, delta=DELTA))
     assert ro.epsilon == pytest.approx(skellam_epsilon(l1=l1r, l2=l2r, variance=event.noise_variance,
@@ -169,7 +177,10 @@ def test_skellam_release_accounted_under_both_relations():
     assert ro.epsilon < skellam_epsilon(l1=2 * l1, l2=2 * l2, variance=event.noise_variance,
                                         sample_rate=1.0, steps=1, delta=DELTA)
     ledger = PrivacyLedger(client_id="c0", budget_epsilon=10.0, delta=DELTA, accountant="rdp")
-    assert ledger.charge(event) == pytest.approx(ar.epsilon)
+    assert ledger.charge(event) == pytest.approx(ro.epsilon)
+    # stated under add/remove, the same release converts directly to the same replace-one figure
+    assert compose([replace(event, relation="add_remove")], delta=DELTA, accountant="rdp",
+                   relation="replace_one").epsilon == pytest.approx(ro.epsilon, rel=1e-9)
     assert PrivacyLedger.from_json(ledger.to_json()).events == (event,)
 
 
@@ -288,6 +299,13 @@ def _papers_skellam_release_epsilon(*, w_s: float, w_m: float, dim: int, gamma: 
         l1 = 2 * (w_s * math.sqrt(dim) + w_m * (1 + (dim - 1) / math.sqrt(2)))
     d2 = gamma * l2 + math.sqrt(size)
     d1 = min(gamma * l1 + size, math.sqrt(size) * d2, d2 * d2)
+    return skellam_epsilon_from_integer_sensitivities(d1, d2, variance=variance, delta=delta)
+
+
+def skellam_epsilon_from_integer_sensitivities(d1: float, d2: float, *, variance: float, delta: float) -> float:
+    """One unsubsampled Skellam release: Agarwal, Kairouz & Liu (2021)'s RDP at
+    integer orders 2..256 and Balle et al. (2020)'s conversion, written here
+    independently of the project."""
     a = np.arange(2, 257, dtype=np.float64)
     rdp = a * d2 * d2 / (2 * variance) + np.minimum(
         ((2 * a - 1) * d2 * d2 + 6 * d1) / (4 * variance * variance), 3 * d1 / (2 * variance))
@@ -306,5 +324,6 @@ def test_skellam_release_epsilon_matches_an_independent_computation(w_s, w_m):
             expected = _papers_skellam_release_epsilon(
                 w_s=w_s, w_m=w_m, dim=16, gamma=plan.skellam.scale, size=layout.size,
                 variance=survivors * plan.skellam.share_variance, relation=relation, delta=DELTA)
-            got = compose([event], delta=DELTA, accountant="rdp", relation=relation).epsilon
+            got = compose([replace(event, relation=relation)], delta=DELTA, accountant="rdp",
+                          relation=relation).epsilon
             assert got == pytest.approx(expected, rel=1e-6), (survivors, relation, got, expected)
