@@ -36,7 +36,7 @@ from audits.bounds.verdict import MEASUREMENT, strongest
 from securediff.data import Partition
 from securediff.errors import CheckpointError, ConfigError
 from securediff.federation.clients import Client
-from securediff.federation.report import sample_client
+from securediff.federation.evaluate import sample_client
 from securediff.federation.runner import FederatedRun
 from securediff.reopen import open_finished
 from securediff.rng import RandomSource
@@ -94,17 +94,17 @@ def _max_claim(claims: list[tuple[float | None, str | None]]) -> tuple[float | N
 
 
 def _populations(run: FederatedRun, run_dir: Path, clients: list[Client]) -> dict[str, Population]:
-    plan = run.plan
+    setup = run.setup
     recorded = Partition.from_json((run_dir / "partition.json").read_text())
-    if recorded != plan.partition:
+    if recorded != setup.partition:
         raise CheckpointError(f"{run_dir}/partition.json differs from the partition its config rebuilds")
     out = {}
     for client in clients:
         split = recorded.clients[client.index]
 
         def records(idx: np.ndarray, index: int = client.index) -> Records:
-            return Records(torch.from_numpy(plan.client_images(index, idx)),
-                           torch.from_numpy(plan.dataset.labels[idx]))
+            return Records(torch.from_numpy(setup.client_images(index, idx)),
+                           torch.from_numpy(setup.dataset.labels[idx]))
 
         out[client.client_id] = Population(records(split.member_indices),
                                            records(split.holdout_indices))
@@ -112,7 +112,7 @@ def _populations(run: FederatedRun, run_dir: Path, clients: list[Client]) -> dic
 
 
 def _targets(run: FederatedRun, clients: list[Client], kind: str) -> list[tuple[Target, list[Client]]]:
-    strategy, plan = run.state.strategy, run.plan
+    strategy, setup = run.state.strategy, run.setup
     clip = run.cfg.privacy.clip_norm
     shared, personal = [], []
     for client in clients:
@@ -120,7 +120,7 @@ def _targets(run: FederatedRun, clients: list[Client], kind: str) -> list[tuple[
             is_shared = seg.model is strategy.global_model
             name = "shared" if is_shared else f"personal:{client.client_id}"
             target = Target(name=name, model=seg.model, start=seg.start, end=seg.end,
-                            schedule=plan.schedule, null_label=plan.spec.null_label,
+                            schedule=setup.schedule, null_label=setup.spec.null_label,
                             clip_norm=clip if seg.start > 0 else None)
             if is_shared and not shared:
                 shared.append((target, list(clients)))
@@ -181,7 +181,7 @@ def _memorization(run: FederatedRun, clients: list[Client], pops: dict[str, Popu
     reports: list[MemorizationReport] = []
     for client in clients:
         gen = source.child(f"memorization/{client.client_id}/samples").torch_generator()
-        samples, _ = sample_client(run.state.strategy, client, run.plan,
+        samples, _ = sample_client(run.state.strategy, client, run.setup,
                                    per_class=options.samples_per_class, generator=gen,
                                    device=run.device)
         pop = pops[client.client_id]
@@ -218,7 +218,7 @@ def audit_run(run_dir: Path, *, options: AuditOptions, source: RandomSource,
     started = time.perf_counter()
     run_dir = Path(run_dir)
     run = open_finished(run_dir, device=options.device)
-    cfg, plan = run.cfg, run.plan
+    cfg, setup = run.cfg, run.setup
     clients = run.state.clients
     if options.clients is not None:
         known = {c.client_id for c in clients}
@@ -244,7 +244,7 @@ def audit_run(run_dir: Path, *, options: AuditOptions, source: RandomSource,
             claim = _claim(owners[0], cfg.federation.strategy_rules.client_model_artefact)
             personal_claims.append(claim)
             split = splits[owners[0].client_id]
-        recipe = ShadowRecipe(name=target.name, spec=plan.spec, schedule=plan.schedule,
+        recipe = ShadowRecipe(name=target.name, spec=setup.spec, schedule=setup.schedule,
                               start=target.start, end=target.end, steps=options.shadow_steps,
                               batch_size=cfg.training.batch_size, lr=cfg.training.lr,
                               label_dropout=cfg.diffusion.label_dropout, clip_norm=target.clip_norm)

@@ -27,8 +27,8 @@ from unittest import mock
 from securediff.experiments.cells import cell_overrides
 from securediff.experiments.suites import get_suite
 from securediff.federation import distributed
-from securediff.federation.client_runtime import dp_plan
-from securediff.federation.setup import plan_run
+from securediff.federation.client_runtime import dpsgd_params
+from securediff.federation.setup import set_up_run
 from securediff.models.unet import UNet
 from securediff.privacy import accountants
 from securediff.privacy.forward import forward_sigma
@@ -48,17 +48,17 @@ def _group_privacy(events, *, delta: float, accountant: str) -> float:
     return accountants._group_privacy(ro, ar, has_ro=has_ro, delta=delta, accountant=accountant)
 
 
-def _ledgers(cfg, plan, *, group_calibration: bool) -> list[list]:
-    sizes = [len(c.member_indices) for c in plan.partition.clients]
+def _ledgers(cfg, setup, *, group_calibration: bool) -> list[list]:
+    sizes = [len(c.member_indices) for c in setup.partition.clients]
     steps = cfg.federation.local_steps * cfg.federation.rounds
     if cfg.federation.strategy == "layer-split":
         return [[DPSGDEvent(dp.noise_multiplier, dp.sample_rate, steps, "shared")]
-                for dp in (dp_plan(cfg, n=n, steps_per_round=cfg.federation.local_steps) for n in sizes)]
+                for dp in (dpsgd_params(cfg, n=n, steps_per_round=cfg.federation.local_steps) for n in sizes)]
     prior = []
     if cfg.federation.hybrid_forward:
-        sigma = forward_sigma(float(plan.schedule.abar[plan.t0]))
-        prior = [ForwardNoiseEvent(sigma=sigma, clip_norm=cfg.privacy.clip_norm, t0=plan.t0, data_id="x")]
-    dim = sum(p.numel() for p in UNet(plan.spec).parameters() if p.requires_grad)
+        sigma = forward_sigma(float(setup.schedule.abar[setup.t0]))
+        prior = [ForwardNoiseEvent(sigma=sigma, clip_norm=cfg.privacy.clip_norm, t0=setup.t0, data_id="x")]
+    dim = sum(p.numel() for p in UNet(setup.spec).parameters() if p.requires_grad)
 
     def old(events, *, delta, accountant, relation=None):
         return _group_privacy(events, delta=delta, accountant=accountant)
@@ -83,12 +83,12 @@ def measure(seeds: int) -> list[dict]:
         # the hybrid cells' events do not depend on the partition seed (one plan over all records)
         for seed in range(seeds if method.strategy == "layer-split" else 1):
             cfg = load_config(None, cell_overrides(suite, method, seed=seed, quick=False, out_dir=Path("/tmp")))
-            plan = plan_run(cfg)
+            setup = set_up_run(cfg)
             variants = [("as run", True)] if cfg.federation.hybrid_forward else [("as run", False)]
             if cfg.federation.hybrid_forward:
                 variants.append(("direct calibration", False))
             for label, group_cal in variants:
-                ledgers = _ledgers(cfg, plan, group_calibration=group_cal)
+                ledgers = _ledgers(cfg, setup, group_calibration=group_cal)
                 d, acc = cfg.privacy.delta, cfg.privacy.accountant
                 t = time.perf_counter()
                 claim = max(accountants.compose_epsilon(e, delta=d, accountant=acc) for e in ledgers)

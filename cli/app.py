@@ -78,17 +78,17 @@ def _result_json(result) -> dict:
 
 
 def _run(config, *, as_json: bool) -> None:
-    from securediff.federation.setup import plan_run
+    from securediff.federation.setup import set_up_run
     from securediff.run import RunResult  # noqa: F401 (import cost paid once here)
     from securediff.run import train as train_run
 
     with handle_errors():
         if not as_json:
-            plan = plan_run(config)
-            console.print(partition_table(plan.partition.summary_rows(plan.dataset.labels, plan.dataset.num_classes),
-                                          plan.dataset.num_classes))
-            console.print(f"t0 = {plan.t0}: forward-noise epsilon {plan.forward_epsilon_exact:.3f} (exact), "
-                          f"{plan.forward_epsilon_classic:.3f} (classic) at delta {config.privacy.delta:g}"
+            setup = set_up_run(config)
+            console.print(partition_table(setup.partition.summary_rows(setup.dataset.labels, setup.dataset.num_classes),
+                                          setup.dataset.num_classes))
+            console.print(f"t0 = {setup.t0}: forward-noise epsilon {setup.forward_epsilon_exact:.3f} (exact), "
+                          f"{setup.forward_epsilon_classic:.3f} (classic) at delta {config.privacy.delta:g}"
                           + ("" if config.private else "  [bold red]NOT PRIVATE (insecure test mode)[/]"))
             # Before the rounds too: a long run, or one whose rounds abort, says it up front.
             print_protocol_notice(config.federation.protocol, dict(config.protocol))

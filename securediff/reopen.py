@@ -8,9 +8,9 @@ from typing import Any
 
 from securediff.config import from_dict, load_toml
 from securediff.errors import CheckpointError, ConfigError
-from securediff.federation.report import evaluate_clients, sample_client
+from securediff.federation.evaluate import evaluate_clients, sample_client
 from securediff.federation.runner import FederatedRun
-from securediff.federation.setup import plan_run
+from securediff.federation.setup import set_up_run
 from securediff.figures import client_samples_figure, write_figure
 from securediff.locks import writing
 from securediff.storage import INCOMPLETE_SUFFIX, RunDirectory, read_json, sha256_file
@@ -32,8 +32,8 @@ def open_finished(run_dir: Path, *, device: str = "auto") -> FederatedRun:
     check_finished(run_dir)
     config = from_dict(load_toml(run_dir / "config.toml"))
     config = config.replace(run={"device": device, "out_dir": str(run_dir.parent)})
-    run = FederatedRun(plan_run(config), RunDirectory(run_dir, run_dir))
-    run.setup(resume=True)
+    run = FederatedRun(set_up_run(config), RunDirectory(run_dir, run_dir))
+    run.set_up(resume=True)
     return run
 
 
@@ -74,13 +74,13 @@ def sample_run(run_dir: Path, *, client: str | None, per_class: int, out: Path |
     gen = run.source.child("sample-command").torch_generator()
     grids = {}
     for c in clients:
-        x, _ = sample_client(run.state.strategy, c, run.plan, per_class=per_class, generator=gen, device=run.device)
+        x, _ = sample_client(run.state.strategy, c, run.setup, per_class=per_class, generator=gen, device=run.device)
         grids[c.client_id] = x  # class-major: per_class samples of class 0, then 1, ...
     out = Path(out) if out is not None else Path(run_dir) / "sampled.png"
     if out.is_dir():
         raise ConfigError(f"--out {out} is a directory; give the PNG file to write")
     statement = read_json(Path(run_dir) / "privacy_statement.json")
-    figure = client_samples_figure(grids, per_class=per_class, class_names=run.plan.dataset.class_names,
+    figure = client_samples_figure(grids, per_class=per_class, class_names=run.setup.dataset.class_names,
                                    statement=statement)
     inside = out.resolve().parent == Path(run_dir).resolve()
     with writing(run_dir) if inside else nullcontext():  # one writer of a run at a time
@@ -91,7 +91,7 @@ def sample_run(run_dir: Path, *, client: str | None, per_class: int, out: Path |
 def evaluate_run(run_dir: Path, *, device: str = "auto") -> dict[str, Any]:
     run = open_finished(run_dir, device=device)
     metrics, summary, _ = evaluate_clients(
-        run.state.strategy, run.state.clients, run.plan, device=run.device, generator=run.source.child("evaluate-command").torch_generator(),
+        run.state.strategy, run.state.clients, run.setup, device=run.device, generator=run.source.child("evaluate-command").torch_generator(),
     )
     clients = []
     for c, m in zip(run.state.clients, metrics, strict=True):

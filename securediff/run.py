@@ -1,4 +1,4 @@
-"""`train` as a library call: plan, run the rounds, evaluate, write the run directory."""
+"""`train` as a library call: set up, run the rounds, evaluate, write the run directory."""
 
 from __future__ import annotations
 
@@ -26,11 +26,11 @@ from securediff.errors import (
     RunInterrupted,
     describe_os_error,
 )
+from securediff.federation.evaluate import evaluate_clients
 from securediff.federation.progress_file import roster_digests
 from securediff.federation.public import public_provenance
-from securediff.federation.report import evaluate_clients
 from securediff.federation.runner import FederatedRun, Progress, resolve_device
-from securediff.federation.setup import Plan, plan_run
+from securediff.federation.setup import RunSetup, set_up_run
 from securediff.figures import run_samples_figure, write_figure
 from securediff.locks import LOCK_NAME
 from securediff.statement import privacy_statement, statement_markdown
@@ -71,20 +71,20 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _write_start_files(run_dir: RunDirectory, plan: Plan) -> None:
-    cfg = plan.config
+def _write_start_files(run_dir: RunDirectory, setup: RunSetup) -> None:
+    cfg = setup.config
     atomic_write_text(run_dir.file("config.toml"), cfg.to_toml())
-    atomic_write_text(run_dir.file("partition.json"), plan.partition.to_json())
+    atomic_write_text(run_dir.file("partition.json"), setup.partition.to_json())
     atomic_write_json(run_dir.file("manifest.json"), {
         "format": RUN_FORMAT, "versions": _versions(), "git_revision": _git_revision(),
         "private": cfg.private,
         "mode": "private" if cfg.private else "NOT PRIVATE: insecure deterministic test mode",
         # Seeds are recorded only in the insecure test mode; a private run's keys are never written.
         "seeds": {"insecure_seed": cfg.run.insecure_seed, "partition_seed": cfg.data.partition_seed},
-        "t0": plan.t0, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "t0": setup.t0, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         # Which public data pretrained the models, and how it was made (None: no public data).
-        "public": public_provenance(plan),
-        # What a resume must find unchanged: it recomputes the plan (t0, budget, who
+        "public": public_provenance(setup),
+        # What a resume must find unchanged: it recomputes the set-up (t0, budget, who
         # holds which record) from these, so an edit would change what is computed
         # and claimed mid-run.
         "pinned": {name: sha256_file(run_dir.file(name)) for name in PINNED_AT_START},
@@ -123,10 +123,10 @@ def _client_level_claim(run: FederatedRun) -> dict | None:
 
 
 def _finish(run: FederatedRun, started: float) -> RunResult:
-    plan, cfg, state = run.plan, run.cfg, run.state
+    setup, cfg, state = run.setup, run.cfg, run.state
     run.progress("evaluate", {})
     metrics, summary, grids = evaluate_clients(
-        state.strategy, state.clients, plan, device=run.device,
+        state.strategy, state.clients, setup, device=run.device,
         generator=run.source.child("sampling").torch_generator(), progress=run.progress,
     )
     per_client = []
@@ -143,23 +143,23 @@ def _finish(run: FederatedRun, started: float) -> RunResult:
     protocol = make_protocol(cfg.federation.protocol, **cfg.protocol)
     statement = privacy_statement(
         strategy=cfg.federation.strategy, protocol_secure=protocol.secure, protocol_name=protocol.name,
-        private=cfg.private, delta=cfg.privacy.delta, t0=plan.t0, clip_norm=cfg.privacy.clip_norm,
-        forward_exact=plan.forward_epsilon_exact, forward_classic=plan.forward_epsilon_classic,
+        private=cfg.private, delta=cfg.privacy.delta, t0=setup.t0, clip_norm=cfg.privacy.clip_norm,
+        forward_exact=setup.forward_epsilon_exact, forward_classic=setup.forward_epsilon_classic,
         shared_epsilon=shared_eps, personal_epsilon=personal_eps, accountant=cfg.privacy.accountant,
         labels=cfg.privacy.labels, label_epsilon=cfg.privacy.label_epsilon,
         adaptive_quantile=cfg.privacy.clip_quantile if cfg.privacy.clipping == "adaptive" else None,
         hybrid_forward=cfg.federation.hybrid_forward, protocol_params=protocol.params,
         client_level=_client_level_claim(run),
-        public=public_provenance(plan),
+        public=public_provenance(setup),
         stats_release=None if run.stats_release is None else run.stats_release.record,
         release_use=state.strategy.release_use(),
     )
     # Drawn after the statement: its caption states the guarantee the statement claims.
     write_figure(run.run_dir.file("samples.png"), run_samples_figure(
-        grids, class_names=plan.dataset.class_names, statement=statement))
+        grids, class_names=setup.dataset.class_names, statement=statement))
     seconds = time.perf_counter() - started
     summary = {**summary, "strategy": cfg.federation.strategy, "protocol": cfg.federation.protocol,
-               "dataset": cfg.data.dataset, "num_clients": len(state.clients), "t0": plan.t0,
+               "dataset": cfg.data.dataset, "num_clients": len(state.clients), "t0": setup.t0,
                "epsilon_shared_max": _finite(shared_eps), "accountant": cfg.privacy.accountant,
                "delta": cfg.privacy.delta, "private": cfg.private, "seconds": seconds,
                "peak_rss_mb": _peak_rss_mb(), "rounds": state.round_logs,
@@ -189,11 +189,11 @@ def _finite(value: float) -> float | None:
 def train(config: Config, *, progress: Progress | None = None) -> RunResult:
     """A new run. Nothing is written until the config and the data have been checked."""
     started = time.perf_counter()
-    plan = plan_run(config)
+    setup = set_up_run(config)
     resolve_device(config.run.device)  # a device this host lacks: refused before any file
     run_dir = RunDirectory.create(Path(config.run.out_dir), config.run.name)
     try:
-        run = _start(plan, run_dir, progress)
+        run = _start(setup, run_dir, progress)
     except BaseException:
         run_dir.discard()  # nothing worth resuming yet: leave no half-written directory
         raise
@@ -221,13 +221,13 @@ def _resumable(run_dir: RunDirectory) -> Iterator[None]:
                              f"complete round; once that is fixed, {hint}") from None
 
 
-def _start(plan: Plan, run_dir: RunDirectory, progress: Progress | None) -> FederatedRun:
+def _start(setup: RunSetup, run_dir: RunDirectory, progress: Progress | None) -> FederatedRun:
     """Start files, noise-once and the first checkpoint of a run that has none yet."""
-    run = FederatedRun(plan, run_dir, progress=progress)
-    _write_start_files(run_dir, plan)
-    run.setup(resume=False)
-    if run.plan is not plan:  # adaptive clipping chose C and t0: record what the run uses
-        _write_start_files(run_dir, run.plan)
+    run = FederatedRun(setup, run_dir, progress=progress)
+    _write_start_files(run_dir, setup)
+    run.set_up(resume=False)
+    if run.setup is not setup:  # adaptive clipping chose C and t0: record what the run uses
+        _write_start_files(run_dir, run.setup)
     return run
 
 
@@ -269,12 +269,12 @@ def _restart(run_dir: RunDirectory, config: Config, progress: Progress | None) -
     aggregator; they are deleted with the partial ledger before the start noises
     afresh, so the directory never holds two noisings of one record. The start
     files are those the run was started with (their pins were checked)."""
-    plan = plan_run(config)
+    setup = set_up_run(config)
     shutil.rmtree(run_dir.file("checkpoints"), ignore_errors=True)
     run_dir.file("ledger.json").unlink(missing_ok=True)
     if progress:
         progress("restart", {"reason": "killed before its first checkpoint"})
-    return _start(plan, run_dir, progress)
+    return _start(setup, run_dir, progress)
 
 
 def resume(path: Path, *, progress: Progress | None = None, how: dict[str, Any] | None = None
@@ -294,8 +294,8 @@ def resume(path: Path, *, progress: Progress | None = None, how: dict[str, Any] 
             if _never_checkpointed(run_dir):
                 run = _restart(run_dir, config, progress)
             else:
-                run = FederatedRun(plan_run(config), run_dir, progress=progress)
-                run.setup(resume=True)
+                run = FederatedRun(set_up_run(config), run_dir, progress=progress)
+                run.set_up(resume=True)
             run.train()
             return _finish(run, started)
     finally:

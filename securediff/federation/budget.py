@@ -14,20 +14,20 @@ from securediff.federation.client_level import ClientLevelPlan, plan_client_leve
 from securediff.federation.client_runtime import (
     UNCAPPED,
     dpsgd_events,
-    dpsgd_plans,
+    dpsgd_params_by_artefact,
     planned_epsilon,
     planned_ledger,
 )
 from securediff.federation.distributed import DistributedPlan, plan_distributed, skellam_event
-from securediff.federation.setup import Plan
-from securediff.federation.strategies import DPPlan, Strategy
+from securediff.federation.setup import RunSetup
+from securediff.federation.strategies import DPSGDParams, Strategy
 from securediff.privacy.ledger import MechanismEvent, PrivacyLedger
 
 
 @dataclass(frozen=True)
 class RunBudget:
     epsilon: float  # every ledger's budget
-    dp_plans: dict[str, DPPlan]  # "client/artefact" -> its DP-SGD plan
+    dpsgd_params: dict[str, DPSGDParams]  # "client/artefact" -> its DP-SGD parameters
     distributed: DistributedPlan | None  # hybrid: the distributed DP-SGD plan
     client_level: ClientLevelPlan | None  # privacy.client_level
 
@@ -47,20 +47,20 @@ def _client_level_plan(cfg: Config, *, num_clients: int, dim: int) -> ClientLeve
         rounds=f.rounds, delta=p.delta, dim=dim, accountant=p.accountant, min_survivors=p.ddp_min_survivors)
 
 
-def plan_budget(plan: Plan, strategy: Strategy, *, release: MechanismEvent | None = None) -> RunBudget:
+def plan_budget(setup: RunSetup, strategy: Strategy, *, release: MechanismEvent | None = None) -> RunBudget:
     """Each client's planned mechanisms charged to a trial ledger; the largest
     per-artefact epsilon they compose to is the budget. `release`: the event of a
     statistics release every client takes part in at its noise floor, if planned."""
-    cfg = plan.config
-    sizes = [len(c.member_indices) for c in plan.partition.clients]
-    plans: dict[str, DPPlan] = {}
+    cfg = setup.config
+    sizes = [len(c.member_indices) for c in setup.partition.clients]
+    params: dict[str, DPSGDParams] = {}
     distributed: DistributedPlan | None = None
     client_level: ClientLevelPlan | None = None
     budget = 0.0
-    for cid, n in zip(plan.client_ids, sizes, strict=True):
-        client_plans = dpsgd_plans(cfg, members=n)
-        plans.update({f"{cid}/{artefact}": dp for artefact, dp in client_plans.items()})
-        trial = planned_ledger(plan, cid, client_plans, rounds_left=cfg.federation.rounds)
+    for cid, n in zip(setup.client_ids, sizes, strict=True):
+        client_params = dpsgd_params_by_artefact(cfg, members=n)
+        params.update({f"{cid}/{artefact}": dp for artefact, dp in client_params.items()})
+        trial = planned_ledger(setup, cid, client_params, rounds_left=cfg.federation.rounds)
         if strategy.distributed:
             if distributed is None:
                 # One plan for every client: their prior events differ only in data ids.
@@ -79,7 +79,7 @@ def plan_budget(plan: Plan, strategy: Strategy, *, release: MechanismEvent | Non
         budget = max(budget, planned_epsilon(trial))
     # Nothing planned (no DP anywhere): the ledgers stay empty; any charge is refused.
     epsilon = budget * (1 + 1e-9) if budget > 0 else cfg.privacy.target_epsilon
-    return RunBudget(epsilon=epsilon, dp_plans=plans, distributed=distributed, client_level=client_level)
+    return RunBudget(epsilon=epsilon, dpsgd_params=params, distributed=distributed, client_level=client_level)
 
 
 def remaining_plan_budget(budget: RunBudget, cfg: Config, ledger: PrivacyLedger, *,
@@ -88,7 +88,7 @@ def remaining_plan_budget(budget: RunBudget, cfg: Config, ledger: PrivacyLedger,
     trial = PrivacyLedger(client_id=ledger.client_id, budget_epsilon=UNCAPPED,
                           delta=ledger.delta, accountant=ledger.accountant, events=ledger.events)
     remaining = cfg.federation.rounds - rounds_done
-    own = {key.split("/")[1]: dp for key, dp in budget.dp_plans.items()
+    own = {key.split("/")[1]: dp for key, dp in budget.dpsgd_params.items()
            if key.split("/")[0] == ledger.client_id}
     for event in dpsgd_events(cfg, own, rounds=remaining):
         trial.charge(event)

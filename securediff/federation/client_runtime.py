@@ -17,8 +17,8 @@ import torch
 from securediff.config import Config
 from securediff.federation.clients import Client
 from securediff.federation.clipping import adaptive_forward, quantile_plan
-from securediff.federation.setup import Plan
-from securediff.federation.strategies import DPPlan, Strategy
+from securediff.federation.setup import RunSetup
+from securediff.federation.strategies import DPSGDParams, Strategy
 from securediff.privacy.accountants import calibrate_noise_multiplier
 from securediff.privacy.adaptive import count_noise_for
 from securediff.privacy.forward import forward_sigma, noise_once
@@ -51,21 +51,21 @@ def clip_update(update: np.ndarray, bound: float) -> np.ndarray:
     return update
 
 
-def new_client(plan: Plan, strategy: Strategy, *, index: int, client_id: str, ledger: PrivacyLedger,
+def new_client(setup: RunSetup, strategy: Strategy, *, index: int, client_id: str, ledger: PrivacyLedger,
                source: RandomSource, init_gen: torch.Generator, device: torch.device) -> Client:
-    """Partition `index` of the plan as a client on `device`: its member records,
+    """Partition `index` of `setup` as a client on `device`: its member records,
     ledger and random source, and the personal model the strategy keeps (with its
     optimizer; the public model's weights where the run pretrained one)."""
-    split = plan.partition.clients[index]
-    x = torch.from_numpy(plan.client_images(index, split.member_indices)).to(device)
-    y = torch.from_numpy(plan.dataset.labels[split.member_indices]).to(device)
+    split = setup.partition.clients[index]
+    x = torch.from_numpy(setup.client_images(index, split.member_indices)).to(device)
+    y = torch.from_numpy(setup.dataset.labels[split.member_indices]).to(device)
     client = Client(client_id=client_id, index=index, x=x, y=y, ledger=ledger, source=source)
     strategy.init_client(client, init_gen)
     if client.model is not None:
         client.model.to(device)
-        if plan.config.public.dataset:  # every personal model starts from the public one
+        if setup.config.public.dataset:  # every personal model starts from the public one
             client.model.load_state_dict(strategy.global_model.state_dict())
-        client.optimizer = torch.optim.Adam(client.model.parameters(), lr=plan.config.training.lr)
+        client.optimizer = torch.optim.Adam(client.model.parameters(), lr=setup.config.training.lr)
     return client
 
 
@@ -83,7 +83,7 @@ def personal_steps(config: Config) -> int:
     return steps
 
 
-def dp_plan(cfg: Config, *, n: int, steps_per_round: int) -> DPPlan:
+def dpsgd_params(cfg: Config, *, n: int, steps_per_round: int) -> DPSGDParams:
     q = min(1.0, cfg.training.batch_size / n)
     total = steps_per_round * cfg.federation.rounds
     sigma = calibrate_noise_multiplier(target_epsilon=cfg.privacy.dpsgd_epsilon, sample_rate=q,
@@ -91,25 +91,25 @@ def dp_plan(cfg: Config, *, n: int, steps_per_round: int) -> DPPlan:
     # Adaptive per-sample clipping spends part of the same multiplier on the unclipped count.
     count = (count_noise_for(noise_multiplier=sigma, expected_batch_size=q * n)
              if cfg.privacy.clipping == "adaptive" else None)
-    return DPPlan(noise_multiplier=sigma, sample_rate=q, steps_per_round=steps_per_round,
-                  count_noise=count)
+    return DPSGDParams(noise_multiplier=sigma, sample_rate=q, steps_per_round=steps_per_round,
+                       count_noise=count)
 
 
-def dpsgd_plans(cfg: Config, *, members: int) -> dict[str, DPPlan]:
+def dpsgd_params_by_artefact(cfg: Config, *, members: int) -> dict[str, DPSGDParams]:
     """The client's DP-SGD per artefact ("shared", "personal"), calibrated for its
     own member count and the run's steps and target."""
     rules = cfg.federation.strategy_rules
     on = {"shared": cfg.privacy.dpsgd_shared and rules.plans_dpsgd_shared,
           "personal": cfg.privacy.dpsgd_personal and rules.plans_dpsgd_personal}
     steps = {"shared": cfg.federation.local_steps, "personal": personal_steps(cfg)}
-    return {a: dp_plan(cfg, n=members, steps_per_round=steps[a]) for a in ("shared", "personal") if on[a]}
+    return {a: dpsgd_params(cfg, n=members, steps_per_round=steps[a]) for a in ("shared", "personal") if on[a]}
 
 
-def dpsgd_events(cfg: Config, dp_plans: Mapping[str, DPPlan], *, rounds: int) -> list[DPSGDEvent]:
+def dpsgd_events(cfg: Config, params: Mapping[str, DPSGDParams], *, rounds: int) -> list[DPSGDEvent]:
     """The DP-SGD steps of `rounds` rounds, one event per artefact."""
     return [DPSGDEvent(dp.noise_multiplier, dp.sample_rate, dp.steps_per_round * rounds, artefact,
                        count_noise=dp.count_noise, input=cfg.federation.strategy_rules.dpsgd_input(artefact))
-            for artefact, dp in dp_plans.items() if rounds > 0]
+            for artefact, dp in params.items() if rounds > 0]
 
 
 def noises_data(cfg: Config) -> bool:
@@ -117,43 +117,43 @@ def noises_data(cfg: Config) -> bool:
     return cfg.federation.strategy_rules.noises_data(hybrid_forward=cfg.federation.hybrid_forward)
 
 
-def planned_forward_event(plan: Plan, client_id: str) -> ForwardNoiseEvent:
+def planned_forward_event(setup: RunSetup, client_id: str) -> ForwardNoiseEvent:
     """The event noise_once will charge for this client (the same sigma, C and t0)."""
-    return ForwardNoiseEvent(sigma=forward_sigma(float(plan.schedule.abar[plan.t0])),
-                             clip_norm=plan.config.privacy.clip_norm, t0=plan.t0,
+    return ForwardNoiseEvent(sigma=forward_sigma(float(setup.schedule.abar[setup.t0])),
+                             clip_norm=setup.config.privacy.clip_norm, t0=setup.t0,
                              data_id=members_id(client_id))
 
 
-def noising_events(plan: Plan, client_id: str) -> list[MechanismEvent]:
+def noising_events(setup: RunSetup, client_id: str) -> list[MechanismEvent]:
     """What noising the client's data once charges, in that order: the noised counts
     that chose C (adaptive), the forward noise, the randomized-response labels."""
-    cfg = plan.config
+    cfg = setup.config
     events: list[MechanismEvent] = []
     if adaptive_forward(cfg):
-        events.append(quantile_plan(cfg, plan).event(members_id(client_id)))
-    events.append(planned_forward_event(plan, client_id))
+        events.append(quantile_plan(cfg, setup).event(members_id(client_id)))
+    events.append(planned_forward_event(setup, client_id))
     if cfg.privacy.labels == "randomized-response":
         events.append(RandomizedResponseEvent(epsilon=cfg.privacy.label_epsilon,
-                                              num_classes=plan.dataset.num_classes))
+                                              num_classes=setup.dataset.num_classes))
     return events
 
 
-def planned_ledger(plan: Plan, client_id: str, dp_plans: Mapping[str, DPPlan], *, rounds_left: int,
+def planned_ledger(setup: RunSetup, client_id: str, params: Mapping[str, DPSGDParams], *, rounds_left: int,
                    held: PrivacyLedger | None = None) -> PrivacyLedger:
     """What the client's ledger will hold at the end of the run: what it holds now
     (`held`), the once-noising its ledger does not record yet, and the DP-SGD steps
     of the rounds still to train. Uncapped, in the order they are charged (a
     ledger's peak epsilon follows the order)."""
-    cfg = plan.config
+    cfg = setup.config
     # The releases other runs made from this x~ count jointly with this run's.
     ledger = PrivacyLedger(client_id=client_id, budget_epsilon=UNCAPPED, delta=cfg.privacy.delta,
                            accountant=cfg.privacy.accountant, releases=held.releases if held else ())
     for event in held.events if held else ():
         ledger.charge(event)
     if noises_data(cfg) and members_id(client_id) not in ledger.noised_data_ids():
-        for event in noising_events(plan, client_id):
+        for event in noising_events(setup, client_id):
             ledger.charge(event)
-    for event in dpsgd_events(cfg, dp_plans, rounds=rounds_left):
+    for event in dpsgd_events(cfg, params, rounds=rounds_left):
         ledger.charge(event)
     return ledger
 
@@ -164,22 +164,22 @@ def planned_epsilon(ledger: PrivacyLedger) -> float:
 
 
 # -- the once-noising of its data --------------------------------------------------
-def noise_client_data(plan: Plan, client: Client) -> tuple[torch.Tensor, torch.Tensor]:
+def noise_client_data(setup: RunSetup, client: Client) -> tuple[torch.Tensor, torch.Tensor]:
     """x~ and the shared path's labels, on the CPU: the client's member images
     clipped and noised to t0, its labels passed as configured, each charged to its
     ledger as `noising_events` lists them. Only in memory: the caller writes the
     ledger before it stores or uses x~ (write-ahead), and a second call for the
     same data is refused by the ledger (data is noised once, ever)."""
-    cfg, data_id = plan.config, members_id(client.client_id)
+    cfg, data_id = setup.config, members_id(client.client_id)
     if adaptive_forward(cfg):  # the counts that chose C (start.choose_forward_clip_once)
-        client.ledger.charge(quantile_plan(cfg, plan).event(data_id))
-    x_tilde = noise_once(client.x.cpu().double(), clip_norm=cfg.privacy.clip_norm, t0=plan.t0,
-                         abar=plan.schedule.abar, source=client.source.child("forward-noise"),
+        client.ledger.charge(quantile_plan(cfg, setup).event(data_id))
+    x_tilde = noise_once(client.x.cpu().double(), clip_norm=cfg.privacy.clip_norm, t0=setup.t0,
+                         abar=setup.schedule.abar, source=client.source.child("forward-noise"),
                          ledger=client.ledger, data_id=data_id).float()
     labels = client.y.cpu().numpy()
     if cfg.privacy.labels == "randomized-response":
         labels = randomized_response(labels, epsilon=cfg.privacy.label_epsilon,
-                                     num_classes=plan.dataset.num_classes,
+                                     num_classes=setup.dataset.num_classes,
                                      source=client.source.child("label-rr"), ledger=client.ledger)
     return x_tilde, torch.as_tensor(labels, dtype=torch.int64)
 
@@ -203,8 +203,8 @@ class ClientStep:
     records the release and writes the ledgers before any update is handed back to
     leave its client; `personal` then trains what the client keeps.
 
-    The runtime is injected: `dp` (the client's DP-SGD plan of an artefact, None:
-    none), `write_ledgers` (puts every charge on disk), `each` (maps a step over
+    The runtime is injected: `dp` (the client's DP-SGD parameters of an artefact,
+    None: none), `write_ledgers` (puts every charge on disk), `each` (maps a step over
     clients: in turn, or the runner's workers), `started` (told as a client starts
     a phase). `update_clip` is federation.update_clip (0 leaves clipping to the
     caller: adaptive and client-level clipping); `run_id` is a node's run, whose
@@ -213,7 +213,7 @@ class ClientStep:
 
     strategy: Strategy
     round_index: int
-    dp: Callable[[Client, str], DPPlan | None]
+    dp: Callable[[Client, str], DPSGDParams | None]
     write_ledgers: Callable[[], None]
     update_clip: float = 0.0
     run_id: str | None = None

@@ -23,7 +23,7 @@ import numpy as np
 
 from securediff.config import Config
 from securediff.errors import ConfigError
-from securediff.federation.setup import Plan, plan_run
+from securediff.federation.setup import RunSetup, set_up_run
 from securediff.privacy.accountants import compose_epsilon
 from securediff.privacy.adaptive import (
     QuantilePlan,
@@ -70,11 +70,11 @@ def adaptive_forward(cfg: Config) -> bool:
     return cfg.privacy.clipping == "adaptive" and cfg.federation.strategy_rules.forward_noise
 
 
-def quantile_plan(cfg: Config, plan: Plan) -> QuantilePlan:
+def quantile_plan(cfg: Config, setup: RunSetup) -> QuantilePlan:
     """The bisection every client runs (public: depends on the config only).
     Images lie in [-1, 1], so no norm exceeds sqrt(d)."""
     p = cfg.privacy
-    c, h, w = plan.dataset.image_shape
+    c, h, w = setup.dataset.image_shape
     high = math.sqrt(c * h * w)
     eps = p.clip_quantile_epsilon if p.clip_quantile_epsilon is not None else p.target_epsilon / 20
     return QuantilePlan(low=high / 1024.0, high=high, steps=QUANTILE_STEPS,
@@ -82,10 +82,10 @@ def quantile_plan(cfg: Config, plan: Plan) -> QuantilePlan:
                         target_quantile=p.clip_quantile)
 
 
-def calibrate_t0_after(qplan: QuantilePlan, *, clip_norm: float, plan: Plan, data_id: str) -> int:
+def calibrate_t0_after(qplan: QuantilePlan, *, clip_norm: float, setup: RunSetup, data_id: str) -> int:
     """The smallest t0 at which the counts and the forward noise together stay
     within target_epsilon (exact Gaussian composition: both are replace-one)."""
-    p, abar, T = plan.config.privacy, plan.schedule.abar, plan.schedule.T
+    p, abar, T = setup.config.privacy, setup.schedule.abar, setup.schedule.T
 
     def eps(t0: int) -> float:
         fwd = ForwardNoiseEvent(sigma=forward_sigma(float(abar[t0])), clip_norm=clip_norm, t0=t0,
@@ -105,13 +105,13 @@ def calibrate_t0_after(qplan: QuantilePlan, *, clip_norm: float, plan: Plan, dat
     return hi
 
 
-def choose_forward_clip(plan: Plan, sources: list[RandomSource], data_ids: list[str]) -> Plan:
-    """The plan with C = the private quantile of the clients' member image norms
+def choose_forward_clip(setup: RunSetup, sources: list[RandomSource], data_ids: list[str]) -> RunSetup:
+    """The set-up with C = the private quantile of the clients' member image norms
     and t0 calibrated for the rest of the budget. The caller has charged each
     client's QuantileCountEvent before this draws."""
-    qplan = quantile_plan(plan.config, plan)
-    norms = [record_norms(plan.client_images(i, split.member_indices))
-             for i, split in enumerate(plan.partition.clients)]
+    qplan = quantile_plan(setup.config, setup)
+    norms = [record_norms(setup.client_images(i, split.member_indices))
+             for i, split in enumerate(setup.partition.clients)]
     clip = private_quantile(norms, plan=qplan, sources=sources)
-    t0 = calibrate_t0_after(qplan, clip_norm=clip, plan=plan, data_id=data_ids[0])
-    return plan_run(plan.config.replace(privacy={"clip_norm": clip, "t0": t0}))
+    t0 = calibrate_t0_after(qplan, clip_norm=clip, setup=setup, data_id=data_ids[0])
+    return set_up_run(setup.config.replace(privacy={"clip_norm": clip, "t0": t0}))

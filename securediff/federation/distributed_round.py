@@ -57,14 +57,14 @@ def distributed_round(run: FederatedRun, r: int, protocol, identities, transcrip
 
             def share(client: Client, index: int = index) -> np.ndarray:
                 stream = client.private_stream("ddp", index)
-                noised = (NoisedPart(client.x_shared, client.y_shared, run.plan.t0,
+                noised = (NoisedPart(client.x_shared, client.y_shared, run.setup.t0,
                                      sampling_source=stream.child("poisson-noised"),
                                      generator=client.generator("ddp-noised-loss", index))
                           if strategy.uses_noised_data else None)
                 return client_share(
                     workers[client.client_id], plan, x=client.x, y=client.y,
                     clip=cfg.privacy.max_grad_norm, multiplicity=cfg.privacy.noise_multiplicity,
-                    schedule=run.plan.schedule, null_label=run.plan.spec.null_label,
+                    schedule=run.setup.schedule, null_label=run.setup.spec.null_label,
                     label_dropout=cfg.diffusion.label_dropout, sampling_source=stream.child("poisson"),
                     noise_source=stream.child("skellam"), generator=client.generator("ddp-loss", index),
                     noised=noised)

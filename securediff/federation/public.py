@@ -20,24 +20,24 @@ from securediff.config import Config
 from securediff.data import Dataset, load_dataset
 from securediff.data import font_digits as fonts
 from securediff.errors import ConfigError
-from securediff.federation.setup import Plan
+from securediff.federation.setup import RunSetup
 from securediff.federation.training import train_steps
 from securediff.rng import RandomSource
 
 LOSS_POINTS = 10  # the loss curve's resolution: mean loss over each tenth of the steps
 
 
-def public_provenance(plan: Plan) -> dict[str, Any] | None:
+def public_provenance(setup: RunSetup) -> dict[str, Any] | None:
     """The manifest's `public` entry: which public data, and how it was made."""
-    p = plan.config.public
+    p = setup.config.public
     if not p.dataset:
         return None
-    c, h, _ = plan.dataset.image_shape
+    c, h, _ = setup.dataset.image_shape
     if p.dataset == "font-digits":
         out = fonts.provenance(size=h, channels=c, per_class=p.per_class)
     else:
         out = {"dataset": p.dataset, "path": p.path or None}
-    return {**out, "pretraining": {"steps": p.steps, "timesteps": f"1..{plan.config.diffusion.T}",
+    return {**out, "pretraining": {"steps": p.steps, "timesteps": f"1..{setup.config.diffusion.T}",
                                    "models": "the shared model; every personal model starts as its copy"}}
 
 
@@ -65,9 +65,9 @@ def _family(font_file: str) -> str:
             "DejaVuSansMono": "DejaVu Sans Mono"}.get(name, name)
 
 
-def load_public(plan: Plan, *, generator: np.random.Generator) -> Dataset:
+def load_public(setup: RunSetup, *, generator: np.random.Generator) -> Dataset:
     """The public data at the private data's shape (C, H, W) and classes."""
-    p, private = plan.config.public, plan.dataset
+    p, private = setup.config.public, setup.dataset
     c, h, w = private.image_shape
     if p.dataset == "font-digits":
         return fonts.render_font_digits(size=h, channels=c, per_class=p.per_class, generator=generator)
@@ -82,12 +82,12 @@ def load_public(plan: Plan, *, generator: np.random.Generator) -> Dataset:
                    num_classes=public.num_classes, class_names=public.class_names)
 
 
-def pretrain_public(model: nn.Module, plan: Plan, *, source: RandomSource, device: torch.device
+def pretrain_public(model: nn.Module, setup: RunSetup, *, source: RandomSource, device: torch.device
                     ) -> dict[str, Any]:
     """Train `model` on the public data over every timestep; returns the loss curve.
     `source` gives the augmentations and the training draws (public: nothing to hide)."""
-    cfg: Config = plan.config
-    data = load_public(plan, generator=source.child("data").numpy_generator())
+    cfg: Config = setup.config
+    data = load_public(setup, generator=source.child("data").numpy_generator())
     x = torch.from_numpy(data.images).to(device)
     y = torch.from_numpy(data.labels).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.training.lr)
@@ -104,8 +104,8 @@ def pretrain_public(model: nn.Module, plan: Plan, *, source: RandomSource, devic
         for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
             curve.append(train_steps(
                 model, optimizer, x, y, steps=int(hi - lo), batch_size=cfg.training.batch_size,
-                schedule=plan.schedule, start=0, end=plan.schedule.T, generator=generator,
-                null_label=plan.spec.null_label, label_dropout=cfg.diffusion.label_dropout))
+                schedule=setup.schedule, start=0, end=setup.schedule.T, generator=generator,
+                null_label=setup.spec.null_label, label_dropout=cfg.diffusion.label_dropout))
     finally:
         torch.set_num_threads(saved)
     return {"dataset": data.name, "records": len(data), "steps": steps, "loss_curve": curve,

@@ -105,7 +105,7 @@ def federated_round(run: FederatedRun, r: int, protocol, identities, transcript)
 
     step = ClientStep(
         strategy=strategy, round_index=r, write_ledgers=run.write_ledgers,
-        dp=lambda client, artefact: run.budget.dp_plans.get(f"{client.client_id}/{artefact}"),
+        dp=lambda client, artefact: run.budget.dpsgd_params.get(f"{client.client_id}/{artefact}"),
         # Adaptive and client-level clipping clip below, each its own way.
         update_clip=0.0 if adaptive or client_level is not None else cfg.federation.update_clip,
         each=lambda fn, clients: map_clients(fn, clients, workers=run.workers),

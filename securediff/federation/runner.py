@@ -1,4 +1,4 @@
-"""The federated run, from a validated plan to a finished run directory.
+"""The federated run, from a validated set-up (RunSetup) to a finished run directory.
 
 Order of a round (DESIGN.md, data flow): sample clients; each trains its
 shared part on its shared-path data and returns the change; the change is
@@ -43,7 +43,7 @@ from securediff.federation.persistence import (
 )
 from securediff.federation.public import pretrain_public
 from securediff.federation.rounds import federated_round
-from securediff.federation.setup import Plan
+from securediff.federation.setup import RunSetup
 from securediff.federation.stale_charges import settle_stale_charges
 from securediff.federation.start import (
     build_clients,
@@ -100,7 +100,7 @@ class TrainingState:
 
 
 class FederatedRun:
-    """One run's engine: `setup` (a start, or a resume from the last checkpoint),
+    """One run's engine: `set_up` (a start, or a resume from the last checkpoint),
     then `train` (the rounds still to run).
 
     `checkpoint_hooks` is where a crash is injected (CheckpointHook): each hook is
@@ -109,9 +109,9 @@ class FederatedRun:
 
     checkpoint_hooks: ClassVar[Sequence[CheckpointHook]] = ()
 
-    def __init__(self, plan: Plan, run_dir: RunDirectory, *, progress: Progress | None = None) -> None:
-        self.plan = plan
-        self.cfg = plan.config
+    def __init__(self, setup: RunSetup, run_dir: RunDirectory, *, progress: Progress | None = None) -> None:
+        self.setup = setup
+        self.cfg = setup.config
         self.run_dir = run_dir
         self.progress = Serialized(progress or _silent)
         self.device = resolve_device(self.cfg.run.device)
@@ -125,26 +125,26 @@ class FederatedRun:
         self.stats_release: StoredRelease | None = None  # once released (or loaded)
 
     # -- set-up -----------------------------------------------------------------------
-    def setup(self, *, resume: bool) -> None:
+    def set_up(self, *, resume: bool) -> None:
         if not resume and adaptive_forward(self.cfg):
-            self.plan = choose_forward_clip_once(self.plan, self.run_dir, self.source)
-            self.cfg = self.plan.config
-            self.progress("forward_clip", {"clip_norm": self.cfg.privacy.clip_norm, "t0": self.plan.t0})
-        plan, cfg = self.plan, self.cfg
-        strategy = build_strategy(plan)
+            self.setup = choose_forward_clip_once(self.setup, self.run_dir, self.source)
+            self.cfg = self.setup.config
+            self.progress("forward_clip", {"clip_norm": self.cfg.privacy.clip_norm, "t0": self.setup.t0})
+        setup, cfg = self.setup, self.cfg
+        strategy = build_strategy(setup)
         init_gen = self.source.child("init").torch_generator()
         strategy.init_global(init_gen)
         if strategy.global_model is not None:
             strategy.global_model.to(self.device)
         if cfg.public.dataset and not resume:  # on resume the checkpoint holds the pretrained models
             atomic_write_json(self.run_dir.file("public_pretraining.json"), pretrain_public(
-                strategy.global_model, plan, source=self.source.child("public"), device=self.device))
+                strategy.global_model, setup, source=self.source.child("public"), device=self.device))
             self.progress("public_pretrained", {"steps": cfg.public.steps})
         if cfg.stats.release:  # planned before the budget, which covers it at its noise floor
-            self.stats_plan = plan_release(plan, public_source=self.source.child("stats-public"))
-        self.budget = plan_budget(plan, strategy,
+            self.stats_plan = plan_release(setup, public_source=self.source.child("stats-public"))
+        self.budget = plan_budget(setup, strategy,
                                   release=None if self.stats_plan is None else self.stats_plan.floor_event)
-        clients = build_clients(plan, strategy, self.budget, source=self.source, init_gen=init_gen,
+        clients = build_clients(setup, strategy, self.budget, source=self.source, init_gen=init_gen,
                                 device=self.device)
         self.state = TrainingState(strategy=strategy, clients=clients)
         if resume:
@@ -155,7 +155,7 @@ class FederatedRun:
                     strategy.attach_release(self.stats_release)
         else:
             if strategy.uses_noised_data:
-                self.noised_sha256 = noise_shared_data(plan, clients, self.run_dir, device=self.device)
+                self.noised_sha256 = noise_shared_data(setup, clients, self.run_dir, device=self.device)
             self.write_ledgers()
             self._checkpoint()
 

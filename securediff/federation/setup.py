@@ -1,5 +1,6 @@
-"""Everything a run decides before it touches the disk: data, split, partition,
-schedule, t0. A bad config or dataset fails here, leaving nothing behind."""
+"""Everything a run decides before it touches the disk (`RunSetup`, made by
+`set_up_run`): data, split, partition, schedule, t0, model spec. A bad config or
+dataset fails here, leaving nothing behind."""
 
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ from securediff.privacy.forward import calibrate_t0, epsilon_classic, epsilon_ex
 
 
 @dataclass(frozen=True)
-class Plan:
+class RunSetup:
+    """What a run decides before it touches the disk: data, split, partition,
+    schedule, t0 and the model spec."""
+
     config: Config
     dataset: Dataset
     partition: Partition
@@ -40,7 +44,7 @@ class Plan:
         return images.astype(np.float32)
 
 
-def plan_run(config: Config) -> Plan:
+def set_up_run(config: Config) -> RunSetup:
     data = config.data
     dataset = load_dataset(data.dataset, path=data.path or None)
     pool, _test = split_test(dataset.labels, test_fraction=data.test_fraction, seed=0)
@@ -75,6 +79,6 @@ def plan_run(config: Config) -> Plan:
     spec = UNetSpec(in_channels=c, image_size=h, num_classes=dataset.num_classes,
                     base_channels=config.model.base_channels, channel_mults=config.model.channel_mults,
                     attention=config.model.attention, groups=config.model.groups)
-    return Plan(config=config, dataset=dataset, partition=part, schedule=schedule, t0=t0,
-                forward_epsilon=eps, forward_epsilon_exact=eps_exact, forward_epsilon_classic=eps_classic,
-                spec=spec)
+    return RunSetup(config=config, dataset=dataset, partition=part, schedule=schedule, t0=t0,
+                    forward_epsilon=eps, forward_epsilon_exact=eps_exact, forward_epsilon_classic=eps_classic,
+                    spec=spec)

@@ -38,7 +38,7 @@ from securediff.errors import CheckpointError, ConfigError
 from securediff.federation.budget import UNCAPPED, remaining_plan_budget
 from securediff.federation.distributed import min_survivors_for
 from securediff.federation.public import load_public
-from securediff.federation.setup import Plan
+from securediff.federation.setup import RunSetup
 from securediff.federation.stats_round import FeatureMap, StatsPlan, protocol_params, release_stats
 from securediff.privacy.accountants import RELATIONS, compose
 from securediff.privacy.ledger import PrivacyLedger
@@ -93,14 +93,14 @@ class StoredRelease:
     record: dict[str, Any]
 
 
-def run_relation(plan: Plan) -> str:
+def run_relation(setup: RunSetup) -> str:
     """The neighbouring relation of the run's shared claim, in the accountants' spelling."""
-    f = plan.config.federation
+    f = setup.config.federation
     return f.strategy_rules.shared_relation(hybrid_forward=f.hybrid_forward).replace("-", "_").replace("/", "_")
 
 
-def _public_features(plan: Plan, feature_map: FeatureMap, source: RandomSource) -> np.ndarray:
-    data = load_public(plan, generator=source.numpy_generator())
+def _public_features(setup: RunSetup, feature_map: FeatureMap, source: RandomSource) -> np.ndarray:
+    data = load_public(setup, generator=source.numpy_generator())
     return feature_map(data.images.astype(np.float64))
 
 
@@ -111,14 +111,14 @@ def _projection(features: np.ndarray, rank: int) -> np.ndarray:
     return vt[:rank]
 
 
-def plan_release(plan: Plan, *, public_source: RandomSource) -> ReleasePlan:
+def plan_release(setup: RunSetup, *, public_source: RandomSource) -> ReleasePlan:
     """The release's plan (module docstring). `public_source` draws the public
     data's augmentations, if any (public: nothing to hide)."""
-    cfg = plan.config
+    cfg = setup.config
     s, p = cfg.stats, cfg.privacy
     feature_map = FEATURE_MAPS[s.feature_map]
-    dim = int(feature_map(plan.dataset.images[:1].astype(np.float64)).shape[1])
-    public = (_public_features(plan, feature_map, public_source)
+    dim = int(feature_map(setup.dataset.images[:1].astype(np.float64)).shape[1])
+    public = (_public_features(setup, feature_map, public_source)
               if s.clip == 0 or s.moment_rank > 0 else None)
     if s.moment_rank > dim:
         raise ConfigError(f"stats.moment_rank = {s.moment_rank} is not allowed: at most the feature "
@@ -130,10 +130,10 @@ def plan_release(plan: Plan, *, public_source: RandomSource) -> ReleasePlan:
         if not (clip > 0 and math.isfinite(clip)):
             raise ConfigError(f"stats.clip = 0 is not allowed here: the median feature norm of the "
                               f"public data is {clip}; set a positive stats.clip")
-    layout = StatsLayout(num_classes=plan.dataset.num_classes, dim=dim, clip_norm=clip,
+    layout = StatsLayout(num_classes=setup.dataset.num_classes, dim=dim, clip_norm=clip,
                          moment_projection=_projection(public, s.moment_rank) if s.moment_rank else None)
-    relation = run_relation(plan)
-    sizes = [len(c.member_indices) for c in plan.partition.clients]
+    relation = run_relation(setup)
+    sizes = [len(c.member_indices) for c in setup.partition.clients]
     if cfg.federation.protocol == "secagg":
         stats = plan_skellam_stats(layout, target_epsilon=s.epsilon, delta=p.delta, relation=relation,
                                    min_survivors=min_survivors_for(p.ddp_min_survivors, len(sizes)),
@@ -261,7 +261,7 @@ def _record(run: FederatedRun, release_plan: ReleasePlan, contributors: tuple[st
         "feature_map": cfg.stats.feature_map, "clip": layout.clip_norm, "clip_from": release_plan.clip_from,
         "moment_rank": layout.moment_dim if layout.moment_projection is not None else 0,
         "num_classes": layout.num_classes, "dim": layout.dim, "size": layout.size,
-        "relation": run_relation(run.plan), "target_epsilon": cfg.stats.epsilon, "delta": delta,
+        "relation": run_relation(run.setup), "target_epsilon": cfg.stats.epsilon, "delta": delta,
         "accountant": accountant, "epsilon": epsilon, "noise": noise, "sensitivities": sensitivities,
         "contributors": list(contributors), "residual_energy": residual_energy,
     }

@@ -64,7 +64,7 @@ from securediff.rng import RandomSource
 from securediff.strategy_rules import STRATEGY_RULES, StrategyRules
 
 if TYPE_CHECKING:
-    from securediff.federation.setup import Plan
+    from securediff.federation.setup import RunSetup
     from securediff.federation.stats_phase import StoredRelease
 
 
@@ -80,12 +80,12 @@ class TrainSettings:
     dpsgd_shared: bool
     dpsgd_personal: bool
     secure_noise: bool = False
-    clip_quantile: float = 0.5  # adaptive DP-SGD (DPPlan.count_noise set): the target quantile
+    clip_quantile: float = 0.5  # adaptive DP-SGD (DPSGDParams.count_noise set): the target quantile
     clip_lr: float = 0.2
 
 
 @dataclass(frozen=True)
-class DPPlan:
+class DPSGDParams:
     """DP-SGD parameters fixed before training (calibrated to the target epsilon)."""
 
     noise_multiplier: float
@@ -122,8 +122,8 @@ class Strategy:
         self.uses_noised_data = self.rules.forward_noise
 
     @classmethod
-    def from_plan(cls, plan: Plan, **common: Any) -> Strategy:
-        """The strategy for `plan`; `common` holds what every strategy takes
+    def from_setup(cls, setup: RunSetup, **common: Any) -> Strategy:
+        """The strategy for `setup`; `common` holds what every strategy takes
         (spec, schedule, t0, settings)."""
         return cls(**common)
 
@@ -159,12 +159,12 @@ class Strategy:
     def apply_global(self, vector: np.ndarray) -> None:
         load_flat(self.shared_params(self.global_model), vector)
 
-    def local_update(self, client: Client, round_index: int, dp: DPPlan | None) -> np.ndarray:
+    def local_update(self, client: Client, round_index: int, dp: DPSGDParams | None) -> np.ndarray:
         """Train a copy of the shared model on the client's shared-path data;
         return the change of the shared parameters."""
         raise NotImplementedError
 
-    def personal_train(self, client: Client, round_index: int, dp: DPPlan | None) -> None:
+    def personal_train(self, client: Client, round_index: int, dp: DPSGDParams | None) -> None:
         """Train what the client keeps for one round's share of its steps."""
 
     def finish_round(self, clients: list[Client]) -> None:
@@ -196,7 +196,7 @@ class Strategy:
     def _train(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, client: Client, *, x: torch.Tensor,
         y: torch.Tensor, steps: int, start: int, end: int, generator: torch.Generator,
-        dp: DPPlan | None, artefact: str, purpose: str, round_index: int,
+        dp: DPSGDParams | None, artefact: str, purpose: str, round_index: int,
     ) -> float:
         common = dict(schedule=self.schedule, start=start, end=end, generator=generator,
                       null_label=self.spec.null_label, label_dropout=self.settings.label_dropout)
@@ -243,7 +243,7 @@ class PFDM(Strategy):
         client.model = self.new_model(generator)
         client.optimizer = torch.optim.Adam(client.model.parameters(), lr=self.settings.lr)
 
-    def local_update(self, client: Client, round_index: int, dp: DPPlan | None) -> np.ndarray:
+    def local_update(self, client: Client, round_index: int, dp: DPSGDParams | None) -> np.ndarray:
         work, opt = self._fresh_copy(self.global_model)
         before = self.global_vector()
         # Inputs for t > t0 continue the forward process from x~ only (loss.py).
@@ -253,7 +253,7 @@ class PFDM(Strategy):
                     purpose="shared", round_index=round_index)
         return flat(self.shared_params(work)) - before
 
-    def personal_train(self, client: Client, round_index: int, dp: DPPlan | None) -> None:
+    def personal_train(self, client: Client, round_index: int, dp: DPSGDParams | None) -> None:
         self._train(client.model, client.optimizer, client, x=client.x, y=client.y,
                     steps=self.settings.personal_steps_per_round, start=0, end=self.t0,
                     generator=client.generator("personal", round_index), dp=dp, artefact="personal",
@@ -266,7 +266,7 @@ class PFDM(Strategy):
 class FedAvg(Strategy):
     rules = STRATEGY_RULES["fedavg"]
 
-    def local_update(self, client: Client, round_index: int, dp: DPPlan | None) -> np.ndarray:
+    def local_update(self, client: Client, round_index: int, dp: DPSGDParams | None) -> np.ndarray:
         work, opt = self._fresh_copy(self.global_model)
         before = self.global_vector()
         self._train(work, opt, client, x=client.x, y=client.y, steps=self.settings.local_steps,
@@ -288,7 +288,7 @@ class LayerSplit(Strategy):
         client.model = self.new_model(generator)
         client.optimizer = torch.optim.Adam(client.model.parameters(), lr=self.settings.lr)
 
-    def local_update(self, client: Client, round_index: int, dp: DPPlan | None) -> np.ndarray:
+    def local_update(self, client: Client, round_index: int, dp: DPSGDParams | None) -> np.ndarray:
         before = self.global_vector()
         load_flat(self.shared_params(client.model), before)
         opt = torch.optim.Adam(client.model.parameters(), lr=self.settings.lr)
@@ -312,7 +312,7 @@ class Local(Strategy):
         client.model = self.new_model(generator)
         client.optimizer = torch.optim.Adam(client.model.parameters(), lr=self.settings.lr)
 
-    def personal_train(self, client: Client, round_index: int, dp: DPPlan | None) -> None:
+    def personal_train(self, client: Client, round_index: int, dp: DPSGDParams | None) -> None:
         steps = self.settings.personal_steps_per_round + self.settings.local_steps
         self._train(client.model, client.optimizer, client, x=client.x, y=client.y, steps=steps,
                     start=0, end=self.schedule.T, generator=client.generator("personal", round_index),
@@ -341,10 +341,10 @@ class PublicOnly(Strategy):
         self.tints = tints
 
     @classmethod
-    def from_plan(cls, plan: Plan, **common: Any) -> Strategy:
-        if plan.config.data.dataset != "colored-digits":  # the one data set whose clients differ in colour
+    def from_setup(cls, setup: RunSetup, **common: Any) -> Strategy:
+        if setup.config.data.dataset != "colored-digits":  # the one data set whose clients differ in colour
             return cls(**common)
-        n = plan.partition.num_clients
+        n = setup.partition.num_clients
         return cls(tints=[client_tint(i, n) for i in range(n)], **common)
 
     def segments(self, client: Client) -> list[Segment]:
@@ -374,8 +374,8 @@ class Hybrid(Strategy):
         self.optimizer: torch.optim.Optimizer | None = None
 
     @classmethod
-    def from_plan(cls, plan: Plan, **common: Any) -> Strategy:
-        cfg = plan.config
+    def from_setup(cls, setup: RunSetup, **common: Any) -> Strategy:
+        cfg = setup.config
         return cls(rounds=cfg.federation.rounds, personal_t=cfg.federation.personal_t,
                    personal_steps=cfg.training.personal_steps, forward=cfg.federation.hybrid_forward, **common)
 
@@ -388,7 +388,7 @@ class Hybrid(Strategy):
         client.model = self.new_model(generator)
         client.optimizer = torch.optim.Adam(client.model.parameters(), lr=self.settings.lr)
 
-    def personal_train(self, client: Client, round_index: int, dp: DPPlan | None) -> None:
+    def personal_train(self, client: Client, round_index: int, dp: DPSGDParams | None) -> None:
         if round_index != self.rounds - 1:
             return
         client.model.load_state_dict(self.global_model.state_dict())
@@ -458,17 +458,17 @@ class DPStats(_ReleaseBased):
         self.public_style = public_style
 
     @classmethod
-    def from_plan(cls, plan: Plan, **common: Any) -> Strategy:
+    def from_setup(cls, setup: RunSetup, **common: Any) -> Strategy:
         from securediff.federation.public import load_public
 
-        s = plan.config.stats
+        s = setup.config.stats
         public_style = None
         if s.feature_map not in STYLE_FREE_MAPS:
             # Public data (nothing to hide): its augmentations from a fixed generator.
-            public = load_public(plan, generator=np.random.default_rng(0))
-            public_style = style_of(public.images, public.labels, plan.dataset.num_classes)
+            public = load_public(setup, generator=np.random.default_rng(0))
+            public_style = style_of(public.images, public.labels, setup.dataset.num_classes)
         return cls(handoff_t=s.handoff_t, below_handoff=s.below_handoff, finetune_steps=s.finetune_steps,
-                   rounds=plan.config.federation.rounds, public_style=public_style,
+                   rounds=setup.config.federation.rounds, public_style=public_style,
                    feature_map=s.feature_map, **common)
 
     def init_global(self, generator: torch.Generator) -> None:
@@ -509,7 +509,7 @@ class DPStats(_ReleaseBased):
                     generator=source.child(f"dpstats/training/round-{round_index}").torch_generator(),
                     null_label=self.spec.null_label, label_dropout=self.settings.label_dropout)
 
-    def personal_train(self, client: Client, round_index: int, dp: DPPlan | None) -> None:
+    def personal_train(self, client: Client, round_index: int, dp: DPSGDParams | None) -> None:
         if self.below_handoff != "personal":
             return
         self._train(client.model, client.optimizer, client, x=client.x, y=client.y,
@@ -538,8 +538,8 @@ class DPStatsGaussian(_ReleaseBased):
     rules = STRATEGY_RULES["dpstats-gaussian"]
 
     @classmethod
-    def from_plan(cls, plan: Plan, **common: Any) -> Strategy:
-        return cls(feature_map=plan.config.stats.feature_map, **common)
+    def from_setup(cls, setup: RunSetup, **common: Any) -> Strategy:
+        return cls(feature_map=setup.config.stats.feature_map, **common)
 
     def segments(self, client: Client) -> list[Segment]:
         return []  # nothing to denoise with (an audit finds no denoiser)
@@ -572,8 +572,8 @@ class Centralized(Strategy):
         self.pooled: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
-    def from_plan(cls, plan: Plan, **common: Any) -> Strategy:
-        cfg = plan.config
+    def from_setup(cls, setup: RunSetup, **common: Any) -> Strategy:
+        cfg = setup.config
         return cls(centralized_steps=cfg.training.centralized_steps, rounds=cfg.federation.rounds, **common)
 
     def init_global(self, generator: torch.Generator) -> None:

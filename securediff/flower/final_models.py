@@ -24,9 +24,9 @@ from securediff.errors import CheckpointError
 from securediff.federation.checkpoint import load_round_state
 from securediff.federation.client_runtime import new_client
 from securediff.federation.clients import Client
-from securediff.federation.report import evaluate_clients, sample_client
+from securediff.federation.evaluate import evaluate_clients, sample_client
 from securediff.federation.runner import build_strategy, resolve_device
-from securediff.federation.setup import Plan, plan_run
+from securediff.federation.setup import RunSetup, set_up_run
 from securediff.federation.strategies import Strategy
 from securediff.figures import client_samples_figure, write_figure
 from securediff.flower.manifest import read_manifest
@@ -38,7 +38,7 @@ from securediff.storage import load_tensors, read_json, resolve_committed, sha25
 
 @dataclass
 class NodeModels:
-    plan: Plan
+    setup: RunSetup
     strategy: Strategy
     client: Client
     device: torch.device
@@ -65,9 +65,9 @@ def open_node_models(*, manifest: Path, shared: Path, node_run: Path,
                               f"the manifest is of run {man['run_id']}")
     progress, node = read_json(node_run / "progress.json"), read_json(node_run / "node.json")
     config = from_dict(load_toml(node_run / "config.toml")).replace(run={"device": device})
-    plan = plan_run(config)
+    setup = set_up_run(config)
     dev = resolve_device(config.run.device)
-    strategy = build_strategy(plan)
+    strategy = build_strategy(setup)
     # Placeholder weights, replaced by the file's below; no DP noise is drawn here.
     source = RandomSource.from_os()
     strategy.init_global(source.child("shared-shape").torch_generator())
@@ -75,9 +75,9 @@ def open_node_models(*, manifest: Path, shared: Path, node_run: Path,
                  shared)
     strategy.global_model.to(dev)
     ledger = read_node_ledger(node_run.parent.parent / "ledger.json")
-    # The node as a Client of its own plan, built as training built it: its member
+    # The node as a Client of its own set-up, built as training built it: its member
     # data (for the metrics' minority classes), its ledger (every run it took part in).
-    client = new_client(plan, strategy, index=int(node["partition_id"]),
+    client = new_client(setup, strategy, index=int(node["partition_id"]),
                         client_id=str(node["client_id"]), ledger=ledger, source=source, device=dev,
                         init_gen=source.child("personal-shape").torch_generator())
     personal_round = None
@@ -93,7 +93,7 @@ def open_node_models(*, manifest: Path, shared: Path, node_run: Path,
     for model in (strategy.global_model, client.model):
         if model is not None:
             model.eval()
-    return NodeModels(plan=plan, strategy=strategy, client=client, device=dev, manifest=man,
+    return NodeModels(setup=setup, strategy=strategy, client=client, device=dev, manifest=man,
                       personal_round=personal_round)
 
 
@@ -107,14 +107,14 @@ def _load_module(module: torch.nn.Module, state: dict[str, torch.Tensor], path: 
 def node_statement(models: NodeModels) -> dict[str, Any]:
     """The privacy statement of this node's artefacts, from its own ledger (every run
     it took part in, their releases claimed jointly) and the run's config."""
-    plan, cfg, ledger = models.plan, models.plan.config, models.client.ledger
+    setup, cfg, ledger = models.setup, models.setup.config, models.client.ledger
     protocol = make_protocol(models.manifest["protocol"])
     return privacy_statement(
         strategy=cfg.federation.strategy, protocol_secure=protocol.secure,
         protocol_name=protocol.name,
         private=cfg.private and models.manifest["mode"] == "private", delta=cfg.privacy.delta,
-        t0=plan.t0, clip_norm=cfg.privacy.clip_norm, forward_exact=plan.forward_epsilon_exact,
-        forward_classic=plan.forward_epsilon_classic, shared_epsilon=ledger.epsilon("shared"),
+        t0=setup.t0, clip_norm=cfg.privacy.clip_norm, forward_exact=setup.forward_epsilon_exact,
+        forward_classic=setup.forward_epsilon_classic, shared_epsilon=ledger.epsilon("shared"),
         personal_epsilon=ledger.epsilon("personal"), accountant=cfg.privacy.accountant,
         labels=cfg.privacy.labels, label_epsilon=cfg.privacy.label_epsilon,
         noised_data_stored=NOISED_DATA_ON_NODE)
@@ -124,10 +124,10 @@ def sample_node(models: NodeModels, *, per_class: int, out: Path) -> Path:
     """`per_class` samples of every class through the strategy's segments; a PNG grid,
     one row per class."""
     gen = RandomSource.from_os().child("flower-sample").torch_generator()
-    x, _ = sample_client(models.strategy, models.client, models.plan, per_class=per_class,
+    x, _ = sample_client(models.strategy, models.client, models.setup, per_class=per_class,
                          generator=gen, device=models.device)
     fig = client_samples_figure({models.client.client_id: x}, per_class=per_class,
-                                class_names=models.plan.dataset.class_names,
+                                class_names=models.setup.dataset.class_names,
                                 statement=node_statement(models))
     write_figure(Path(out), fig)
     return Path(out)
@@ -137,7 +137,7 @@ def evaluate_node(models: NodeModels, *, cache_dir: Path) -> dict[str, Any]:
     """The metrics `securediff evaluate` reports, for this node's pipeline, against the
     test split of the data this node holds."""
     gen = RandomSource.from_os().child("flower-evaluate").torch_generator()
-    metrics, summary, _ = evaluate_clients(models.strategy, [models.client], models.plan,
+    metrics, summary, _ = evaluate_clients(models.strategy, [models.client], models.setup,
                                            cache_dir=cache_dir, device=models.device,
                                            generator=gen)
     row = metrics[0].to_dict()
@@ -146,7 +146,7 @@ def evaluate_node(models: NodeModels, *, cache_dir: Path) -> dict[str, Any]:
 
 
 def _run_facts(models: NodeModels) -> dict[str, Any]:
-    cfg = models.plan.config
+    cfg = models.setup.config
     return {"run_id": models.manifest["run_id"], "strategy": cfg.federation.strategy,
             "protocol": models.manifest["protocol"], "dataset": cfg.data.dataset,
             "num_clients": 1, "private": cfg.private and models.manifest["mode"] == "private",

@@ -25,8 +25,8 @@ from protocols.errors import ProtocolError
 from securediff.config import Config
 from securediff.errors import ConfigError
 from securediff.federation.runner import build_strategy
+from securediff.flower.agreement import check_supported, encode_weights, model_setup, weights_digest
 from securediff.flower.exchange import TRAIN_PREFIX
-from securediff.flower.plan import check_supported, encode_weights, model_plan, weights_digest
 from securediff.rng import RandomSource
 from securediff.storage import save_tensors
 
@@ -71,8 +71,8 @@ class SharedModelServer:
         if len(set(shapes.values())) > 1:
             raise ConfigError(f"the nodes' data disagree on (channels, size, classes, t0): {shapes}")
         c, h, k, t0 = next(iter(shapes.values()))
-        plan = model_plan(self.config, in_channels=c, image_size=h, num_classes=k, t0=t0)
-        self.strategy = build_strategy(plan)
+        setup = model_setup(self.config, in_channels=c, image_size=h, num_classes=k, t0=t0)
+        self.strategy = build_strategy(setup)
         # The label the in-process runner initialises its shared model from.
         self.strategy.init_global(self.source.child("init").torch_generator())
         return sorted(shapes)

@@ -43,7 +43,7 @@ from securediff.errors import CheckpointError, ConfigError, PrivacyError
 from securediff.federation.checkpoint import load_round_state, save_round_state
 from securediff.federation.client_runtime import (
     ClientStep,
-    dpsgd_plans,
+    dpsgd_params_by_artefact,
     members_id,
     new_client,
     noise_client_data,
@@ -52,10 +52,10 @@ from securediff.federation.client_runtime import (
 )
 from securediff.federation.clients import Client
 from securediff.federation.runner import build_strategy, resolve_device
-from securediff.federation.setup import Plan, plan_run
-from securediff.federation.strategies import DPPlan, Strategy
+from securediff.federation.setup import RunSetup, set_up_run
+from securediff.federation.strategies import DPSGDParams, Strategy
+from securediff.flower.agreement import decode_weights, parse_config, weights_digest
 from securediff.flower.node_settings import NodeSettings
-from securediff.flower.plan import decode_weights, parse_config, weights_digest
 from securediff.privacy.ledger import (
     PrivacyLedger,
     Release,
@@ -107,23 +107,23 @@ class NodeTrainer:
     def handle(self, request: Mapping[str, Any]) -> dict[str, Any]:
         training = request["kind"] == "train"
         progress = self._progress(str(request["run"])) if training else {"rounds": []}
-        plan = self._plan(str(request["config"]), progress)
+        setup = self._setup(str(request["config"]), progress)
         if request["kind"] == "describe":
-            c, h, _ = plan.dataset.image_shape
-            split = plan.partition.clients[self.settings.partition_id]
-            return {"in_channels": c, "image_size": h, "num_classes": plan.dataset.num_classes,
-                    "t0": plan.t0, "members": len(split.member_indices),
+            c, h, _ = setup.dataset.image_shape
+            split = setup.partition.clients[self.settings.partition_id]
+            return {"in_channels": c, "image_size": h, "num_classes": setup.dataset.num_classes,
+                    "t0": setup.t0, "members": len(split.member_indices),
                     "private": self.settings.private}
-        return self._train(plan, request, progress)
+        return self._train(setup, request, progress)
 
-    def _plan(self, config_text: str, progress: dict[str, Any]) -> Plan:
-        """The run's plan, refused if it would take this node past its max-epsilon."""
+    def _setup(self, config_text: str, progress: dict[str, Any]) -> RunSetup:
+        """The run's set-up, refused if it would take this node past its max-epsilon."""
         config = parse_config(config_text)
         config = config.replace(data=self.settings.data,
                                 run={"insecure_seed": self.settings.insecure_seed})
-        plan = plan_run(config)
+        setup = set_up_run(config)
         path = self.dir / "ledger.json"
-        planned = planned_ledger(plan, self.settings.client_id, self._dp_plans(plan, progress),
+        planned = planned_ledger(setup, self.settings.client_id, self._dpsgd_params(setup, progress),
                                  rounds_left=config.federation.rounds - len(progress["rounds"]),
                                  held=read_node_ledger(path) if path.exists() else None)
         eps = planned_epsilon(planned)
@@ -132,20 +132,21 @@ class NodeTrainer:
                                f"noise, labels, DP-SGD) and this node's ledger compose to "
                                f"epsilon {eps:.3f} per record, above its max-epsilon "
                                f"{self.settings.max_epsilon}")
-        return plan
+        return setup
 
-    def _members(self, plan: Plan) -> int:
-        return len(plan.partition.clients[self.settings.partition_id].member_indices)
+    def _members(self, setup: RunSetup) -> int:
+        return len(setup.partition.clients[self.settings.partition_id].member_indices)
 
-    def _dp_plans(self, plan: Plan, progress: dict[str, Any]) -> dict[str, DPPlan]:
+    def _dpsgd_params(self, setup: RunSetup, progress: dict[str, Any]) -> dict[str, DPSGDParams]:
         """DP-SGD calibrated as the in-process runner calibrates it for this client
         (its own member count, the run's steps and target); kept in the run's
-        progress, so a run keeps one plan and calibrates once."""
+        progress, so a run keeps one calibration (progress key "dp_plans", kept for the
+        runs already on disk)."""
         if "dp_plans" in progress:
-            return {k: DPPlan(**v) for k, v in progress["dp_plans"].items()}
-        plans = dpsgd_plans(plan.config, members=self._members(plan))
-        progress["dp_plans"] = {k: vars(v) for k, v in plans.items()}
-        return plans
+            return {k: DPSGDParams(**v) for k, v in progress["dp_plans"].items()}
+        params = dpsgd_params_by_artefact(setup.config, members=self._members(setup))
+        progress["dp_plans"] = {k: vars(v) for k, v in params.items()}
+        return params
 
     def _progress(self, run: str) -> dict[str, Any]:
         if not run.isalnum():
@@ -153,7 +154,7 @@ class NodeTrainer:
         path = self.dir / "runs" / run / "progress.json"
         return read_json(path) if path.exists() else {"rounds": []}
 
-    def _train(self, plan: Plan, request: Mapping[str, Any],
+    def _train(self, setup: RunSetup, request: Mapping[str, Any],
                progress: dict[str, Any]) -> dict[str, Any]:
         r, run = int(request["round"]), str(request["run"])
         run_dir = self.dir / "runs" / run
@@ -161,15 +162,15 @@ class NodeTrainer:
         progress_path = run_dir / "progress.json"
         if not (run_dir / "config.toml").exists():
             # What `securediff flower sample/evaluate` rebuilds this node's models from.
-            atomic_write_text(run_dir / "config.toml", plan.config.to_toml())
+            atomic_write_text(run_dir / "config.toml", setup.config.to_toml())
             atomic_write_json(run_dir / "node.json", {"client_id": self.settings.client_id,
                                                       "partition_id": self.settings.partition_id})
         if progress["rounds"] and r <= max(progress["rounds"]):
             raise ProtocolAbort(f"{self.settings.client_id}: round {r} of this run was trained")
-        dp_plans = self._dp_plans(plan, progress)
-        device = resolve_device(plan.config.run.device)
-        strategy = build_strategy(plan)
-        client = self._client(plan, strategy, device)
+        dpsgd_params = self._dpsgd_params(setup, progress)
+        device = resolve_device(setup.config.run.device)
+        strategy = build_strategy(setup)
+        client = self._client(setup, strategy, device)
         if client.model is not None and progress.get("personal_sha256"):
             personal = resolve_committed(run_dir / "personal.safetensors", progress["personal_sha256"],
                                          roll_forward=True)
@@ -179,9 +180,9 @@ class NodeTrainer:
         weight = float(client.num_members)
         reply: dict[str, Any] = {"weight": weight, "private": self.settings.private}
         # Its ledger is written before the update is handed back, so before it can leave.
-        step = ClientStep(strategy=strategy, round_index=r, dp=lambda _, artefact: dp_plans.get(artefact),
+        step = ClientStep(strategy=strategy, round_index=r, dp=lambda _, artefact: dpsgd_params.get(artefact),
                           write_ledgers=lambda: self._write_ledger(client.ledger),
-                          update_clip=plan.config.federation.update_clip, run_id=run)
+                          update_clip=setup.config.federation.update_clip, run_id=run)
         if bool(request["share"]):
             data = bytes(request["weights"])
             if weights_digest(data) != request["weights_sha256"]:
@@ -210,24 +211,24 @@ class NodeTrainer:
         return reply
 
     # -- the client, its ledger and its once-noised data ------------------------------
-    def _client(self, plan: Plan, strategy: Strategy, device: torch.device) -> Client:
-        client = new_client(plan, strategy, index=self.settings.partition_id,
-                            client_id=self.settings.client_id, ledger=self._ledger(plan),
+    def _client(self, setup: RunSetup, strategy: Strategy, device: torch.device) -> Client:
+        client = new_client(setup, strategy, index=self.settings.partition_id,
+                            client_id=self.settings.client_id, ledger=self._ledger(setup),
                             source=self.source, device=device,
                             init_gen=self.source.child("personal-init").torch_generator())
         if strategy.uses_noised_data:
-            client.x_shared, client.y_shared = self._noised(plan, client)
+            client.x_shared, client.y_shared = self._noised(setup, client)
             client.x_shared, client.y_shared = client.x_shared.to(device), client.y_shared.to(device)
         return client
 
-    def _ledger(self, plan: Plan) -> PrivacyLedger:
+    def _ledger(self, setup: RunSetup) -> PrivacyLedger:
         path = self.dir / "ledger.json"
         if path.exists():
             ledger = read_node_ledger(path)
             ledger.budget_epsilon = self.settings.max_epsilon  # the node's cap, as configured now
             return ledger
         budget = self.settings.max_epsilon
-        cfg = plan.config
+        cfg = setup.config
         self.dir.mkdir(parents=True, exist_ok=True)
         ledger = PrivacyLedger(client_id=self.settings.client_id, budget_epsilon=budget,
                                delta=cfg.privacy.delta, accountant=cfg.privacy.accountant)
@@ -237,13 +238,13 @@ class NodeTrainer:
     def _write_ledger(self, ledger: PrivacyLedger) -> None:
         atomic_write_json(self.dir / "ledger.json", ledger.to_dict())
 
-    def _noised(self, plan: Plan, client: Client) -> tuple[torch.Tensor, torch.Tensor]:
+    def _noised(self, setup: RunSetup, client: Client) -> tuple[torch.Tensor, torch.Tensor]:
         """x~ once per data set, ever: the ledger is written before x~ is; a ledger that
         records the noising without the file refuses to train (never re-noises)."""
-        cfg, data_id = plan.config, members_id(client.client_id)
+        cfg, data_id = setup.config, members_id(client.client_id)
         path, meta_path = self.dir / "noised-data.safetensors", self.dir / "noised-data.json"
-        want = {"t0": plan.t0, "clip_norm": cfg.privacy.clip_norm, "labels": cfg.privacy.labels,
-                "members": client.num_members, "dataset": plan.dataset.name}
+        want = {"t0": setup.t0, "clip_norm": cfg.privacy.clip_norm, "labels": cfg.privacy.labels,
+                "members": client.num_members, "dataset": setup.dataset.name}
         if data_id in client.ledger.noised_data_ids():
             if not meta_path.exists():
                 raise CheckpointError(f"{self.dir}: the ledger records the forward noise of "
@@ -255,7 +256,7 @@ class NodeTrainer:
                                   f"asks for {want}; data is noised once, ever")
             tensors = load_tensors(path, expected_sha256=meta["sha256"])
             return tensors["x_noised"], tensors["y_shared"]
-        x_tilde, y_shared = noise_client_data(plan, client)
+        x_tilde, y_shared = noise_client_data(setup, client)
         self._write_ledger(client.ledger)  # write-ahead
         digest = save_tensors(path, {"x_noised": x_tilde, "y_shared": y_shared})
         atomic_write_json(meta_path, {"params": want, "sha256": digest})

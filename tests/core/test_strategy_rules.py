@@ -111,19 +111,19 @@ def test_the_shared_claim_is_replace_one_exactly_where_data_is_noised_once(strat
 def test_dpsgd_is_planned_where_the_strategy_trains_that_artefact_and_on_its_input(strategy, shared, personal,
                                                                                    monkeypatch):
     from securediff.federation import client_runtime
-    from securediff.federation.client_runtime import dpsgd_events, dpsgd_plans
+    from securediff.federation.client_runtime import dpsgd_events, dpsgd_params_by_artefact
 
-    # Which plans exist is the question here, not their calibrated noise.
+    # Which artefacts get DP-SGD is the question here, not their calibrated noise.
     monkeypatch.setattr(client_runtime, "calibrate_noise_multiplier", lambda **_: 1.0)
     cfg = from_dict({"federation": {"strategy": strategy, "rounds": 2, "local_steps": 2},
                      "privacy": {"dpsgd_shared": True, "dpsgd_personal": True, "dpsgd_epsilon": 5.0},
                      "training": {"personal_steps": 4}})
-    plans = dpsgd_plans(cfg, members=100)
-    inputs = {e.artefact: e.input for e in dpsgd_events(cfg, plans, rounds=2)}
+    params = dpsgd_params_by_artefact(cfg, members=100)
+    inputs = {e.artefact: e.input for e in dpsgd_events(cfg, params, rounds=2)}
     assert inputs == {k: v for k, v in (("shared", shared), ("personal", personal)) if v is not None}
     if personal is not None:  # local spends the round's local steps on its own model too
         extra = 2 if STRATEGY_RULES[strategy].personal_runs_local_steps else 0
-        assert plans["personal"].steps_per_round == 2 + extra
+        assert params["personal"].steps_per_round == 2 + extra
 
 
 def test_the_non_collaborative_strategies_are_the_experiments_baselines():

@@ -5,7 +5,7 @@ there would leave."""
 from __future__ import annotations
 
 from securediff.federation.runner import FederatedRun
-from securediff.federation.setup import plan_run
+from securediff.federation.setup import set_up_run
 from securediff.run import load_config
 from securediff.storage import RunDirectory, read_json
 
@@ -16,7 +16,7 @@ POINTS = ["before", "staged", "committed", "after"]
 
 def test_every_checkpoint_passes_its_points_in_order_with_the_files_a_kill_would_leave(tmp_path):
     config = load_config(None, {**SMALL, "run": {**SMALL["run"], "out_dir": str(tmp_path)}})
-    run = FederatedRun(plan_run(config), RunDirectory.create(tmp_path, "r"))
+    run = FederatedRun(set_up_run(config), RunDirectory.create(tmp_path, "r"))
     seen = []
 
     def record(r: FederatedRun, point: str) -> None:
@@ -27,7 +27,7 @@ def test_every_checkpoint_passes_its_points_in_order_with_the_files_a_kill_would
         seen.append((r.state.rounds_done, point, staged, committed))
 
     run.checkpoint_hooks = [record]  # this run only
-    run.setup(resume=False)
+    run.set_up(resume=False)
     run.train()
     assert FederatedRun.checkpoint_hooks == ()
     assert [(done, point) for done, point, *_ in seen] == [(d, p) for d in range(3) for p in POINTS]

@@ -14,7 +14,7 @@ from securediff.federation.client_runtime import (
     members_id,
     planned_ledger,
 )
-from securediff.federation.setup import plan_run
+from securediff.federation.setup import set_up_run
 from securediff.privacy.ledger import (
     ForwardNoiseEvent,
     PrivacyLedger,
@@ -66,11 +66,11 @@ def test_a_client_step_writes_the_ledgers_before_any_update_is_handed_back():
 
 def test_a_planned_ledger_charges_the_noising_only_where_the_ledger_lacks_it():
     config = load_config(None, {**SMALL, "privacy": {"labels": "randomized-response"}})
-    plan = plan_run(config)
-    cid = plan.client_ids[0]
-    first = planned_ledger(plan, cid, {}, rounds_left=2)
+    setup = set_up_run(config)
+    cid = setup.client_ids[0]
+    first = planned_ledger(setup, cid, {}, rounds_left=2)
     assert [type(e) for e in first.events] == [ForwardNoiseEvent, RandomizedResponseEvent]
-    again = planned_ledger(plan, cid, {}, rounds_left=2, held=first)
+    again = planned_ledger(setup, cid, {}, rounds_left=2, held=first)
     assert again.events == first.events
 
 

@@ -11,9 +11,9 @@ from securediff.diffusion.schedule import linear_schedule
 from securediff.errors import ConfigError
 from securediff.federation.clients import Client
 from securediff.federation.public import public_notice, public_provenance
-from securediff.federation.setup import plan_run
+from securediff.federation.setup import set_up_run
 from securediff.federation.strategies import PublicOnly, TrainSettings
-from securediff.flower.plan import check_supported
+from securediff.flower.agreement import check_supported
 from securediff.models import UNetSpec
 from securediff.privacy.ledger import PrivacyLedger
 from securediff.rng import RandomSource
@@ -35,8 +35,8 @@ def test_public_only_samples_take_the_clients_tint():
 
 
 def test_the_statement_names_the_public_data_and_a_default_run_has_none():
-    plan = plan_run(Config().replace(public={"dataset": "font-digits", "per_class": 5, "steps": 7}))
-    provenance = public_provenance(plan)
+    setup = set_up_run(Config().replace(public={"dataset": "font-digits", "per_class": 5, "steps": 7}))
+    provenance = public_provenance(setup)
     assert provenance["pretraining"]["steps"] == 7 and provenance["size"] == 8
     notice = public_notice(provenance)
     assert notice.startswith("public data: font-digits (fonts Computer Modern, DejaVu Sans")
@@ -46,7 +46,7 @@ def test_the_statement_names_the_public_data_and_a_default_run_has_none():
         clip_norm=10.0, forward_exact=1.0, forward_classic=1.0, shared_epsilon=float("inf"),
         personal_epsilon=float("inf"), accountant="pld", labels="public", label_epsilon=1.0, public=provenance)
     assert notice in statement["notices"]
-    assert public_provenance(plan_run(Config())) is None
+    assert public_provenance(set_up_run(Config())) is None
 
 
 def test_flower_refuses_public_pretraining_it_does_not_do():

@@ -12,7 +12,7 @@ import securediff.federation.rounds as rounds_module
 from protocols import run_round as real_run_round
 from protocols.errors import ProtocolAbort, ProtocolError
 from securediff.federation.runner import FederatedRun
-from securediff.federation.setup import plan_run
+from securediff.federation.setup import set_up_run
 from securediff.run import load_config
 from securediff.storage import RunDirectory
 
@@ -27,8 +27,8 @@ SMALL = {
 
 def _run(tmp_path) -> FederatedRun:
     config = load_config(None, {**SMALL, "run": {**SMALL["run"], "out_dir": str(tmp_path)}})
-    run = FederatedRun(plan_run(config), RunDirectory.create(tmp_path, "r"))
-    run.setup(resume=False)
+    run = FederatedRun(set_up_run(config), RunDirectory.create(tmp_path, "r"))
+    run.set_up(resume=False)
     return run
 
 

@@ -13,7 +13,7 @@ import pytest
 import securediff.federation.stats_phase as stats_phase
 from securediff.errors import ConfigError
 from securediff.federation.runner import FederatedRun
-from securediff.federation.setup import plan_run
+from securediff.federation.setup import set_up_run
 from securediff.federation.stats_phase import (
     RELEASE_JSON,
     RELEASE_TRANSCRIPT,
@@ -50,14 +50,14 @@ def _sessions(run_dir: RunDirectory) -> int:
 def test_a_secagg_run_releases_once_before_round_0_and_its_statement_names_it(tmp_path):
     # pfdm with DP-SGD on the shared model: every round charges the ledgers.
     config = _config(tmp_path, strategy="pfdm", privacy={"dpsgd_shared": True})
-    run = FederatedRun(plan_run(config), RunDirectory.create(tmp_path, "r"))
+    run = FederatedRun(set_up_run(config), RunDirectory.create(tmp_path, "r"))
 
     def crash(r: FederatedRun, point: str) -> None:
         if r.state.rounds_done == 1 and point == "after":
             raise KeyboardInterrupt
 
     run.checkpoint_hooks = [crash]
-    run.setup(resume=False)
+    run.set_up(resume=False)
     with pytest.raises(KeyboardInterrupt):
         run.train()
     for kinds in _kinds(run):
@@ -75,8 +75,8 @@ def test_a_secagg_run_releases_once_before_round_0_and_its_statement_names_it(tm
     # Resume: the committed release is loaded, not repeated; no new charge, no new session.
     run.run_dir.release()
     digest = read_json(run.run_dir.file(RELEASE_JSON))["tensors_sha256"]
-    again = FederatedRun(plan_run(config), RunDirectory.open_incomplete(run.run_dir.path))
-    again.setup(resume=True)
+    again = FederatedRun(set_up_run(config), RunDirectory.open_incomplete(run.run_dir.path))
+    again.set_up(resume=True)
     again.train()
     assert again.state.rounds_done == 2
     for kinds in _kinds(again):
@@ -97,8 +97,8 @@ def test_a_secagg_run_releases_once_before_round_0_and_its_statement_names_it(tm
 
 def test_a_crash_between_the_charge_and_the_commit_releases_again_and_charges_again(tmp_path, monkeypatch):
     config = _config(tmp_path)
-    run = FederatedRun(plan_run(config), RunDirectory.create(tmp_path, "r"))
-    run.setup(resume=False)
+    run = FederatedRun(set_up_run(config), RunDirectory.create(tmp_path, "r"))
+    run.set_up(resume=False)
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
@@ -114,9 +114,9 @@ def test_a_crash_between_the_charge_and_the_commit_releases_again_and_charges_ag
 
     run.run_dir.release()
     seen = []
-    again = FederatedRun(plan_run(config), RunDirectory.open_incomplete(run.run_dir.path),
+    again = FederatedRun(set_up_run(config), RunDirectory.open_incomplete(run.run_dir.path),
                          progress=lambda event, info: seen.append(event))
-    again.setup(resume=True)
+    again.set_up(resume=True)
     again.train()
     for kinds in _kinds(again):
         assert kinds.count("skellam_release") == 2  # the first charge stays
@@ -128,8 +128,8 @@ def test_a_crash_between_the_charge_and_the_commit_releases_again_and_charges_ag
 
 def test_plain_gives_the_aggregators_gaussian_release(tmp_path):
     config = _config(tmp_path, protocol="plain")
-    run = FederatedRun(plan_run(config), RunDirectory.create(tmp_path, "r"))
-    run.setup(resume=False)
+    run = FederatedRun(set_up_run(config), RunDirectory.create(tmp_path, "r"))
+    run.set_up(resume=False)
     run.train()
     for kinds in _kinds(run):
         assert kinds.count("gaussian_release") == 1
@@ -147,8 +147,8 @@ def test_plain_gives_the_aggregators_gaussian_release(tmp_path):
 def test_clip_0_takes_the_public_median_and_the_moment_its_principal_directions(tmp_path):
     config = _config(tmp_path, stats={"clip": 0.0, "moment_rank": 5},
                      public={"dataset": "font-digits", "per_class": 3, "steps": 1})
-    plan = plan_run(config)
-    release = plan_release(plan, public_source=RandomSource.insecure_from_seed(1))
+    setup = set_up_run(config)
+    release = plan_release(setup, public_source=RandomSource.insecure_from_seed(1))
     layout = release.stats.layout
     assert "median" in release.clip_from
     assert layout.clip_norm > 0

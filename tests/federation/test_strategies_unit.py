@@ -8,7 +8,7 @@ from securediff.diffusion.schedule import linear_schedule
 from securediff.federation.clients import Client
 from securediff.federation.strategies import (
     PFDM,
-    DPPlan,
+    DPSGDParams,
     LayerSplit,
     TrainSettings,
 )
@@ -74,7 +74,7 @@ def test_dpsgd_local_update_charges_the_ledger_before_running():
     strategy = _strategy(LayerSplit)
     client = _client(n=16)
     strategy.init_client(client, torch.Generator().manual_seed(3))
-    strategy.local_update(client, 0, DPPlan(noise_multiplier=1.5, sample_rate=0.5, steps_per_round=2))
+    strategy.local_update(client, 0, DPSGDParams(noise_multiplier=1.5, sample_rate=0.5, steps_per_round=2))
     events = client.ledger.events
     assert len(events) == 1 and events[0].steps == SETTINGS.local_steps and events[0].artefact == "shared"
     tight = PrivacyLedger(client_id="client-00", budget_epsilon=1e-3, delta=1e-5)
@@ -83,7 +83,7 @@ def test_dpsgd_local_update_charges_the_ledger_before_running():
 
     before = strategy.global_vector().copy()
     with pytest.raises(BudgetExceededError):
-        strategy.local_update(client, 1, DPPlan(noise_multiplier=1.5, sample_rate=0.5, steps_per_round=2))
+        strategy.local_update(client, 1, DPSGDParams(noise_multiplier=1.5, sample_rate=0.5, steps_per_round=2))
     assert tight.events == () and np.array_equal(before, strategy.global_vector())
 
 
@@ -98,9 +98,9 @@ def test_every_registered_strategy_has_a_trainer_built_from_a_plan(hybrid_forwar
     assert set(STRATEGY_CLASSES) == set(STRATEGY_RULES)
     for name, cls in STRATEGY_CLASSES.items():
         forward = hybrid_forward and STRATEGY_RULES[name].forward_option
-        plan = SimpleNamespace(config=Config(federation=FederationConfig(strategy=name, hybrid_forward=forward)),
-                               partition=SimpleNamespace(num_clients=2))
-        strategy = cls.from_plan(plan, spec=SPEC, schedule=linear_schedule(100), t0=40, settings=SETTINGS)
+        setup = SimpleNamespace(config=Config(federation=FederationConfig(strategy=name, hybrid_forward=forward)),
+                                partition=SimpleNamespace(num_clients=2))
+        strategy = cls.from_setup(setup, spec=SPEC, schedule=linear_schedule(100), t0=40, settings=SETTINGS)
         assert strategy.rules is STRATEGY_RULES[name]
         assert strategy.uses_noised_data is STRATEGY_RULES[name].noises_data(hybrid_forward=forward)
 

@@ -5,7 +5,7 @@ import pytest
 
 from securediff.config import Config
 from securediff.errors import ConfigError
-from securediff.flower.plan import check_supported
+from securediff.flower.agreement import check_supported
 
 
 def test_client_level_is_refused_across_machines():

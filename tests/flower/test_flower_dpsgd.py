@@ -14,7 +14,7 @@ import pytest
 import securediff.federation.client_runtime as runtime_module
 from securediff.errors import ConfigError, PrivacyError
 from securediff.federation.runner import FederatedRun
-from securediff.federation.setup import plan_run
+from securediff.federation.setup import set_up_run
 from securediff.flower.client import handle_request
 from securediff.flower.exchange import TRAIN_PREFIX
 from securediff.flower.server import AggregatorSettings, run_aggregator
@@ -68,9 +68,9 @@ def _in_process_ledgers(tmp_path: Path) -> dict[str, PrivacyLedger]:
     overrides["data"] = {"num_clients": len(CLIENTS)}
     overrides["federation"] |= {"rounds": ROUNDS, "protocol": "secagg"}
     overrides["run"] = {"name": "inproc", "out_dir": str(tmp_path), "workers": 1}
-    run = FederatedRun(plan_run(load_config(None, overrides)),
+    run = FederatedRun(set_up_run(load_config(None, overrides)),
                        RunDirectory.create(tmp_path, "inproc"))
-    run.setup(resume=False)
+    run.set_up(resume=False)
     run.train()
     return {c.client_id: c.ledger for c in run.state.clients}
 

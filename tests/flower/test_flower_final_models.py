@@ -117,8 +117,8 @@ def test_a_node_reopens_the_shared_model_and_its_own_personal_model(finished_run
     # pfdm's segments: the run's shared model above t0, the node's personal one below.
     high, low = models.strategy.segments(models.client)
     assert high.model is models.strategy.global_model and low.model is models.client.model
-    assert (low.start, low.end, high.end) == (0, models.plan.t0, models.plan.schedule.T)
-    assert high.start == models.plan.t0
+    assert (low.start, low.end, high.end) == (0, models.setup.t0, models.setup.schedule.T)
+    assert high.start == models.setup.t0
     assert models.client.client_id == "client-01" and models.personal_round == ROUNDS - 1
 
 

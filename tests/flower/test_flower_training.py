@@ -153,12 +153,12 @@ def test_nodes_train_on_their_partitions_and_the_aggregate_moves_the_shared_mode
 def _shared_vector(run_dir: Path, exchange: DirectExchange) -> np.ndarray:
     """The saved final shared model, flattened in the order of the weights sent."""
     from securediff.federation.strategies import flat
-    from securediff.flower.plan import model_plan, parse_config
+    from securediff.flower.agreement import model_setup, parse_config
     from securediff.models.unet import UNet
     from securediff.storage import load_tensors
 
     cfg = parse_config((run_dir / "config.toml").read_text())
-    model = UNet(model_plan(cfg, in_channels=1, image_size=8, num_classes=10, t0=1).spec)
+    model = UNet(model_setup(cfg, in_channels=1, image_size=8, num_classes=10, t0=1).spec)
     model.load_state_dict(load_tensors(run_dir / "shared-model.safetensors"))
     return flat(model.parameters())
 

@@ -250,7 +250,7 @@ def _core_suite_ledger(method: str, tmp_path: Path) -> tuple[list, float]:
 
     from securediff.experiments.cells import cell_overrides
     from securediff.experiments.suites import get_suite
-    from securediff.federation.setup import plan_run
+    from securediff.federation.setup import set_up_run
     from securediff.run import load_config
 
     path = Path(__file__).resolve().parents[2] / "benchmarks" / "replace_one.py"
@@ -260,7 +260,7 @@ def _core_suite_ledger(method: str, tmp_path: Path) -> tuple[list, float]:
     suite = get_suite("core")
     cell = next(m for m in suite.methods if m.name == method)
     cfg = load_config(None, cell_overrides(suite, cell, seed=0, quick=False, out_dir=tmp_path))
-    ledgers = bench._ledgers(cfg, plan_run(cfg), group_calibration=cfg.federation.hybrid_forward)
+    ledgers = bench._ledgers(cfg, set_up_run(cfg), group_calibration=cfg.federation.hybrid_forward)
     return ledgers[0], cfg.privacy.delta
 
 

@@ -16,7 +16,7 @@ from protocols.hazmat.quantize import error_bound
 from protocols.messages import decode
 from protocols.secagg.messages import Release
 from securediff.federation.runner import FederatedRun
-from securediff.federation.setup import plan_run
+from securediff.federation.setup import set_up_run
 from securediff.run import load_config
 from securediff.storage import RunDirectory
 
@@ -57,8 +57,8 @@ def test_every_round_matches_the_plain_weighted_sum(tmp_path, monkeypatch) -> No
     monkeypatch.setattr(rounds_module, "run_round", checking_run_round)
     config = load_config(None, {**SMALL, "run": {**SMALL["run"], "out_dir": str(tmp_path)}})
     run_dir = RunDirectory.create(tmp_path, "sa")
-    run = FederatedRun(plan_run(config), run_dir)
-    run.setup(resume=False)
+    run = FederatedRun(set_up_run(config), run_dir)
+    run.set_up(resume=False)
     run.train()  # the round loop of the federation, without the evaluation that follows
     assert [r for r, _, _ in checked] == [0, 1]
     assert all(len(inc) in (2, 3) for _, inc, _ in checked)  # one client of three drops

@@ -62,8 +62,8 @@ def check_supported(config: Config) -> Config:
 
 
 @dataclass(frozen=True)
-class ModelPlan:
-    """The parts of `securediff.federation.setup.Plan` that `build_strategy` reads,
+class ModelSetup:
+    """The parts of `securediff.federation.setup.RunSetup` that `build_strategy` reads,
     for the aggregator, which holds no data."""
 
     config: Config
@@ -72,14 +72,14 @@ class ModelPlan:
     t0: int
 
 
-def model_plan(config: Config, *, in_channels: int, image_size: int, num_classes: int,
-               t0: int) -> ModelPlan:
+def model_setup(config: Config, *, in_channels: int, image_size: int, num_classes: int,
+                t0: int) -> ModelSetup:
     d, m = config.diffusion, config.model
     spec = UNetSpec(in_channels=in_channels, image_size=image_size, num_classes=num_classes,
                     base_channels=m.base_channels, channel_mults=m.channel_mults,
                     attention=m.attention, groups=m.groups)
     schedule = make_schedule(d.schedule, T=d.T, beta_start=d.beta_start, beta_end=d.beta_end)
-    return ModelPlan(config=config, spec=spec, schedule=schedule, t0=t0)
+    return ModelSetup(config=config, spec=spec, schedule=schedule, t0=t0)
 
 
 def encode_weights(vector: np.ndarray) -> bytes:
