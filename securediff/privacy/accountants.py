@@ -524,34 +524,24 @@ def calibrate_noise_multiplier(
     accountant: str = "pld",
     rel_tol: float = 1e-4,
 ) -> float:
-    """The smallest noise multiplier (to `rel_tol`) whose epsilon is <= target;
-    bisection over sigma, returning the upper (safe) end of the bracket."""
+    """The smallest noise multiplier (to `rel_tol`) whose epsilon is <= target
+    (securediff.privacy.noise_search; the safe end of the bracket). A pure function
+    of its arguments, so a process asks the accountant once per calibration: a run
+    calibrates every client, and resumed or repeated runs the same again."""
     if not (target_epsilon > 0.0 and math.isfinite(target_epsilon)):
         raise ConfigError(f"target_epsilon must be positive and finite, got {target_epsilon}")
+    return _calibrated(float(target_epsilon), float(sample_rate), int(steps), float(delta),
+                       check_accountant(accountant), float(rel_tol))
+
+
+@lru_cache(maxsize=256)
+def _calibrated(target_epsilon: float, sample_rate: float, steps: int, delta: float, accountant: str,
+                rel_tol: float) -> float:
+    from securediff.privacy.noise_search import smallest_safe_noise
 
     def eps(sigma: float) -> float:
-        return dpsgd_epsilon(
-            noise_multiplier=sigma,
-            sample_rate=sample_rate,
-            steps=steps,
-            delta=delta,
-            accountant=accountant,
-        )
+        return dpsgd_epsilon(noise_multiplier=sigma, sample_rate=sample_rate, steps=steps, delta=delta,
+                             accountant=accountant)
 
-    lo, hi = 0.5, 1.0  # invariant once bracketed: eps(lo) > target >= eps(hi)
-    while eps(hi) > target_epsilon:
-        lo, hi = hi, 2.0 * hi
-        if hi > 1e4:
-            raise ConfigError(
-                f"no noise multiplier up to 1e4 reaches epsilon {target_epsilon} "
-                f"(q={sample_rate}, steps={steps}, delta={delta})"
-            )
-    while lo > 1e-3 and eps(lo) <= target_epsilon:
-        lo, hi = lo / 2.0, lo
-    while hi - lo > rel_tol * hi:
-        mid = 0.5 * (lo + hi)
-        if eps(mid) > target_epsilon:
-            lo = mid
-        else:
-            hi = mid
-    return hi
+    return smallest_safe_noise(eps, target=target_epsilon, rel_tol=rel_tol, start=1.0,
+                               what=f"q={sample_rate}, steps={steps}, delta={delta}")

@@ -162,7 +162,7 @@ def calibrate_skellam_noise(
 ) -> float:
     """The smallest noise multiplier z (to `rel_tol`) whose plan `build(z)` (anything
     with l1_sensitivity, l2_sensitivity and noise_variance, e.g. a SkellamPlan) has
-    epsilon <= target. Bisection; returns the upper (safe) end of the bracket.
+    epsilon <= target (securediff.privacy.noise_search; the safe end of the bracket).
     `epsilon(plan)`, if given, replaces the steps' own epsilon (e.g. the steps
     composed with other releases); it must fall as the noise grows."""
     if not (target_epsilon > 0.0 and math.isfinite(target_epsilon)):
@@ -176,21 +176,10 @@ def calibrate_skellam_noise(
                                variance=plan.noise_variance, sample_rate=sample_rate, steps=steps,
                                delta=delta, orders=orders)
 
-    lo, hi = 0.25, 0.5  # invariant once bracketed: eps(lo) > target >= eps(hi)
-    while eps(hi) > target_epsilon:
-        lo, hi = hi, 2.0 * hi
-        if hi > 1e4:
-            raise ConfigError(f"no noise multiplier up to 1e4 reaches epsilon {target_epsilon} "
-                              f"(q={sample_rate}, steps={steps}, delta={delta})")
-    while lo > 1e-3 and eps(lo) <= target_epsilon:
-        lo, hi = lo / 2.0, lo
-    while hi - lo > rel_tol * hi:
-        mid = 0.5 * (lo + hi)
-        if eps(mid) > target_epsilon:
-            lo = mid
-        else:
-            hi = mid
-    return hi
+    from securediff.privacy.noise_search import smallest_safe_noise
+
+    return smallest_safe_noise(eps, target=target_epsilon, rel_tol=rel_tol, start=0.5,
+                               what=f"q={sample_rate}, steps={steps}, delta={delta}")
 
 
 # -- numeric: exact summation over the pmf ----------------------------------------------------------

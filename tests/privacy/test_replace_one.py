@@ -274,4 +274,9 @@ def test_hybrid_rows_of_results_are_checked_by_an_independent_computation(method
     assert independent * 0.995 <= got.epsilon <= independent * (1 + 1e-9), (got.epsilon, independent)
     results = (Path(__file__).resolve().parents[2] / "docs" / "RESULTS.md").read_text()
     rows = [line for line in results.splitlines() if line.startswith(f"| {method} | 3 |")]
-    assert rows and all(f"| {got.epsilon:.2f} ± 0.00 |" in row for row in rows), (got.epsilon, rows)
+    # The cells ran with the calibration of their day; a calibration is the smallest
+    # noise to a relative 1e-4, so two valid ones differ by up to that in z and by a
+    # small multiple of it in epsilon (3e-4 allowed), on top of the doc's rounding.
+    documented = [float(row.split(" | ")[4].split(" ± ")[0]) for row in rows]
+    assert rows and all(" ± 0.00 |" in row.split(" | ", 4)[4][:14] for row in rows), rows
+    assert all(abs(d - got.epsilon) <= 0.005 + 3e-4 * got.epsilon for d in documented), (got.epsilon, rows)
