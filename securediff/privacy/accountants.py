@@ -436,7 +436,25 @@ def compose(
     events: Sequence[Any], *, delta: float, accountant: str = "pld", relation: str | None = None
 ) -> Composition:
     """All `events` composed at `delta`, under `relation` (default: replace-one if
-    any event is replace-one, else add/remove). No events: epsilon 0."""
+    any event is replace-one, else add/remove). No events: epsilon 0.
+
+    A pure function of frozen events: a process composes the same list once (a
+    ledger is asked its epsilon at every charge, check and report, a PLD build
+    can take a second). Events that cannot be hashed are composed every time."""
+    try:
+        return _compose_once(tuple(events), float(delta), accountant, relation)
+    except TypeError:  # an unhashable event
+        return _compose(events, delta=delta, accountant=accountant, relation=relation)
+
+
+@lru_cache(maxsize=1024)
+def _compose_once(events: tuple[Any, ...], delta: float, accountant: str, relation: str | None) -> Composition:
+    return _compose(events, delta=delta, accountant=accountant, relation=relation)
+
+
+def _compose(
+    events: Sequence[Any], *, delta: float, accountant: str, relation: str | None
+) -> Composition:
     _check_delta(delta)
     check_accountant(accountant)
     if relation is not None and relation not in RELATIONS:
