@@ -4,6 +4,7 @@ comes from audits.shared_mia."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -74,13 +75,19 @@ def report(
                                                   help="Results JSON to write.")] = None,
     figures: Annotated[Path | None, typer.Option(
         "--figures", help="Folder of the PNGs (default: the JSON's folder, else ROOT/figures).")] = None,
+    block: Annotated[str | None, typer.Option(
+        "--block", help="Name of the markdown block to (re)write (default: the suite's name); a directory "
+                        "holding some of a suite's methods writes its own block.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Aggregate the cells: mean +- std over seeds, changes against local, missing rows."""
+    from securediff.errors import ConfigError
     from securediff.experiments.report import write_report
 
     with handle_errors():
-        results = write_report(root, markdown=write, json_path=json_out, figures=figures)
+        if block is not None and not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", block):
+            raise ConfigError(f"--block {block!r}: lower-case letters, digits and '-' only")
+        results = write_report(root, markdown=write, json_path=json_out, figures=figures, block=block)
     if as_json:
         print_json(results)
         return

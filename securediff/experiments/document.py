@@ -96,10 +96,16 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def markdown_block(results: dict[str, Any], *, md_path: Path, figures: dict[str, Path],
-                   plot: Path | None, commands: list[str]) -> str:
+                   plot: Path | None, commands: list[str], block: str | None = None) -> str:
+    """The suite's generated block; `block` names it (default: the suite), so that
+    a directory holding some of a suite's methods writes a block of its own."""
     rel = lambda p: os.path.relpath(p, md_path.parent)  # noqa: E731
     suite = results["suite"]
-    out = [BEGIN.format(suite=suite), "", f"## Suite `{suite}`: {results['description']}", ""]
+    block_name = block or suite
+    title = f"## Suite `{suite}`: {results['description']}"
+    if block_name != suite:
+        title = f"## Suite `{suite}`, block `{block_name}`: {results['description']}"
+    out = [BEGIN.format(suite=block_name), "", title, ""]
     if results["private"]:
         out.append("Mode: **private** (training and DP noise from the OS; no seed recorded).")
     else:
@@ -180,7 +186,7 @@ def markdown_block(results: dict[str, Any], *, md_path: Path, figures: dict[str,
         out += [f"![minority FID and accuracy against epsilon]({rel(plot)})", ""]
     for name, path in figures.items():
         out.append(f"- `{name}` (first seed; rows: clients, columns: classes): ![{name}]({rel(path)})")
-    out += ["", "### Commands", "", "```bash", *commands, "```", "", END.format(suite=suite)]
+    out += ["", "### Commands", "", "```bash", *commands, "```", "", END.format(suite=block_name)]
     return "\n".join(out) + "\n"
 
 
@@ -212,7 +218,7 @@ def _best_non_collaborative_tables(results: dict[str, Any]) -> list[str]:
 
 
 def write_block(md_path: Path, suite: str, block: str) -> None:
-    """Replace this suite's generated block in `md_path` (append it if absent)."""
+    """Replace the generated block named `suite` in `md_path` (append it if absent)."""
     begin, end = BEGIN.format(suite=suite), END.format(suite=suite)
     text = md_path.read_text() if md_path.exists() else "# Results\n\n"
     if begin in text and end in text:

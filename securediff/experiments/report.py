@@ -19,8 +19,9 @@ from securediff.storage import atomic_write_json
 
 
 def write_report(root: Path, *, markdown: Path | None, json_path: Path | None,
-                 figures: Path | None) -> dict[str, Any]:
-    """Everything is derived from the cell files; nothing is re-run."""
+                 figures: Path | None, block: str | None = None) -> dict[str, Any]:
+    """Everything is derived from the cell files; nothing is re-run. `block` names
+    the markdown block written (default: the suite's name)."""
     root = Path(root)
     meta = read_suite(root)
     suite = get_suite(meta["suite"])
@@ -33,6 +34,7 @@ def write_report(root: Path, *, markdown: Path | None, json_path: Path | None,
     quick = " --quick" if meta["quick"] else ""
     report_cmd = f"securediff experiment report {root}"
     report_cmd += f" --write {markdown}" if markdown else ""
+    report_cmd += f" --block {block}" if block else ""
     report_cmd += f" --results {json_path}" if json_path else ""
     results["commands"] = [
         f"securediff experiment run --suite {suite.name}{quick} --seeds {meta['seeds']} --out {root}",
@@ -42,6 +44,7 @@ def write_report(root: Path, *, markdown: Path | None, json_path: Path | None,
         atomic_write_json(Path(json_path), results)
     if markdown is not None:
         md = Path(markdown)
-        write_block(md, suite.name, markdown_block(results, md_path=md, figures=grids, plot=plot,
-                                                   commands=results["commands"]))
+        text = markdown_block(results, md_path=md, figures=grids, plot=plot, commands=results["commands"],
+                              block=block)
+        write_block(md, block or suite.name, text)
     return results

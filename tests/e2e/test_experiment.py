@@ -71,6 +71,15 @@ def test_quick_suite_cells_resume_and_report(tmp_path, core_with_unregistered):
         assert rep.exit_code == 0, rep.output
     text = md.read_text()
     assert text.count("BEGIN GENERATED: core") == 1 and "Hand-written comparison." in text
+    # A named block: the suite's own block is left as it was, the named one added beside it.
+    part = runner.invoke(app, ["experiment", "report", str(out), "--write", str(md), "--block", "core-part",
+                               "--figures", str(tmp_path / "part")])
+    assert part.exit_code == 0, part.output
+    both = md.read_text()
+    assert both.startswith(text.rstrip("\n")) and both.count("BEGIN GENERATED: core-part") == 1
+    assert "## Suite `core`, block `core-part`" in both and "--block core-part" in both
+    assert both.count("<!-- END GENERATED: core -->") == 1 and both.count("<!-- END GENERATED: core-part -->") == 1
+    md.write_text(text)
     assert "| local | 1 |" in text and "| pfdm-eps10 | 1 |" in text and "NOT PRIVATE" in text
     assert "| nowhere | no-such-strategy | strategy 'no-such-strategy' is not registered" in text
     results = json.loads(res.read_text())
@@ -108,6 +117,7 @@ def test_quick_suite_cells_resume_and_report(tmp_path, core_with_unregistered):
     (["run", "--out", "{tmp}/file"], "is not a directory"),
     (["report", "{tmp}/missing"], "is not a directory"),
     (["report", "{tmp}"], "cannot read"),
+    (["report", "{tmp}", "--block", "Core Part"], "--block 'Core Part'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, needle):
     (tmp_path / "file").write_text("")
