@@ -146,6 +146,16 @@ class Strategy:
     def init_client(self, client: Client, generator: torch.Generator) -> None:
         """Create what the client keeps (personal model and its optimizer)."""
 
+    def _new_personal_model(self, client: Client, generator: torch.Generator) -> None:
+        """The client's own model, freshly initialised, and its Adam."""
+        client.model = self.new_model(generator)
+        client.optimizer = torch.optim.Adam(client.model.parameters(), lr=self.settings.lr)
+
+    def _init_global_with_optimizer(self, generator: torch.Generator) -> None:
+        """The global model and the Adam that trains it on the aggregator's side."""
+        Strategy.init_global(self, generator)
+        self.optimizer = torch.optim.Adam(self.global_model.parameters(), lr=self.settings.lr)
+
     def attach_clients(self, clients: list[Client]) -> None:
         """Called once the run's clients exist (on a resume too)."""
 
@@ -240,8 +250,7 @@ class PFDM(Strategy):
     rules = STRATEGY_RULES["pfdm"]
 
     def init_client(self, client: Client, generator: torch.Generator) -> None:
-        client.model = self.new_model(generator)
-        client.optimizer = torch.optim.Adam(client.model.parameters(), lr=self.settings.lr)
+        self._new_personal_model(client, generator)
 
     def local_update(self, client: Client, round_index: int, dp: DPSGDParams | None) -> np.ndarray:
         work, opt = self._fresh_copy(self.global_model)
@@ -285,8 +294,7 @@ class LayerSplit(Strategy):
         return [p for n, p in model.named_parameters() if not n.startswith(self.rules.personal_layers)]
 
     def init_client(self, client: Client, generator: torch.Generator) -> None:
-        client.model = self.new_model(generator)
-        client.optimizer = torch.optim.Adam(client.model.parameters(), lr=self.settings.lr)
+        self._new_personal_model(client, generator)
 
     def local_update(self, client: Client, round_index: int, dp: DPSGDParams | None) -> np.ndarray:
         before = self.global_vector()
@@ -309,8 +317,7 @@ class Local(Strategy):
     rules = STRATEGY_RULES["local"]
 
     def init_client(self, client: Client, generator: torch.Generator) -> None:
-        client.model = self.new_model(generator)
-        client.optimizer = torch.optim.Adam(client.model.parameters(), lr=self.settings.lr)
+        self._new_personal_model(client, generator)
 
     def personal_train(self, client: Client, round_index: int, dp: DPSGDParams | None) -> None:
         steps = self.settings.personal_steps_per_round + self.settings.local_steps
@@ -380,13 +387,11 @@ class Hybrid(Strategy):
                    personal_steps=cfg.training.personal_steps, forward=cfg.federation.hybrid_forward, **common)
 
     def init_global(self, generator: torch.Generator) -> None:
-        super().init_global(generator)
-        self.optimizer = torch.optim.Adam(self.global_model.parameters(), lr=self.settings.lr)
+        self._init_global_with_optimizer(generator)
 
     def init_client(self, client: Client, generator: torch.Generator) -> None:
         # Overwritten with the shared weights before the client's fine-tuning.
-        client.model = self.new_model(generator)
-        client.optimizer = torch.optim.Adam(client.model.parameters(), lr=self.settings.lr)
+        self._new_personal_model(client, generator)
 
     def personal_train(self, client: Client, round_index: int, dp: DPSGDParams | None) -> None:
         if round_index != self.rounds - 1:
@@ -472,13 +477,11 @@ class DPStats(_ReleaseBased):
                    feature_map=s.feature_map, **common)
 
     def init_global(self, generator: torch.Generator) -> None:
-        super().init_global(generator)
-        self.optimizer = torch.optim.Adam(self.global_model.parameters(), lr=self.settings.lr)
+        self._init_global_with_optimizer(generator)
 
     def init_client(self, client: Client, generator: torch.Generator) -> None:
         # The runner loads the public weights into it; with below_handoff = "shared" it stays so.
-        client.model = self.new_model(generator)
-        client.optimizer = torch.optim.Adam(client.model.parameters(), lr=self.settings.lr)
+        self._new_personal_model(client, generator)
 
     def steps_in_round(self, round_index: int) -> int:
         """finetune_steps spread over the rounds, the first rounds taking the remainder."""
@@ -577,8 +580,7 @@ class Centralized(Strategy):
         return cls(centralized_steps=cfg.training.centralized_steps, rounds=cfg.federation.rounds, **common)
 
     def init_global(self, generator: torch.Generator) -> None:
-        super().init_global(generator)
-        self.optimizer = torch.optim.Adam(self.global_model.parameters(), lr=self.settings.lr)
+        self._init_global_with_optimizer(generator)
 
     def attach_clients(self, clients: list[Client]) -> None:
         self.pooled = (torch.cat([c.x for c in clients]), torch.cat([c.y for c in clients]))
