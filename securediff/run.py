@@ -60,11 +60,14 @@ def _git_revision() -> str | None:
 
 
 def _versions() -> dict[str, str]:
-    import numpy
-    import opacus
+    from importlib.metadata import version
 
+    import numpy
+
+    # Opacus' version from its metadata: importing it (and scipy.stats with it) costs
+    # a second in a run that never uses it.
     return {"securediff": securediff.__version__, "python": platform.python_version(),
-            "torch": torch.__version__, "opacus": opacus.__version__, "numpy": numpy.__version__}
+            "torch": torch.__version__, "opacus": version("opacus"), "numpy": numpy.__version__}
 
 
 def _peak_rss_mb() -> float:

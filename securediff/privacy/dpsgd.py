@@ -23,8 +23,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import torch
-from opacus import GradSampleModule
-from opacus.validators import ModuleValidator
 from torch import nn
 
 from securediff.errors import ConfigError, PrivacyError
@@ -41,6 +39,8 @@ class UnsupportedModelError(ConfigError):
 
 def validate_for_dp(model: nn.Module) -> None:
     """Raise UnsupportedModelError listing what Opacus' validator rejects."""
+    from opacus.validators import ModuleValidator  # Opacus (and scipy.stats) only when DP-SGD runs
+
     errors = ModuleValidator.validate(model, strict=False)
     if errors:
         raise UnsupportedModelError(
@@ -114,6 +114,8 @@ class DPSGD:
         if ledger is not None and sample_rate is None:
             raise ConfigError("a ledger needs the sample_rate to charge DP-SGD steps")
         validate_for_dp(model)
+        from opacus import GradSampleModule
+
         if per_sample not in ("fused", "opacus"):
             raise ConfigError(f"per_sample must be 'fused' or 'opacus', got {per_sample!r}")
         self.per_sample = per_sample
@@ -153,7 +155,7 @@ class DPSGD:
         """Remove the hooks this DPSGD put on the model."""
         if self.clipper is not None:
             self.clipper.close()
-        elif isinstance(self.module, GradSampleModule):
+        elif self.per_sample == "opacus":  # Opacus' GradSampleModule
             self.module._close()
 
     def reserve(self, steps: int) -> float:
