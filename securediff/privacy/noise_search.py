@@ -48,6 +48,14 @@ def smallest_safe_noise(epsilon: Callable[[float], float], *, target: float, rel
         return lo
 
     history = [(lo, e_lo), (hi, e_hi)]
+
+    def settle(z: float) -> None:
+        """Ask the accountant at z and move the bracket's end on z's side there."""
+        nonlocal lo, hi
+        e = epsilon(z)
+        lo, hi = (z, hi) if e > target else (lo, z)
+        history.append((z, e))
+
     stalled = 0
     while hi - lo > rel_tol * hi:
         width = hi - lo
@@ -60,21 +68,10 @@ def smallest_safe_noise(epsilon: Callable[[float], float], *, target: float, rel
             # it, on the side that point is not on, so this call closes the bracket.
             aimed = guess * (1.0 + 0.25 * rel_tol) if e2 > target else guess * (1.0 - 0.25 * rel_tol)
             guess = aimed if lo < aimed < hi else guess
-        e = epsilon(guess)
-        if e > target:
-            lo, e_lo = guess, e
-        else:
-            hi, e_hi = guess, e
-        history.append((guess, e))
+        settle(guess)
         stalled = stalled + 1 if hi - lo > 0.5 * width else 0
         if stalled >= 2 and hi - lo > rel_tol * hi:  # the guesses stopped paying: bisect once
-            mid = 0.5 * (lo + hi)
-            e = epsilon(mid)
-            if e > target:
-                lo, e_lo = mid, e
-            else:
-                hi, e_hi = mid, e
-            history.append((mid, e))
+            settle(0.5 * (lo + hi))
             stalled = 0
     return hi
 
