@@ -123,6 +123,21 @@ def test_plain_release_adds_the_planned_gaussian_noise_to_the_sum():
         assert eps <= 4.0 + 1e-6
 
 
+def test_the_simulated_tee_release_adds_the_planned_gaussian_noise_to_the_exact_sum():
+    # Central noise inside the (simulated) enclave: the aggregate the enclave releases
+    # is the exact sum, and the noise on top of it is the plan's.
+    clients = _clients(4, seed=5)
+    plan = plan_gaussian_stats(_layout(), target_epsilon=4.0, delta=1e-5, relation="replace_one")
+    out = _run(clients, plan, "tee")
+    exact = sum(client_contribution(c, _features, plan) for c in clients)
+    noise = out.noisy_vector - exact
+    assert 0.75 * plan.noise_std < noise.std() < 1.25 * plan.noise_std and abs(noise.mean()) < 0.2 * plan.noise_std
+    assert set(out.contributors) == {c.client_id for c in clients}
+    for c in clients:
+        (event,) = c.ledger.events
+        assert event.kind == "gaussian_release" and event.relation == "replace_one"
+
+
 def test_the_plan_must_fit_the_protocol():
     clients = _clients(4, seed=4)
     gaussian = plan_gaussian_stats(_layout(), target_epsilon=4.0, delta=1e-5, relation="add_remove")
