@@ -548,13 +548,14 @@ def calibrate_noise_multiplier(
     calibrates every client, and resumed or repeated runs the same again."""
     if not (target_epsilon > 0.0 and math.isfinite(target_epsilon)):
         raise ConfigError(f"target_epsilon must be positive and finite, got {target_epsilon}")
-    return _calibrated(float(target_epsilon), float(sample_rate), int(steps), float(delta),
-                       check_accountant(accountant), float(rel_tol))
+    # As given (no coercion): a bad steps or sample rate is refused by dpsgd_epsilon's checks.
+    return _calibrated(float(target_epsilon), sample_rate, steps, delta, check_accountant(accountant), rel_tol)
 
 
 @lru_cache(maxsize=256)
 def _calibrated(target_epsilon: float, sample_rate: float, steps: int, delta: float, accountant: str,
                 rel_tol: float) -> float:
+    """calibrate_noise_multiplier's search, once per process for each argument tuple."""
     from securediff.privacy.noise_search import smallest_safe_noise
 
     def eps(sigma: float) -> float:

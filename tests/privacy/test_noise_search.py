@@ -104,3 +104,6 @@ def test_the_calibration_is_asked_of_the_accountant_once_per_process():
     assert calibrate_noise_multiplier(**args) == first
     with pytest.raises(ConfigError, match="target_epsilon"):
         calibrate_noise_multiplier(**{**args, "target_epsilon": math.inf})
+    # the memo does not coerce: a fractional step count is refused, not truncated
+    with pytest.raises(ConfigError, match="steps"):
+        calibrate_noise_multiplier(**{**args, "steps": 40.5})
