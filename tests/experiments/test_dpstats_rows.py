@@ -22,9 +22,11 @@ ROWS = ("dpstats-eps10", "dpstats-gaussian-eps10")
 ALL_ROWS = {**{f"dpstats-eps{e:g}": ("colour-normalised-grey", 10.2, e) for e in (10.0, 4.0, 1.0)},
             **{f"dpstats-gaussian-eps{e:g}": ("colour-normalised-grey", 10.2, e) for e in (10.0, 4.0, 1.0)},
             "dpstats-identity-eps10": ("identity", 11.7, 10.0),
-            "dpstats-shared-eps10": ("colour-normalised-grey", 10.2, 10.0)}
-# The one row with the public model below the hand-off (added after results were seen).
-BELOW_HANDOFF = {"dpstats-shared-eps10": "shared"}
+            "dpstats-shared-eps10": ("colour-normalised-grey", 10.2, 10.0),
+            "dpstats-handoff1-eps10": ("colour-normalised-grey", 10.2, 10.0)}
+# The rows with the public model below the hand-off (added after results were seen).
+BELOW_HANDOFF = {"dpstats-shared-eps10": "shared", "dpstats-handoff1-eps10": "shared"}
+HANDOFF_T = {"dpstats-handoff1-eps10": 1}
 
 
 def test_the_suite_has_every_release_row():
@@ -42,7 +44,8 @@ def test_the_rows_validate_with_the_settings_the_suite_fixes(tmp_path, name):
     assert method.epsilon == epsilon and "replace-one" in method.accounting
     # the release is calibrated and its claim stated under replace-one, the relation the rows compare on
     assert cfg.federation.strategy_rules.shared_relation(hybrid_forward=False) == "replace-one"
-    assert (s.handoff_t, s.below_handoff, s.finetune_steps) == (500, BELOW_HANDOFF.get(name, "personal"), 1000)
+    assert (s.handoff_t, s.below_handoff, s.finetune_steps) == (HANDOFF_T.get(name, 500), BELOW_HANDOFF.get(name, "personal"),
+                                                              1000)
     assert (cfg.federation.protocol, cfg.privacy.accountant) == ("secagg", "rdp")
     assert cfg.data.dataset == "colored-digits" and cfg.federation.strategy_rules.release_based
     assert bool(cfg.public.dataset) is (method.strategy == "dpstats")
