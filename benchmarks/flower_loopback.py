@@ -11,6 +11,10 @@ defaults: subprocess isolation, a ClientApp process per message):
 - `flower-secaggplus`: Flower's `SecAggPlusWorkflow` and `secaggplus_mod`
   (benchmarks/flower_secaggplus_app.py) at the same N, with num_shares =
   degree + 1 (Flower counts the node itself) and the same threshold;
+- `flower-secaggplus-fastpoll`: the same Flower app with its exchanges' replies
+  pulled every REPLY_POLL_SECONDS, as securediff's ServerApp pulls them
+  (securediff/flower/apps.py), instead of Grid.send_and_receive's fixed 3 s: what
+  the protocols cost apart from that choice;
 - `plain`: securediff's app with the plain protocol (no masking): the floor.
 
 Each protocol aggregates a float32 vector of `--length` values per node.
@@ -51,6 +55,7 @@ from pathlib import Path
 import flwr
 
 from protocols.secagg import SecAggProtocol, plan_graph
+from securediff.flower.apps import REPLY_POLL_SECONDS
 from securediff.flower.keys import keygen, make_roster
 from securediff.flower.loopback import (
     Processes,
@@ -63,7 +68,7 @@ from securediff.flower.loopback import (
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-PROTOCOLS = ("secagg", "flower-secaggplus", "plain")
+PROTOCOLS = ("secagg", "flower-secaggplus", "flower-secaggplus-fastpoll", "plain")
 SEED, STAGE_TIMEOUT = 11, 300.0
 # What a SuperNode logs for each message it pulls: the run and group, then "Receiving".
 _GROUP = re.compile(r"\[RUN (\d+), ROUND ([^\]]+)\]")
@@ -114,8 +119,8 @@ def clientapp_cpu_seconds() -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def _flower_app(work: Path) -> Path:
-    app = work / "flower-secaggplus-app"
+def _flower_app(work: Path, name: str) -> Path:
+    app = work / f"{name}-app"
     app.mkdir()
     shutil.copy(REPO / "benchmarks" / "flower_secaggplus_app.py", app / "secaggplus_app.py")
     (app / "pyproject.toml").write_text(
@@ -129,7 +134,8 @@ def _flower_app(work: Path) -> Path:
         '[tool.flwr.app.components]\nserverapp = "secaggplus_app:server_app"\n'
         'clientapp = "secaggplus_app:client_app"\n\n'
         '[tool.flwr.app.config]\nout = ""\nrounds = 3\nnodes = 10\nlength = 1000\n'
-        'num-shares = 7\nthreshold = 4\nclipping-range = 1.0\nstage-timeout = 300.0\n')
+        'num-shares = 7\nthreshold = 4\nclipping-range = 1.0\nstage-timeout = 300.0\n'
+        'reply-poll = 0.0\n')
     return app
 
 
@@ -138,11 +144,12 @@ def run_one(name: str, *, work: Path, env: dict[str, str], keys: Path, n: int, r
             timeout: float) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     out = work / name
-    if name == "flower-secaggplus":
-        app, result = _flower_app(work), out.with_suffix(".json")
+    if name.startswith("flower-secaggplus"):
+        app, result = _flower_app(work, name), out.with_suffix(".json")
+        poll = REPLY_POLL_SECONDS if name.endswith("-fastpoll") else 0.0
         run_config = (f"out='{result}' rounds={rounds} nodes={n} length={length} "
                       f"num-shares={degree + 1} threshold={threshold} clipping-range=1.0 "
-                      f"stage-timeout={STAGE_TIMEOUT}")
+                      f"stage-timeout={STAGE_TIMEOUT} reply-poll={poll}")
     else:
         protocol = "secagg" if name == "secagg" else "plain"
         params = json.dumps({"degree": degree, "threshold": threshold} if name == "secagg"
@@ -286,12 +293,15 @@ def main() -> None:
         "supernode": "flower-supernode defaults: --isolation subprocess (a flwr-clientapp "
                      "process per message), 3 s sleep after an empty pull",
         "superexec_poll_interval_env": os.environ.get("FLWR_SUPEREXEC_TASK_POLL_INTERVAL"),
+        "reply_poll_seconds": {"secagg": REPLY_POLL_SECONDS, "plain": REPLY_POLL_SECONDS,
+                               "flower-secaggplus": "Grid.send_and_receive: 3 s after each pull",
+                               "flower-secaggplus-fastpoll": REPLY_POLL_SECONDS},
         "rows": [{"protocol": name, **pooled(r), "runs": r} for name, r in runs.items()],
         "ratios": {},
         "ratios_by_pass": {},
     }
     results = {name: pooled(r) for name, r in runs.items()}
-    for other in ("flower-secaggplus", "plain"):
+    for other in ("flower-secaggplus", "flower-secaggplus-fastpoll", "plain"):
         if "secagg" in results and other in results:
             ours, theirs = results["secagg"], results[other]
             key = other.replace("-", "_")

@@ -9,8 +9,13 @@ ClientApp is a NumPyClient behind `secaggplus_mod` whose `fit` returns a fixed
 random vector. The ServerApp writes the seconds of each round, and of each
 exchange in it (one `send_and_receive`), to `out`.
 
+With `reply-poll` > 0 the workflow's exchanges pull replies every that many
+seconds, through the same function securediff's ServerApp uses
+(securediff/flower/apps.py `send_and_receive`), instead of Grid.send_and_receive's
+fixed 3 s: Flower's protocol with securediff's polling, to tell the two apart.
+
 Run config: `out`, `rounds`, `nodes`, `length`, `num-shares`, `threshold`,
-`clipping-range`, `stage-timeout`.
+`clipping-range`, `stage-timeout`, `reply-poll` (0: Flower's Grid as it is).
 """
 
 from __future__ import annotations
@@ -94,10 +99,12 @@ class _EveryNode(Strategy):
 
 
 class _TimedGrid:
-    """The Grid, with the seconds of each send_and_receive (one exchange) recorded."""
+    """The Grid, with the seconds of each send_and_receive (one exchange) recorded;
+    `poll` > 0: replies pulled every `poll` seconds (see the module docstring)."""
 
-    def __init__(self, grid: Grid) -> None:
+    def __init__(self, grid: Grid, poll: float = 0.0) -> None:
         self._grid = grid
+        self.poll = poll
         self.timings: list[list] = []
 
     def __getattr__(self, name: str):
@@ -105,7 +112,12 @@ class _TimedGrid:
 
     def send_and_receive(self, messages, *, timeout=None):
         started = time.perf_counter()
-        replies = self._grid.send_and_receive(messages, timeout=timeout)
+        if self.poll > 0:
+            from securediff.flower.apps import send_and_receive
+
+            replies = send_and_receive(self._grid, list(messages), timeout=timeout, poll=self.poll)
+        else:
+            replies = self._grid.send_and_receive(messages, timeout=timeout)
         self.timings.append(["exchange", round(time.perf_counter() - started, 3)])
         return replies
 
@@ -131,7 +143,7 @@ def main(grid: Grid, context: Context) -> None:
         legacy.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord(
             {WorkflowKey.CURRENT_ROUND: r})
         strategy.result = None
-        timed = _TimedGrid(grid)
+        timed = _TimedGrid(grid, float(cfg.get("reply-poll", 0.0)))
         t0 = time.perf_counter()
         workflow(timed, legacy)
         log.append({"round": r, "seconds": time.perf_counter() - t0,

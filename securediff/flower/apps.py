@@ -78,7 +78,7 @@ class GridExchange:
         replies: dict[int, Reply] = {}
         first = next(iter(requests.values()), {})
         started = time.perf_counter()
-        answered = self.grid.send_and_receive(messages, timeout=timeout)
+        answered = send_and_receive(self.grid, messages, timeout=timeout)
         self.timings.append((str(first.get("stage") or first.get("kind", "")),
                              time.perf_counter() - started))
         for reply in answered:
@@ -96,6 +96,31 @@ class GridExchange:
         group = str(next(iter(requests.values()), {}).get("round", ""))
         answers = self.to_nodes(by_node, group, timeout)
         return {c: answers[n] for c, n in self.nodes.items() if n in answers and c in requests}
+
+
+# Seconds between two pulls for the replies of an exchange. Flower's
+# Grid.send_and_receive sleeps a fixed 3 s after every pull that leaves replies
+# missing, so each exchange ended on a 3 s boundary: about 1.5 s per exchange
+# spent waiting for replies that were already there (docs/performance.md, "Flower on
+# loopback"). A pull is one ServerAppIo request to the SuperLink.
+REPLY_POLL_SECONDS = 0.2
+
+
+def send_and_receive(grid: Grid, messages: list[Message], *, timeout: float,
+                     poll: float = REPLY_POLL_SECONDS) -> list[Message]:
+    """Grid.send_and_receive with a pull every `poll` seconds: push the messages, then
+    pull until every one has a reply or `timeout` seconds have passed (the replies
+    that came by then; a missing one is the caller's dropout)."""
+    pending = set(grid.push_messages(messages))
+    deadline = time.monotonic() + timeout
+    replies: list[Message] = []
+    while True:
+        pulled = list(grid.pull_messages(pending))
+        replies.extend(pulled)
+        pending.difference_update(m.metadata.reply_to_message_id for m in pulled)
+        if not pending or time.monotonic() >= deadline:
+            return replies
+        time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
 
 
 # -- node state <-> ConfigRecord (flat lists; a ConfigRecord holds no nesting) ----------
