@@ -22,7 +22,10 @@ Reported per protocol: seconds per round (the ServerApp's own clock; the first
 round of each run is left out of the mean: it also pays for installing the app
 on each node), exchanges per round (Flower messages one SuperNode receives in the
 round's group, counted in the SuperNode logs, the same way for every protocol)
-and seconds per exchange; the load average is stored before and after each run.
+and seconds per exchange; where a SuperNode's time goes (median seconds from
+pulling a message to pushing its reply, and from a reply to the next message,
+read from its log lines, which are time-stamped as they are written); the load
+average is stored before and after each run.
 
 The runs are interleaved: `--repeats` passes over the protocols, every other
 pass in reverse order (secagg, Flower, plain, then plain, Flower, secagg), so
@@ -44,7 +47,9 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -73,6 +78,47 @@ SEED, STAGE_TIMEOUT = 11, 300.0
 # What a SuperNode logs for each message it pulls: the run and group, then "Receiving".
 _GROUP = re.compile(r"\[RUN (\d+), ROUND ([^\]]+)\]")
 _RECEIVING = re.compile(r"Receiving: (\S+) message")
+# Each SuperNode's log lines are prefixed with the time they were written (Flower's
+# own log lines carry none), by a filter the SuperNode's output is piped through.
+_STAMPER = ("import sys, time\n"
+            "for line in sys.stdin:\n"
+            "    sys.stdout.write(f'{time.time():.3f} {line}')\n"
+            "    sys.stdout.flush()\n")
+_STAMPED = re.compile(r"^(\d+\.\d+) ")
+
+
+def timestamped(cmd: list[str]) -> list[str]:
+    """`cmd` with its output piped through the time-stamping filter (one process group:
+    Processes.kill ends both)."""
+    line = " ".join(shlex.quote(c) for c in cmd)
+    return ["bash", "-c", f"{line} 2>&1 | {shlex.quote(sys.executable)} -u -c "
+                          f"{shlex.quote(_STAMPER)}"]
+
+
+def node_timings(logs: list[Path], offsets: dict[Path, int]) -> dict[str, float | None]:
+    """Where a SuperNode's time goes, from its time-stamped log since `offsets`, median
+    over nodes and messages: `handling_s` from pulling a message ("Receiving") to
+    pushing its reply ("Sending": the SuperExec's poll, the ClientApp process, the
+    SuperNode's 0.5 s reply poll) and `idle_s` from a reply sent to the next message
+    pulled (the SuperNode's 3 s sleep after an empty pull, and the ServerApp's turn)."""
+    handling, idle = [], []
+    for path in logs:
+        received = sent = None
+        for line in path.read_bytes()[offsets.get(path, 0):].decode(errors="replace").splitlines():
+            if not (m := _STAMPED.match(line)):
+                continue
+            t = float(m.group(1))
+            if "Receiving:" in line:
+                if sent is not None:
+                    idle.append(t - sent)
+                received, sent = t, None
+            elif "Sending:" in line and received is not None:
+                handling.append(t - received)
+                received = None
+            elif "Sent successfully" in line:
+                sent = t
+    return {"node_handling_s": statistics.median(handling) if handling else None,
+            "node_idle_s": statistics.median(idle) if idle else None}
 
 
 def exchanges_per_round(logs: list[Path], offsets: dict[Path, int]) -> dict[str, int]:
@@ -192,6 +238,7 @@ def run_one(name: str, *, work: Path, env: dict[str, str], keys: Path, n: int, r
         # A SuperExec reaps a finished ClientApp process when it starts the next one, so
         # the last process of each node may count in the next run: one in ~20 or more.
         "clientapp_cpu_per_message_s": clientapp_cpu / messages if messages else None,
+        **node_timings(node_logs, offsets),
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
     }
 
@@ -212,7 +259,9 @@ def pooled(runs: list[dict]) -> dict:
     mean_ex = sum(exchanges) / len(exchanges) if exchanges else float("nan")
     cpu = [r["clientapp_cpu_per_message_s"] for r in runs
            if r.get("clientapp_cpu_per_message_s") is not None]
+    node = {k: [r[k] for r in runs if r.get(k) is not None] for k in ("node_handling_s", "node_idle_s")}
     return {"clientapp_cpu_per_message_s": sum(cpu) / len(cpu) if cpu else None,
+            **{k: sum(v) / len(v) if v else None for k, v in node.items()},
             "seconds_per_round": mean_s, "exchanges_per_round": mean_ex,
             "seconds_per_exchange": mean_s / mean_ex, "rounds_pooled": len(seconds),
             # The same exchanges timed one by one by the ServerApp (no work between them)
@@ -260,7 +309,7 @@ def main() -> None:
     try:
         procs.start("superlink", superlink_command(BIN, link_port))
         for cid in clients:
-            procs.start(cid, supernode_command(BIN, link_port, cid, keys))
+            procs.start(cid, timestamped(supernode_command(BIN, link_port, cid, keys)))
         wait_for_port(link_port, 60)
         node_logs = [logs / f"{cid}.log" for cid in clients]
         for p, name in pass_order(args.protocols, args.repeats):
@@ -273,7 +322,8 @@ def main() -> None:
             r = runs[name][-1]
             print(f"{name}: {r['seconds_per_round']:.2f} s/round, "
                   f"{r['exchanges_per_round']:.1f} exchanges/round, "
-                  f"{r['seconds_per_exchange']:.2f} s/exchange (rounds "
+                  f"{r['seconds_per_exchange']:.2f} s/exchange, a node handles a message in "
+                  f"{r['node_handling_s']:.2f} s and idles {r['node_idle_s']:.2f} s (rounds "
                   f"{', '.join(f'{s:.1f}' for s in r['round_seconds'])} s)", flush=True)
     finally:
         procs.stop_all()
