@@ -6,8 +6,10 @@ transcript records; `apps.py` only moves these dicts in a Flower `ConfigRecord`.
 
 Requests (server -> node) carry `kind`:
 
-- `hello`: `nonce`; the node answers with its `client_id` and a signature of
-  the nonce with its roster key.
+- `hello`: `nonce` and the aggregator's `securediff` version; the node answers
+  with its `client_id` and a signature of the nonce with its roster key, or
+  refuses when its own installation is another version (each party runs its own
+  installation: cli/flower_app.py).
 - `step`: deliver the server-stage messages addressed to this client since its
   last step (`deliver_stages`, `deliver_payloads`, empty bytes for none), then
   run client stage `stage` and answer its message `payload` and signed `record`.
@@ -34,6 +36,16 @@ from protocols.messages import canonical_json
 from protocols.stages import AggregationProtocol, RoundSetup, VectorSpec
 
 HELLO_DOMAIN = b"securediff/flower/hello/v1\n"
+
+
+def installed_version() -> str:
+    """This party's securediff version, as its installation records it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("securediff")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 TRAIN_PREFIX = "train_"  # a ConfigRecord holds no nesting: a train request, flattened
 Request = dict[str, Any]
 Reply = dict[str, Any]

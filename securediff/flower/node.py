@@ -38,7 +38,14 @@ from protocols.registry import make_protocol
 from protocols.remote import PartyChain, PartyIdentities
 from protocols.roster import load_rosters
 from protocols.stages import AggregationProtocol, ClientInput, ClientState, RoundSetup
-from securediff.flower.exchange import HELLO_DOMAIN, Reply, Request, parse_setup, read_head
+from securediff.flower.exchange import (
+    HELLO_DOMAIN,
+    Reply,
+    Request,
+    installed_version,
+    parse_setup,
+    read_head,
+)
 from securediff.flower.policy import NodePolicy
 
 # (round set-up) -> this client's input for the round
@@ -68,6 +75,10 @@ class ClientNode:
     def handle(self, request: Request) -> Reply:
         kind = request.get("kind")
         if kind == "hello":
+            theirs, mine = request.get("securediff"), installed_version()
+            if theirs is not None and theirs != mine:
+                raise ProtocolInputError(f"{self.client_id}: the aggregator runs securediff {theirs}, "
+                                         f"this node {mine}; both must run the same release")
             nonce = bytes(request["nonce"])
             key = self.identities.signing_key(self.client_id)
             sig = key.sign(HELLO_DOMAIN + nonce + self.client_id.encode())

@@ -39,7 +39,7 @@ from securediff.config import from_dict, load_toml
 from securediff.errors import ConfigError, RunDirectoryError
 from securediff.flower.apps import GridExchange, wait_for_nodes, write_json
 from securediff.flower.driver import run_remote_round
-from securediff.flower.exchange import HELLO_DOMAIN
+from securediff.flower.exchange import HELLO_DOMAIN, installed_version
 from securediff.flower.manifest import write_manifest
 from securediff.flower.node import stream
 from securediff.flower.shared_model import SharedModelServer
@@ -103,12 +103,15 @@ class AggregatorSettings:
         return settings
 
 
-def greet(exchange: GridExchange, roster_ids: tuple[str, ...], roster) -> dict[str, int]:
-    """Map each node to the roster client whose key it proves to hold."""
+def greet(exchange: GridExchange, roster_ids: tuple[str, ...], roster
+          ) -> tuple[dict[str, int], list[str]]:
+    """Map each node to the roster client whose key it proves to hold; and the
+    reasons the nodes that refused gave (another securediff version, say)."""
     nonce = os.urandom(32)
-    replies = exchange.to_nodes({n: {"kind": "hello", "nonce": nonce}
+    replies = exchange.to_nodes({n: {"kind": "hello", "nonce": nonce, "securediff": installed_version()}
                                  for n in exchange.node_ids()}, "hello")
     nodes: dict[str, int] = {}
+    refusals = sorted({str(r["error"]) for r in replies.values() if "error" in r})
     for node, reply in sorted(replies.items()):
         cid = reply.get("client_id")
         sig = reply.get("sig")
@@ -119,7 +122,7 @@ def greet(exchange: GridExchange, roster_ids: tuple[str, ...], roster) -> dict[s
                                  message=HELLO_DOMAIN + nonce + cid.encode(), signature=sig)
         ):
             nodes[cid] = node
-    return nodes
+    return nodes, refusals
 
 
 def run_aggregator(settings: AggregatorSettings, exchange: GridExchange) -> dict[str, Any]:
@@ -134,10 +137,11 @@ def run_aggregator(settings: AggregatorSettings, exchange: GridExchange) -> dict
     save_roster(run_dir / "roster.json", roster)
     started = time.perf_counter()
     wait_for_nodes(exchange, settings.min_nodes, settings.connect_timeout)
-    exchange.nodes = greet(exchange, roster.client_ids, roster)
+    exchange.nodes, refusals = greet(exchange, roster.client_ids, roster)
     if len(exchange.nodes) < settings.min_nodes:
+        said = f"; refused: {' | '.join(refusals[:3])}" if refusals else ""
         raise ProtocolError(f"only {len(exchange.nodes)} SuperNodes proved a roster key, "
-                            f"{settings.min_nodes} needed")
+                            f"{settings.min_nodes} needed{said}")
     clients = sorted(exchange.nodes)
     rb = (os.urandom if settings.insecure_seed is None else stream(hashlib.sha256(
         f"securediff/flower/aggregator/{settings.insecure_seed}".encode()).digest()))

@@ -155,3 +155,17 @@ def test_hello_proves_the_roster_key(world):
     assert reply["client_id"] == "client-01"
     assert verify_signature(public_key=roster.public_key("client-01"),
                             message=HELLO_DOMAIN + b"n" * 32 + b"client-01", signature=reply["sig"])
+
+
+def test_a_node_refuses_the_greeting_of_an_aggregator_on_another_release(world):
+    """Each party runs its own installation (cli/flower_app.py): a node on another
+    securediff release refuses at the greeting, naming both versions."""
+    _, _, _, nodes, _ = world
+    from protocols.errors import ProtocolInputError
+    from securediff.flower.exchange import installed_version
+
+    with pytest.raises(ProtocolInputError, match=r"securediff 0\.0\.0-other.*this node"):
+        nodes["client-01"].handle({"kind": "hello", "nonce": b"n" * 32, "securediff": "0.0.0-other"})
+    same = nodes["client-01"].handle({"kind": "hello", "nonce": b"n" * 32,
+                                      "securediff": installed_version()})
+    assert same["client_id"] == "client-01"
