@@ -1,7 +1,8 @@
 """The Flower ServerApp and ClientApp (Message API) of securediff.
 
 `flwr run` finds them through `[tool.flwr.app.components]` in the top-level
-pyproject.toml. The ServerApp is the aggregator: it greets the SuperNodes,
+pyproject.toml, by way of cli/flower_app.py (the bundle's only module: each
+party imports this one from its own installation). The ServerApp is the aggregator: it greets the SuperNodes,
 maps each to the roster client whose key it proves to hold, and drives the
 rounds with `run_remote_round`; every request and reply is one Flower message of
 type `query` holding one `ConfigRecord`. The ClientApp is a thin shell over
