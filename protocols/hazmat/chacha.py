@@ -79,6 +79,14 @@ _SQRT_HALF = math.sqrt(0.5)
 _ATANH_TERMS = tuple(1.0 / (2 * k + 1) for k in range(12))
 
 
+def _poly(z: np.ndarray, terms: tuple[float, ...]) -> np.ndarray:
+    """Horner: terms[0] + terms[1] z + terms[2] z^2 + ..."""
+    out = np.full_like(z, terms[-1])
+    for c in reversed(terms[:-1]):
+        out = out * z + c
+    return out
+
+
 def log_unit(u: np.ndarray) -> np.ndarray:
     """Natural log of positive float64 values (within a few ulp of np.log), from
     frexp and a series: bit for bit the same on every CPU numpy runs on."""
@@ -88,10 +96,7 @@ def log_unit(u: np.ndarray) -> np.ndarray:
     e = (e - low).astype(np.float64)
     s = (m - 1.0) / (m + 1.0)
     z = s * s
-    series = np.full_like(z, _ATANH_TERMS[-1])
-    for c in reversed(_ATANH_TERMS[:-1]):
-        series = series * z + c
-    return e * _LN2_HI + (e * _LN2_LO + 2.0 * s * series)
+    return e * _LN2_HI + (e * _LN2_LO + 2.0 * s * _poly(z, _ATANH_TERMS))
 
 
 _TWO_PI_HI = 6.28318530717958623200e+00  # 2 pi = _TWO_PI_HI + _TWO_PI_LO
@@ -99,13 +104,6 @@ _TWO_PI_LO = 2.44929359829470635445e-16
 # Taylor terms of sin and cos on |phi| <= pi/4: the first left out is below 1e-18.
 _SIN_TERMS = tuple((-1) ** k / math.factorial(2 * k + 1) for k in range(10))
 _COS_TERMS = tuple((-1) ** k / math.factorial(2 * k) for k in range(11))
-
-
-def _poly(z: np.ndarray, terms: tuple[float, ...]) -> np.ndarray:
-    out = np.full_like(z, terms[-1])
-    for c in reversed(terms[:-1]):
-        out = out * z + c
-    return out
 
 
 def cos_sin_turns(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
